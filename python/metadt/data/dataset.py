@@ -1,0 +1,213 @@
+"""A metadt dataset on disk: one `TrajectoryStore` per quality plus a card.
+
+Layout of a dataset directory::
+
+    DIR/card.json        the DatasetCard (JSON, written last and atomically)
+    DIR/<quality>/       a TrajectoryStore (manifest.json + one .npy per column)
+
+Qualities are ``expert``, ``medium`` and ``mixed`` for data made by
+``metadt collect`` (an import may hold any subset). Episode task ids in every
+store are indices into ``card.tasks`` (train and test tasks together); which
+ids are train and which are test is in ``card.train_ids`` / ``card.test_ids``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from metadt.fileio import atomic_write_json, read_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from metadt import TrajectoryStore
+
+CARD_FORMAT = "metadt-dataset"
+CARD_VERSION = 1
+QUALITIES = ("expert", "medium", "mixed")
+
+
+@dataclass
+class DatasetCard:
+    """What a dataset holds and how it was made (serialized as ``card.json``)."""
+
+    family: str
+    """Task family name (see ``metadt envs``)."""
+    family_seed: int
+    """Seed the family's tasks were sampled with."""
+    obs_dim: int
+    act_dim: int
+    horizon: int
+    tasks: list[dict[str, Any]]
+    """Task parameters, JSON; the store's task id ``i`` is ``tasks[i]``."""
+    train_ids: list[int]
+    test_ids: list[int]
+    qualities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per quality: ``{"store": subdir, "episodes_per_task": n, "checkpoints": {...},
+    "returns": {task_id: {"min", "mean", "max", "episodes", "steps"}}}``."""
+    random_returns: dict[str, float] = field(default_factory=dict)
+    """Mean return of a uniform-random policy per task id (string keys, JSON)."""
+    collection: dict[str, Any] = field(default_factory=dict)
+    """How the data was made: preset, SAC config and budget, seeds, source."""
+    source: str = "metadt collect"
+    created: str = ""
+    format: str = CARD_FORMAT
+    version: int = CARD_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "card") -> "DatasetCard":
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a JSON object")
+        if data.get("format") != CARD_FORMAT:
+            raise ValueError(f"{where}: not a metadt dataset card (format={data.get('format')!r})")
+        if data.get("version") != CARD_VERSION:
+            raise ValueError(
+                f"{where}: card version {data.get('version')!r} is not supported "
+                f"(this metadt reads version {CARD_VERSION})"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+                   and f.name not in data]
+        if missing:
+            raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        card = cls(**data)
+        n = len(card.tasks)
+        for ids, what in ((card.train_ids, "train_ids"), (card.test_ids, "test_ids")):
+            bad = [i for i in ids if not (0 <= int(i) < n)]
+            if bad:
+                raise ValueError(f"{where}: {what} {bad} out of range for {n} tasks")
+        return card
+
+    def returns(self, quality: str) -> dict[int, dict[str, float]]:
+        q = self._quality(quality)
+        return {int(k): v for k, v in q.get("returns", {}).items()}
+
+    def max_return(self, task_id: int, quality: str) -> float:
+        """The best episode return of a task in a quality (the default evaluation target)."""
+        stats = self.returns(quality).get(int(task_id))
+        if stats is None:
+            raise ValueError(f"task {task_id} has no episodes in quality {quality!r}")
+        return float(stats["max"])
+
+    def random_return(self, task_id: int) -> float | None:
+        v = self.random_returns.get(str(int(task_id)))
+        return None if v is None else float(v)
+
+    def _quality(self, quality: str) -> dict[str, Any]:
+        if quality not in self.qualities:
+            have = ", ".join(sorted(self.qualities)) or "none"
+            raise ValueError(f"dataset has no quality {quality!r} (it has: {have})")
+        return self.qualities[quality]
+
+
+def return_stats(store: "TrajectoryStore") -> dict[str, dict[str, float]]:
+    """Per-task min/mean/max episode return, episode and step counts (JSON keys)."""
+    returns = np.asarray(store.episode_returns(), dtype=np.float64)
+    lengths = np.asarray(store.episode_lengths(), dtype=np.int64)
+    out: dict[str, dict[str, float]] = {}
+    for t in store.tasks():
+        eps = np.asarray(store.episodes_of_task(int(t)), dtype=np.int64)
+        r = returns[eps]
+        out[str(int(t))] = {
+            "min": float(r.min()),
+            "mean": float(r.mean()),
+            "max": float(r.max()),
+            "episodes": int(len(eps)),
+            "steps": int(lengths[eps].sum()),
+        }
+    return out
+
+
+class Dataset:
+    """An opened dataset directory: its card, its family, and lazily its stores."""
+
+    def __init__(self, path: str | os.PathLike, card: DatasetCard):
+        self.path = Path(path)
+        self.card = card
+        self._stores: dict[tuple[str, bool], "TrajectoryStore"] = {}
+        self._family = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Dataset":
+        path = Path(path)
+        card_path = path / "card.json"
+        if not card_path.is_file():
+            raise FileNotFoundError(
+                f"{path}: not a metadt dataset (no card.json); make one with `metadt collect` "
+                f"or `metadt import-official`"
+            )
+        return cls(path, DatasetCard.from_dict(read_json(card_path), where=str(card_path)))
+
+    @property
+    def qualities(self) -> list[str]:
+        return list(self.card.qualities)
+
+    @property
+    def family(self):
+        """The task family rebuilt from the tasks saved in the card."""
+        if self._family is None:
+            from metadt.envs import family_from_tasks
+
+            self._family = family_from_tasks(
+                self.card.family, self.card.tasks, num_train=len(self.card.train_ids),
+                seed=self.card.family_seed,
+            )
+        return self._family
+
+    def store(self, quality: str, mmap: bool = True) -> "TrajectoryStore":
+        """Open the store of a quality (memory-mapped by default), checked against the card."""
+        from metadt import TrajectoryStore
+
+        key = (quality, mmap)
+        if key not in self._stores:
+            q = self.card._quality(quality)
+            store = TrajectoryStore.load(str(self.path / q.get("store", quality)), mmap=mmap)
+            if (store.obs_dim, store.act_dim) != (self.card.obs_dim, self.card.act_dim):
+                raise ValueError(
+                    f"{self.path}/{quality}: store dims (obs {store.obs_dim}, act {store.act_dim}) "
+                    f"differ from the card's (obs {self.card.obs_dim}, act {self.card.act_dim})"
+                )
+            self._stores[key] = store
+        return self._stores[key]
+
+
+def write_card(path: str | os.PathLike, card: DatasetCard) -> Path:
+    """Write ``card.json`` atomically (stamping ``created`` if empty)."""
+    if not card.created:
+        card.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return atomic_write_json(Path(path) / "card.json", card.to_dict())
+
+
+def write_dataset(path: str | os.PathLike, card: DatasetCard,
+                  stores: dict[str, "TrajectoryStore"]) -> Dataset:
+    """Save each quality's store (atomically, by the store) and then the card.
+
+    Per-quality return statistics are computed from the stores and merged into
+    ``card.qualities``. The card is written last, so a directory with a card is
+    always complete.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for quality, store in stores.items():
+        if (store.obs_dim, store.act_dim) != (card.obs_dim, card.act_dim):
+            raise ValueError(
+                f"quality {quality!r}: store dims ({store.obs_dim}, {store.act_dim}) differ "
+                f"from the card's ({card.obs_dim}, {card.act_dim})"
+            )
+        store.save(str(path / quality))
+        q = card.qualities.setdefault(quality, {})
+        q["store"] = quality
+        q["returns"] = return_stats(store)
+    write_card(path, card)
+    return Dataset(path, card)
