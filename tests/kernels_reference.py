@@ -1,0 +1,55 @@
+"""Plain references for the kernel tests (NumPy / float32 PyTorch), no fusion, no tricks."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def prompt_scores_numpy(pred, target, lengths, k, start_min, weights=None):
+    """Loop-level NumPy reference: (index [N] int64, score [N] float64, matrix [N, T-k+1])."""
+    pred = np.asarray(pred, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    n, t, d = pred.shape
+    w = np.ones(d) if weights is None else np.asarray(weights, dtype=np.float64)
+    width = max(t - k + 1, 0)
+    matrix = np.full((n, width), -np.inf)
+    index = np.full(n, -1, dtype=np.int64)
+    score = np.full(n, -np.inf)
+    for i in range(n):
+        length = int(min(max(int(lengths[i]), 0), t))
+        err = np.zeros(t)
+        for step in range(length):
+            err[step] = float(np.sum(w * np.abs(pred[i, step] - target[i, step])))
+        for s in range(start_min, length - k + 1):
+            matrix[i, s] = err[s:s + k].sum()
+            if matrix[i, s] > score[i]:  # strict: ties keep the earliest start
+                score[i], index[i] = matrix[i, s], s
+    return index, score, matrix
+
+
+def attention_float32(q, k, v, key_padding_mask=None, causal=True, scale=None,
+                      dropout_keep=None, dropout_p=0.0):
+    """Explicit float32 softmax attention with the metadt masking semantics."""
+    b, h, t, d = q.shape
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    s = (q.float() @ k.float().transpose(-1, -2)) * scale
+    allowed = torch.ones(b, 1, t, t, dtype=torch.bool)
+    if causal:
+        allowed = allowed & torch.ones(t, t, dtype=torch.bool).tril()
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask.bool()[:, None, None, :]
+    row_ok = allowed.any(-1, keepdim=True)
+    s = s.masked_fill(~allowed, float("-inf")).masked_fill(~row_ok, 0.0)
+    p = torch.softmax(s, dim=-1) * row_ok
+    if dropout_keep is not None:
+        p = p * dropout_keep / (1.0 - dropout_p)
+    return p @ v.float()
+
+
+def left_padding_mask(lengths, t):
+    """[B, T] bool, True = real token, padding at the front."""
+    lengths = torch.as_tensor(lengths)
+    pos = torch.arange(t)[None, :]
+    return pos >= (t - lengths)[:, None]

@@ -1,0 +1,185 @@
+"""metadt.kernels on the CPU: the PyTorch fallbacks against plain references, and dispatch.
+
+The Triton kernels themselves are tested under Triton's interpreter in a
+separate process (tests/test_kernels_interpret.py, launched from here).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import metadt.kernels as K
+from metadt.kernels import dispatch
+from kernels_reference import attention_float32, left_padding_mask, prompt_scores_numpy
+
+# Fallback vs the float32 reference: both float32 on the CPU, only the
+# summation order differs.
+ATOL, RTOL = 1e-5, 1e-5
+
+
+def _qkv(b, h, t, d, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, t, d, generator=g, dtype=torch.float32).to(dtype).requires_grad_()
+            for _ in range(3)]
+
+
+@pytest.mark.parametrize("t", [1, 7, 33, 75])
+@pytest.mark.parametrize("d", [16, 32, 64])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_fallback_matches_reference(t, d, padded, causal, monkeypatch):
+    monkeypatch.setenv(K.ENV_VAR, "auto")
+    b, h = 3, 2
+    q, k, v = _qkv(b, h, t, d, seed=t * 100 + d)
+    kpm = left_padding_mask([t, max(t - 3, 0), 0], t) if padded else None
+    out = K.attention(q, k, v, kpm, causal=causal)
+    ref = attention_float32(q, k, v, kpm, causal=causal)
+    assert out.shape == (b, h, t, d)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=RTOL)
+    go = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), go)
+    refs = torch.autograd.grad(ref, (q, k, v), go)
+    for g, r in zip(grads, refs):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+    if padded and causal:
+        # Trajectory 2 is all padding; trajectory 1's first 3 rows see only padding.
+        assert torch.count_nonzero(out[2]) == 0
+        assert torch.count_nonzero(out[1, :, : min(3, t)]) == 0
+
+
+def test_attention_fully_masked_gives_zeros_and_finite_grads():
+    q, k, v = _qkv(2, 1, 5, 16)
+    kpm = torch.zeros(2, 5, dtype=torch.bool)
+    for causal in (True, False):
+        out = K.attention(q, k, v, kpm, causal=causal)
+        assert torch.equal(out, torch.zeros_like(out))
+        grads = torch.autograd.grad(out.sum(), (q, k, v))
+        for g in grads:
+            assert torch.equal(g, torch.zeros_like(g))
+
+
+def test_attention_dropout_eval_is_deterministic_and_train_drops():
+    q, k, v = _qkv(2, 2, 9, 16)
+    kpm = left_padding_mask([9, 4], 9)
+    a = K.attention(q, k, v, kpm, dropout_p=0.5, training=False)
+    b = K.attention(q, k, v, kpm, dropout_p=0.5, training=False)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, attention_float32(q, k, v, kpm), atol=ATOL, rtol=RTOL)
+    torch.manual_seed(0)
+    c = K.attention(q, k, v, kpm, dropout_p=0.5, training=True)
+    assert torch.isfinite(c).all() and not torch.allclose(a, c)
+
+
+def test_attention_rejects_bad_shapes():
+    q, k, v = _qkv(2, 1, 5, 16)
+    with pytest.raises(ValueError):
+        K.attention(q, k[:, :, :4], v)
+    with pytest.raises(ValueError):
+        K.attention(q, k, v, torch.ones(2, 4, dtype=torch.bool))
+
+
+def _scores_case(n, t, d, seed, integer=False):
+    g = torch.Generator().manual_seed(seed)
+    if integer:  # exact sums: exact ties
+        pred = torch.randint(0, 3, (n, t, d), generator=g).float()
+        target = torch.randint(0, 3, (n, t, d), generator=g).float()
+    else:
+        pred = torch.randn(n, t, d, generator=g)
+        target = torch.randn(n, t, d, generator=g)
+    lengths = torch.randint(0, t + 1, (n,), generator=g)
+    lengths[0] = t
+    return pred, target, lengths
+
+
+@pytest.mark.parametrize("t,d,k,start_min", [(1, 1, 1, 0), (7, 3, 3, 2), (20, 2, 5, 4),
+                                              (75, 11, 5, 4), (200, 20, 5, 4), (8, 17, 3, 4)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("integer", [False, True])
+def test_prompt_scores_fallback_matches_numpy(t, d, k, start_min, weighted, integer):
+    n = 9
+    pred, target, lengths = _scores_case(n, t, d, seed=t + d + k, integer=integer)
+    lengths[1] = start_min + k - 1  # just too short: no segment
+    lengths[2] = min(start_min + k, t)  # exactly one segment when it fits
+    w = torch.rand(d) + 0.5 if weighted else None
+    if integer and weighted:
+        w = torch.randint(1, 3, (d,)).float()
+    idx, score, mat = K.prompt_scores(pred, target, lengths, k, start_min, w, return_matrix=True)
+    ridx, rscore, rmat = prompt_scores_numpy(pred.numpy(), target.numpy(), lengths.numpy(), k,
+                                             start_min, None if w is None else w.numpy())
+    assert idx.dtype == torch.int64 and idx.shape == (n,)
+    assert score.dtype == torch.float32 and mat.shape == (n, max(t - k + 1, 0))
+    np.testing.assert_array_equal(idx.numpy(), ridx)
+    np.testing.assert_allclose(score.numpy(), rscore, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mat.numpy(), rmat, rtol=1e-5, atol=1e-5)
+    assert idx[1] == K.NO_SEGMENT and score[1] == K.NO_SCORE
+    two = K.prompt_scores(pred, target, lengths, k, start_min, w)
+    assert isinstance(two, K.PromptScores)
+    assert torch.equal(two.index, idx) and torch.equal(two.score, score)
+
+
+def test_prompt_scores_ties_pick_earliest():
+    pred = torch.zeros(1, 10, 1)
+    target = torch.zeros(1, 10, 1)
+    target[0, [3, 7], 0] = 1.0  # windows of k=1 starting at 3 and 7 tie
+    idx, score = K.prompt_scores(pred, target, torch.tensor([10]), 1, 0)
+    assert idx.tolist() == [3] and score.tolist() == [1.0]
+    idx, _ = K.prompt_scores(torch.zeros(1, 6, 2), torch.zeros(1, 6, 2), torch.tensor([6]), 2, 1)
+    assert idx.tolist() == [1]  # all-zero errors: the earliest valid start
+
+
+def test_prompt_scores_k_longer_than_t():
+    idx, score, mat = K.prompt_scores(torch.zeros(2, 3, 1), torch.ones(2, 3, 1),
+                                      torch.tensor([3, 2]), 5, 0, return_matrix=True)
+    assert idx.tolist() == [-1, -1] and mat.shape == (2, 0)
+    assert torch.isneginf(score).all()
+
+
+def test_prompt_scores_float64_and_half_inputs():
+    pred, target, lengths = _scores_case(5, 30, 4, seed=1)
+    i64, s64 = K.prompt_scores(pred.double(), target.double(), lengths, 5, 4)
+    assert s64.dtype == torch.float64
+    i16, s16 = K.prompt_scores(pred.half(), target.half(), lengths, 5, 4)
+    assert s16.dtype == torch.float32
+    ridx, rscore, _ = prompt_scores_numpy(pred.half().numpy(), target.half().numpy(),
+                                          lengths.numpy(), 5, 4)
+    np.testing.assert_array_equal(i16.numpy(), ridx)
+    np.testing.assert_allclose(s16.numpy(), rscore, rtol=1e-5, atol=1e-5)
+
+
+def test_prompt_scores_validation():
+    x = torch.zeros(2, 5, 3)
+    with pytest.raises(ValueError):
+        K.prompt_scores(x, x, torch.tensor([5]), 2, 0)
+    with pytest.raises(ValueError):
+        K.prompt_scores(x, x, torch.tensor([5, 5]), 0, 0)
+    with pytest.raises(ValueError):
+        K.prompt_scores(x, x, torch.tensor([5, 5]), 2, 0, weights=torch.ones(2))
+    with pytest.raises(ValueError):
+        K.prompt_scores(x, x, torch.tensor([5.0, 5.0]), 2, 0)
+
+
+def test_dispatch_env_var(monkeypatch):
+    cpu = torch.zeros(1)
+    monkeypatch.delenv(K.ENV_VAR, raising=False)
+    assert dispatch.mode() == "auto"
+    assert K.backend(cpu) == "torch"  # CPU tensors never take Triton in auto
+    monkeypatch.setenv(K.ENV_VAR, "torch")
+    assert K.backend(cpu) == "torch"
+    monkeypatch.setenv(K.ENV_VAR, "bogus")
+    with pytest.raises(ValueError):
+        K.backend(cpu)
+    monkeypatch.setenv(K.ENV_VAR, "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError):  # CPU tensors need the interpreter
+        K.backend(cpu)
+    with pytest.raises(RuntimeError):
+        K.attention(*_qkv(1, 1, 3, 16))
+
+
+def test_dispatch_forced_torch_on_any_device(monkeypatch):
+    monkeypatch.setenv(K.ENV_VAR, "torch")
+    q, k, v = _qkv(1, 1, 4, 16)
+    torch.testing.assert_close(K.attention(q, k, v), attention_float32(q, k, v),
+                               atol=ATOL, rtol=RTOL)
