@@ -1,0 +1,53 @@
+"""What every MuJoCo task env shares: task switching, the horizon, action checks.
+
+`MujocoTaskMixin` goes before a gymnasium MuJoCo env class in the bases. It
+gives the env a ``task`` attribute (assigning it calls `set_task`), a
+``horizon`` with ``truncated=True`` at the last step (never ``terminated``),
+a RuntimeError when stepping past the horizon, and `_action` which rejects a
+wrong shape with ValueError and clips to the action bounds.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from metadt.envs.base import EpisodeClock, Task, check_action
+
+
+class MujocoTaskMixin:
+    family_name: str = ""
+
+    def _init_task(self, task: Mapping[str, Any], horizon: int) -> None:
+        self.horizon = int(horizon)
+        self._clock = EpisodeClock(self.horizon)
+        self._act_low = np.asarray(self.action_space.low, dtype=np.float64)
+        self._act_high = np.asarray(self.action_space.high, dtype=np.float64)
+        self._act_dim = int(self.action_space.shape[0])
+        self.set_task(task)
+
+    @property
+    def task(self) -> Task:
+        return dict(self._task)
+
+    @task.setter
+    def task(self, task: Mapping[str, Any]) -> None:
+        self.set_task(task)
+
+    def set_task(self, task: Mapping[str, Any]) -> None:
+        """Switch to `task` now (no rebuild); call reset() to start an episode of it."""
+        if not isinstance(task, Mapping) or task.get("family") != self.family_name:
+            fam = task.get("family") if isinstance(task, Mapping) else type(task).__name__
+            raise ValueError(f"task belongs to family {fam!r}, not {self.family_name!r}")
+        self._apply_task(task)
+        self._task = dict(task)
+
+    def _apply_task(self, task: Mapping[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._clock.reset()
+        return super().reset(seed=seed, options=options)  # type: ignore[misc]
+
+    def _action(self, action: Any) -> np.ndarray:
+        return check_action(action, self._act_dim, self._act_low, self._act_high)
