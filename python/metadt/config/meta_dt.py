@@ -1,0 +1,173 @@
+"""Config of Meta-DT and of every baseline/ablation (protocol sections 4, 5 and 7).
+
+One trainer and one policy serve all methods; a method is a preset of these
+flags (see :data:`METHODS`), never a copy of the code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from metadt.config.base import Config, check_preset
+
+PROMPT_STRATEGIES = ("argmax", "proportional", "random", "last")
+Z_SOURCES = ("column", "on_the_fly")
+
+#: method name -> the flags it sets (everything else comes from the preset).
+METHODS: dict[str, dict[str, Any]] = {
+    # full method: z from the world model + complementary prompt after warm-up
+    "meta-dt": dict(use_z=True, use_prompt=True, prompt_strategy="argmax"),
+    # multi-task decision transformer: neither z nor prompt
+    "dt": dict(use_z=False, use_prompt=False),
+    # Prompt-DT: a prompt segment from the task's data from the first step, no z
+    "prompt-dt": dict(use_z=False, use_prompt=True, prompt_strategy="random", warm_train=0),
+    # ablations
+    "meta-dt-no-z": dict(use_z=False, use_prompt=True, prompt_strategy="argmax"),
+    "meta-dt-no-prompt": dict(use_z=True, use_prompt=False),
+    "meta-dt-random-prompt": dict(use_z=True, use_prompt=True, prompt_strategy="random"),
+}
+
+# Families whose published window/prompt lengths differ from K=20, k=5.
+_SHORT_WINDOWS = ("hopper-param", "walker-param")
+
+
+@dataclass
+class MetaDTConfig(Config):
+    """Meta-DT policy and its trainer."""
+
+    family: str = "point-robot"
+    """Task family (checked against the dataset's and the world model's)."""
+    preset: str = "cpu"
+    """Preset these values came from (informational)."""
+    method: str = "meta-dt"
+    """Method preset the flags came from: one of METHODS (informational once built)."""
+    seed: int = 0
+    """Seed of parameters, dropout and of every sampled batch."""
+    quality: str = "medium"
+    """Dataset quality (store) trained on; its tasks' prompts come from the same store."""
+
+    # -- conditioning
+    use_z: bool = True
+    """Condition state tokens on the world model's task representation z_t."""
+    use_prompt: bool = True
+    """Prepend a k-step prompt segment (after `warm_train` steps)."""
+    prompt_strategy: str = "argmax"
+    """Segment choice within an episode: argmax (paper), proportional (authors' code), random, last."""
+    prompt_score_column: str = "wm_error"
+    """Store column holding per-step world-model errors (segment scores)."""
+    prompt_start_min: int | None = None
+    """Smallest segment start (None = the world model's context length h)."""
+    z_source: str = "column"
+    """How z_t reaches the batch: "column" (precomputed per step, attached to the store
+    and sampled with the window) or "on_the_fly" (encoded from the batch's context
+    windows each step). "column" measured faster on the cpu preset (docs/train.md)."""
+    z_column: str = "wm_z"
+    """Store column name for precomputed z."""
+
+    # -- sequence
+    seq_len: int = 20
+    """K: steps per training window."""
+    prompt_len: int = 5
+    """k: steps per prompt segment."""
+    return_scale: float | None = None
+    """RTG divisor (None = the family's: Point 10, MuJoCo/Meta-World 500)."""
+    max_timestep: int | None = None
+    """Size of the timestep embedding (None = the dataset's horizon)."""
+    action_scale: float | None = None
+    """Actions are divided by this inside the model and the tanh head is scaled by it
+    (None = the family's action bound)."""
+
+    # -- architecture
+    embed_dim: int = 128
+    """Transformer width."""
+    n_layers: int = 3
+    """Transformer blocks."""
+    n_heads: int = 1
+    """Attention heads."""
+    mlp_dim: int = 512
+    """Hidden width of each block's MLP."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention probabilities and residual branches."""
+    state_embed_dim: int = 16
+    """Width of Linear(s_norm) before it is concatenated with z_t."""
+    z_dim: int = 16
+    """Dimension of z (set from the world model by the trainer; checked)."""
+
+    # -- optimization
+    lr: float = 1e-4
+    """AdamW learning rate (after warm-up)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 10000
+    """Linear learning-rate warm-up steps."""
+    grad_clip: float = 0.25
+    """Gradient-norm clip."""
+    batch_size: int = 128
+    """Windows per batch."""
+    num_steps: int = 100000
+    """Gradient steps."""
+    warm_train: int = 20000
+    """Steps trained without prompt before the complementary prompt is switched on."""
+
+    # -- bookkeeping
+    log_every: int = 100
+    """Steps between metrics lines (JSONL)."""
+    checkpoint_every: int = 1000
+    """Steps between atomic checkpoints (resume point)."""
+    column_batch_size: int = 4096
+    """Steps per forward pass when computing the z / error columns."""
+    device: str = "cpu"
+    """Torch device ("cpu", "cuda", "auto" = cuda when available)."""
+
+    @property
+    def needs_world_model(self) -> bool:
+        """z, or a prompt chosen by world-model error, needs a trained world model."""
+        return self.use_z or (self.use_prompt and self.prompt_strategy in ("argmax", "proportional"))
+
+    @classmethod
+    def for_family(cls, family: str, preset: str = "cpu", method: str = "meta-dt") -> "MetaDTConfig":
+        """Defaults for a family, a preset (`paper`, `cpu`, `smoke`) and a method."""
+        check_preset(preset)
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        cfg = cls(family=family, preset=preset, method=method)
+        if family in _SHORT_WINDOWS:
+            cfg = cfg.replace(seq_len=8, prompt_len=3)
+        if preset == "paper":
+            cfg = cfg.replace(device="auto", log_every=200, checkpoint_every=5000)
+        elif preset == "cpu":
+            # ~25x cheaper per step than `paper`; finishes in minutes on 2 cores.
+            cfg = cfg.replace(embed_dim=64, n_layers=2, mlp_dim=256, batch_size=32,
+                              num_steps=2500, warmup_steps=250, warm_train=1000, lr=1e-3,
+                              log_every=50, checkpoint_every=500)
+        else:  # smoke
+            cfg = cfg.replace(embed_dim=16, n_layers=1, mlp_dim=32, batch_size=8,
+                              num_steps=6, warmup_steps=2, warm_train=3, lr=1e-3, seq_len=5,
+                              prompt_len=3, log_every=2, checkpoint_every=3,
+                              column_batch_size=1024)
+        return cfg.replace(**METHODS[method]).validate()
+
+    def with_method(self, method: str) -> "MetaDTConfig":
+        """The same sizes with another method's flags."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        return self.replace(method=method, **METHODS[method]).validate()
+
+    def validate(self) -> "MetaDTConfig":
+        if self.prompt_strategy not in PROMPT_STRATEGIES:
+            raise ValueError(f"prompt_strategy {self.prompt_strategy!r} is not one of "
+                             f"{', '.join(PROMPT_STRATEGIES)}")
+        if self.z_source not in Z_SOURCES:
+            raise ValueError(f"z_source {self.z_source!r} is not one of {', '.join(Z_SOURCES)}")
+        if self.embed_dim % self.n_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by n_heads {self.n_heads}")
+        for name in ("seq_len", "prompt_len", "embed_dim", "n_layers", "n_heads", "mlp_dim",
+                     "batch_size", "num_steps", "log_every", "checkpoint_every",
+                     "state_embed_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warm_train < 0 or self.warmup_steps < 0:
+            raise ValueError("warm_train and warmup_steps must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        return self
