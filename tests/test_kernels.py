@@ -5,6 +5,12 @@ separate process (tests/test_kernels_interpret.py, launched from here).
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +18,8 @@ import torch
 import metadt.kernels as K
 from metadt.kernels import dispatch
 from kernels_reference import attention_float32, left_padding_mask, prompt_scores_numpy
+
+HERE = Path(__file__).resolve().parent
 
 # Fallback vs the float32 reference: both float32 on the CPU, only the
 # summation order differs.
@@ -183,3 +191,21 @@ def test_dispatch_forced_torch_on_any_device(monkeypatch):
     q, k, v = _qkv(1, 1, 4, 16)
     torch.testing.assert_close(K.attention(q, k, v), attention_float32(q, k, v),
                                atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_triton_kernels_under_interpreter():
+    """Run tests/test_kernels_interpret.py in a process that starts with TRITON_INTERPRET=1.
+
+    The interpreter must be switched on before ``triton`` is imported, so it
+    cannot be toggled inside this (interpreter-free) pytest process.
+    """
+    env = dict(os.environ, TRITON_INTERPRET="1", **{K.ENV_VAR: "triton"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(HERE / "test_kernels_interpret.py")],
+        cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900,
+    )
+    tail = proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, tail
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, tail

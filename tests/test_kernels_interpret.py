@@ -1,0 +1,189 @@
+"""The Triton kernels under Triton's CPU interpreter, against float32 / NumPy references.
+
+These tests need ``TRITON_INTERPRET=1`` in the environment before ``triton``
+is imported, so they only run in a process started that way; in any other
+process they skip. ``tests/test_kernels.py::test_triton_kernels_under_interpreter``
+launches this file in such a subprocess (with ``METADT_KERNELS=triton``), so
+a plain ``pytest`` run covers them. By hand::
+
+    TRITON_INTERPRET=1 METADT_KERNELS=triton python -m pytest tests/test_kernels_interpret.py
+
+Tolerances (kernel vs float32 reference computed from the same inputs):
+float32 1e-5 abs + 1e-5 rel on outputs and gradients (observed <= 2e-6);
+float16 5e-3 / 5e-3 and bfloat16 3e-2 / 3e-2 (one or two ulps of the output
+dtype); prompt scores 1e-5 abs + 1e-5 rel, indices exact.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import metadt.kernels as K
+from kernels_reference import attention_float32, left_padding_mask, prompt_scores_numpy
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1" or os.environ.get(K.ENV_VAR) != "triton",
+    reason="needs TRITON_INTERPRET=1 and METADT_KERNELS=triton from process start "
+           "(launched by tests/test_kernels.py)",
+)
+
+TOL = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=5e-3, rtol=5e-3),
+    torch.bfloat16: dict(atol=3e-2, rtol=3e-2),
+}
+
+
+def _inputs(b, h, t, d, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    qkv = [torch.randn(b, h, t, d, generator=g).to(dtype).requires_grad_() for _ in range(3)]
+    go = torch.randn(b, h, t, d, generator=g).to(dtype)
+    return qkv, go
+
+
+def _check_attention(t, d, padded, causal, dtype=torch.float32, dropout_p=0.0, blocks=None,
+                     via_public_api=False):
+    from metadt.kernels._attention_triton import attention_triton, dropout_keep_mask
+
+    b, h = 3, 2
+    (q, k, v), go = _inputs(b, h, t, d, dtype, seed=1000 * t + d + padded + 2 * causal)
+    # Trajectory 0 full, 1 left-padded by 3, 2 entirely padding.
+    kpm = left_padding_mask([t, max(t - 3, 0), 0], t) if padded else None
+    seed = 4321
+    if via_public_api:
+        assert K.backend(q, k, v) == "triton"
+        out = K.attention(q, k, v, kpm, causal=causal)
+    else:
+        out = attention_triton(q, k, v, kpm, causal, dropout_p, seed=seed, blocks=blocks)
+    keep = dropout_keep_mask(b, h, t, dropout_p, seed) if dropout_p > 0 else None
+    ref = attention_float32(q, k, v, kpm, causal, dropout_keep=keep, dropout_p=dropout_p)
+    assert out.shape == (b, h, t, d) and out.dtype == dtype
+    assert torch.isfinite(out).all()
+    tol = TOL[dtype]
+    torch.testing.assert_close(out.float(), ref, **tol)
+    grads = torch.autograd.grad(out, (q, k, v), go)
+    refs = torch.autograd.grad(ref, (q, k, v), go.float())
+    for name, g, r in zip("qkv", grads, refs):
+        assert g.dtype == dtype and torch.isfinite(g).all(), name
+        torch.testing.assert_close(g.float(), r.float(), **tol, msg=lambda m: f"d{name}: {m}")
+    if padded and causal:
+        assert torch.count_nonzero(out[2]) == 0  # every row fully masked -> exact zeros
+        assert torch.count_nonzero(out[1, :, : min(3, t)]) == 0
+        assert torch.count_nonzero(grads[0][2]) == 0
+
+
+@pytest.mark.parametrize("t", [1, 7, 33, 75])
+@pytest.mark.parametrize("d", [16, 32, 64])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_matches_float32_reference(t, d, padded, causal):
+    _check_attention(t, d, padded, causal, via_public_api=True)
+
+
+@pytest.mark.parametrize("t,d,blocks", [(75, 64, (16, 32)), (75, 32, (32, 16)), (33, 16, (16, 16)),
+                                        (7, 16, (16, 16))])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_several_blocks(t, d, blocks, causal):
+    # T not a multiple of the block, several query and key blocks per row.
+    _check_attention(t, d, True, causal, blocks=blocks)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_half_precision(dtype, causal):
+    _check_attention(33, 32, True, causal, dtype=dtype)
+
+
+@pytest.mark.parametrize("t,blocks", [(33, None), (75, (16, 32))])
+def test_attention_dropout_matches_reference_with_same_pattern(t, blocks):
+    _check_attention(t, 16, True, True, dropout_p=0.25, blocks=blocks)
+
+
+def test_dropout_pattern_rate_and_repeatability():
+    from metadt.kernels._attention_triton import dropout_keep_mask
+
+    a = dropout_keep_mask(2, 2, 75, 0.3, seed=7)
+    b = dropout_keep_mask(2, 2, 75, 0.3, seed=7)
+    c = dropout_keep_mask(2, 2, 75, 0.3, seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert abs(a.float().mean().item() - 0.7) < 0.02
+    assert not torch.equal(a[0, 0], a[0, 1])  # heads get different patterns
+
+
+def test_attention_training_flag_and_seeding():
+    (q, k, v), _ = _inputs(2, 1, 9, 16, torch.float32, seed=3)
+    kpm = left_padding_mask([9, 5], 9)
+    evaluation = K.attention(q, k, v, kpm, dropout_p=0.5, training=False)
+    torch.testing.assert_close(evaluation, attention_float32(q, k, v, kpm), **TOL[torch.float32])
+    torch.manual_seed(11)
+    first = K.attention(q, k, v, kpm, dropout_p=0.5)
+    torch.manual_seed(11)
+    again = K.attention(q, k, v, kpm, dropout_p=0.5)
+    assert torch.equal(first, again) and not torch.equal(first, evaluation)
+
+
+def _scores_inputs(n, t, d, seed, integer=False):
+    g = torch.Generator().manual_seed(seed)
+    if integer:
+        pred = torch.randint(0, 3, (n, t, d), generator=g).float()
+        target = torch.randint(0, 3, (n, t, d), generator=g).float()
+    else:
+        pred = torch.randn(n, t, d, generator=g)
+        target = torch.randn(n, t, d, generator=g)
+    lengths = torch.randint(0, t + 1, (n,), generator=g)
+    lengths[0] = t
+    return pred, target, lengths
+
+
+@pytest.mark.parametrize("t,d,k,start_min", [(1, 1, 1, 0), (7, 3, 3, 2), (33, 2, 5, 4),
+                                              (75, 11, 5, 4), (75, 20, 3, 4), (200, 39, 5, 4),
+                                              (4, 3, 5, 0)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("integer", [False, True])
+def test_prompt_scores_match_numpy_and_torch_path(t, d, k, start_min, weighted, integer):
+    n = 9
+    pred, target, lengths = _scores_inputs(n, t, d, seed=t * 7 + d + k, integer=integer)
+    lengths[1] = max(start_min + k - 1, 0)  # one step too short: "no segment"
+    lengths[2] = min(start_min + k, t)  # exactly one segment when it fits
+    lengths[3] = 0
+    if integer:
+        w = torch.randint(1, 3, (d,)).float() if weighted else None
+    else:
+        w = torch.rand(d) + 0.5 if weighted else None
+    assert K.backend(pred, target, lengths) == "triton"
+    idx, score, mat = K.prompt_scores(pred, target, lengths, k, start_min, w, return_matrix=True)
+    ridx, rscore, rmat = prompt_scores_numpy(pred.numpy(), target.numpy(), lengths.numpy(), k,
+                                             start_min, None if w is None else w.numpy())
+    assert idx.dtype == torch.int64 and score.dtype == torch.float32
+    assert mat.shape == (n, max(t - k + 1, 0))
+    np.testing.assert_array_equal(idx.numpy(), ridx)
+    np.testing.assert_allclose(score.numpy(), rscore, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mat.numpy(), rmat, rtol=1e-5, atol=1e-5)
+    assert idx[1] == K.NO_SEGMENT and score[1] == K.NO_SCORE and idx[3] == K.NO_SEGMENT
+    # The PyTorch path (what CPU callers get) agrees: same index, score to 1e-5.
+    tidx, tscore, tmat = K.prompt_scores_torch(pred, target, lengths, k, start_min, w,
+                                               return_matrix=True)
+    assert torch.equal(idx, tidx)
+    torch.testing.assert_close(score, tscore, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mat, tmat, rtol=1e-5, atol=1e-5)
+    idx2, score2 = K.prompt_scores(pred, target, lengths, k, start_min, w)
+    assert torch.equal(idx2, idx) and torch.equal(score2, score)
+
+
+def test_prompt_scores_ties_pick_earliest():
+    target = torch.zeros(2, 12, 2)
+    target[0, [3, 8], 0] = 1.0
+    idx, score = K.prompt_scores(torch.zeros(2, 12, 2), target, torch.tensor([12, 12]), 2, 1)
+    assert idx.tolist() == [2, 1] and score.tolist() == [1.0, 0.0]
+
+
+def test_prompt_scores_half_inputs():
+    pred, target, lengths = _scores_inputs(5, 40, 6, seed=5)
+    idx, score = K.prompt_scores(pred.half(), target.half(), lengths, 5, 4)
+    ridx, rscore, _ = prompt_scores_numpy(pred.half().numpy(), target.half().numpy(),
+                                          lengths.numpy(), 5, 4)
+    np.testing.assert_array_equal(idx.numpy(), ridx)
+    np.testing.assert_allclose(score.numpy(), rscore, rtol=1e-5, atol=1e-5)
