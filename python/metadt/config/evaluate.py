@@ -1,0 +1,97 @@
+"""Config of evaluation: zero-shot and few-shot rollouts (protocol sections 6-7)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metadt.config.base import Config, check_preset
+
+#: Evaluation settings. ``zero-shot``: no prompt, z online from the agent's
+#: own last h transitions. ``few-shot``: the agent first runs zero-shot,
+#: its best trajectory gives the prompt (segment chosen by
+#: `few_shot_strategy`). ``expert-prompt``: the prompt is a segment of the
+#: dataset's best expert episode of the task (Prompt-DT as published).
+SETTINGS = ("zero-shot", "few-shot", "expert-prompt")
+
+#: Default settings per method (protocol section 7). Every method is
+#: evaluated zero-shot too where that is meaningful: it is also the phase
+#: that collects the agent's own trajectories for few-shot.
+METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "meta-dt": ("zero-shot", "few-shot"),
+    "dt": ("zero-shot",),
+    "prompt-dt": ("expert-prompt", "few-shot"),
+    "meta-dt-no-z": ("few-shot",),
+    "meta-dt-no-prompt": ("zero-shot",),
+    "meta-dt-random-prompt": ("few-shot",),
+}
+
+STRATEGIES = ("argmax", "proportional", "random", "last")
+
+
+@dataclass
+class EvaluateConfig(Config):
+    """How a trained policy is evaluated on test (and a few train) tasks."""
+
+    family: str = "point-robot"
+    """Task family (informational; the run's dataset decides)."""
+    preset: str = "cpu"
+    """Preset these values came from (informational)."""
+    seed: int = 0
+    """Evaluation seed: env reset seeds and random prompt segments (offset by the run's seed)."""
+    episodes: int = 3
+    """Evaluation episodes per task and setting (stepped together in one vector env)."""
+    few_shot_episodes: int = 3
+    """Zero-shot episodes the agent runs on a task before few-shot; the best gives the prompt."""
+    num_train_tasks: int = 3
+    """Training tasks evaluated besides the test tasks (evenly spaced over train ids; 0 = none)."""
+    settings: tuple[str, ...] = ()
+    """Settings to evaluate (empty: the method's defaults, see METHOD_SETTINGS)."""
+    few_shot_strategy: str = ""
+    """Segment selection of the few-shot prompt: argmax (complementary), proportional,
+    random, last; empty: the run's own `prompt_strategy` (Meta-DT and its no-z ablation:
+    argmax on world-model error; Prompt-DT, which has no world model, and the
+    random-prompt ablation: random)."""
+    error_column: str = "wm_error"
+    """Name of the per-step world-model error column on the agent's own trajectories."""
+    expert_quality: str = "expert"
+    """Dataset quality the expert-prompt setting takes its demonstration from."""
+    expert_prompt_strategy: str = "random"
+    """Segment of the best expert episode used as Prompt-DT's expert prompt (random, last)."""
+    target_quality: str = ""
+    """Quality whose per-task max return is the target return (empty: the run's quality)."""
+    target_scale: float = 1.0
+    """Target return = target_scale x dataset max return of the task."""
+    device: str = ""
+    """Torch device for evaluation (empty: the run's device)."""
+
+    @classmethod
+    def for_family(cls, family: str, preset: str = "cpu") -> "EvaluateConfig":
+        """Defaults for a family and preset (`paper`, `cpu`, `smoke`)."""
+        check_preset(preset)
+        cfg = cls(family=family, preset=preset)
+        if preset == "paper":
+            return cfg.replace(episodes=5, num_train_tasks=5)
+        if preset == "cpu":
+            return cfg
+        return cfg.replace(episodes=1, few_shot_episodes=2, num_train_tasks=1)
+
+    def validate(self) -> "EvaluateConfig":
+        for name in ("episodes", "few_shot_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"evaluate: {name} must be >= 1, got {getattr(self, name)}")
+        if self.num_train_tasks < 0:
+            raise ValueError("evaluate: num_train_tasks must be >= 0")
+        bad = [s for s in self.settings if s not in SETTINGS]
+        if bad:
+            raise ValueError(f"evaluate: unknown setting(s) {bad}; choose from {', '.join(SETTINGS)}")
+        if self.few_shot_strategy and self.few_shot_strategy not in STRATEGIES:
+            raise ValueError(f"evaluate: few_shot_strategy must be one of {', '.join(STRATEGIES)}")
+        if self.expert_prompt_strategy not in ("random", "last"):
+            raise ValueError("evaluate: expert_prompt_strategy must be random or last")
+        if self.target_scale <= 0:
+            raise ValueError("evaluate: target_scale must be > 0")
+        return self
+
+    def settings_for(self, method: str) -> tuple[str, ...]:
+        if self.settings:
+            return tuple(self.settings)
+        return METHOD_SETTINGS.get(method, ("zero-shot", "few-shot"))

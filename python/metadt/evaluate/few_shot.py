@@ -1,0 +1,186 @@
+"""Prompts for evaluation: from the agent's own trajectories, or from expert data.
+
+Few-shot (protocol section 6): the agent first runs zero-shot a few episodes
+on each task; of its OWN trajectories the best by return is kept, the world
+model scores every step of it, and the complementary segment (largest summed
+error over k steps, start in [h, T-k]) becomes the prompt. No demonstration
+is involved: `own_prompts` takes nothing but the agent's trajectories (and
+the world model), so no dataset episode can reach the prompt.
+
+Scoring goes through the trainer's own code so evaluation selects segments
+exactly as training did: the kept trajectories are put in a small
+`TrajectoryStore`, `metadt.train.prompts.attach_step_errors` attaches the
+per-step errors as a column, and the store's `best_segments` picks the
+argmax segment per task.
+
+Prompt-DT's expert prompt (`expert_prompts`) is a segment of the dataset's
+best expert episode of the task, as Prompt-DT was published.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from metadt.evaluate.history import Prompt, segment_prompt
+from metadt.evaluate.rollout import Trajectories
+
+Scorer = Callable[[Any, Any, str], None]
+"""``scorer(store, world_model, column)`` attaches per-step errors as a column."""
+
+
+def default_scorer(store: Any, world_model: Any, column: str) -> None:
+    from metadt.train.prompts import attach_step_errors
+
+    attach_step_errors(store, world_model, column=column)
+
+
+def segment_bounds(T: int, length: int, start_min: int) -> tuple[int, int]:
+    """Lowest and highest valid segment start (start_min relaxed if the episode is short)."""
+    if length > T:
+        raise ValueError(f"prompt length {length} exceeds the episode length {T}")
+    hi = T - length
+    return min(max(int(start_min), 0), hi), hi
+
+
+def _starts_from_store(segs: Any, task_ids: list[int], episode_of_task: dict[int, int]) -> dict[int, int]:
+    """Normalize `best_segments` output to {task: start} for our one-episode-per-task store."""
+    out: dict[int, int] = {}
+    if isinstance(segs, Mapping):
+        if "starts" in segs:  # columnar: {"tasks"|"episodes", "starts", "scores"}
+            starts = np.asarray(segs["starts"]).tolist()
+            if "episodes" in segs:
+                eps = np.asarray(segs["episodes"]).tolist()
+                task_of_ep = {e: t for t, e in episode_of_task.items()}
+                for e, s in zip(eps, starts):
+                    out[task_of_ep[int(e)]] = int(s)
+            else:
+                for t, s in zip(np.asarray(segs["tasks"]).tolist(), starts):
+                    out[int(t)] = int(s)
+        else:  # {task: (episode, start, ...)} or {task: start}
+            for t, v in segs.items():
+                out[int(t)] = int(v[1] if isinstance(v, (tuple, list)) else
+                                  v["start"] if isinstance(v, Mapping) else v)
+    else:  # sequence of (task or episode, start, ...) / objects with .start
+        for item in segs:
+            if hasattr(item, "start"):
+                key = int(getattr(item, "task", getattr(item, "episode", -1)))
+                out[key] = int(item.start)
+            else:
+                out[int(item[0])] = int(item[1])
+    missing = [t for t in task_ids if t not in out]
+    if missing:
+        raise ValueError(f"best_segments returned no segment for task(s) {missing}")
+    return out
+
+
+def select_starts(trajs: Trajectories, rows: dict[int, int], *, length: int, start_min: int,
+                  strategy: str, rng: np.random.Generator, world_model: Any = None,
+                  column: str = "wm_error", scorer: Scorer | None = None) -> dict[int, int]:
+    """Segment start per task for the kept rows (``rows[task] = row in trajs``)."""
+    T = int(trajs.rewards.shape[1])
+    lo, hi = segment_bounds(T, length, start_min)
+    tasks = list(rows)
+    if strategy == "random":
+        return {t: int(rng.integers(lo, hi + 1)) for t in tasks}
+    if strategy == "last":
+        return {t: hi for t in tasks}
+    if strategy not in ("argmax", "proportional"):
+        raise ValueError(f"unknown prompt strategy {strategy!r}")
+    if world_model is None:
+        raise ValueError(f"prompt strategy {strategy!r} needs a world model to score segments")
+    from metadt import TrajectoryStore
+
+    store = TrajectoryStore(int(trajs.obs.shape[2]), int(trajs.actions.shape[2]))
+    episode_of_task: dict[int, int] = {}
+    for t in tasks:
+        r = rows[t]
+        episode_of_task[t] = int(store.add_episode(
+            np.ascontiguousarray(trajs.obs[r], dtype=np.float32),
+            np.ascontiguousarray(trajs.actions[r], dtype=np.float32),
+            np.ascontiguousarray(trajs.rewards[r], dtype=np.float32),
+            next_obs=np.ascontiguousarray(trajs.next_obs[r], dtype=np.float32),
+            task=int(t)))
+    (scorer or default_scorer)(store, world_model, column)
+    if strategy == "argmax":
+        segs = store.best_segments(column, length=length, start_min=lo, per="task", mode="argmax")
+        return _starts_from_store(segs, tasks, episode_of_task)
+    # proportional: sample a start with probability proportional to its summed error
+    errors = np.asarray(store.column(column), dtype=np.float64) if hasattr(store, "column") else None
+    if errors is None:
+        raise ValueError("proportional prompt selection needs TrajectoryStore.column")
+    out = {}
+    for t in tasks:
+        ep = episode_of_task[t]
+        e = errors[ep * T:(ep + 1) * T].reshape(-1)
+        scores = np.array([e[s:s + length].sum() for s in range(lo, hi + 1)])
+        p = scores / scores.sum() if scores.sum() > 0 else None
+        out[t] = int(lo + rng.choice(len(scores), p=p))
+    return out
+
+
+def own_prompts(trajs: Trajectories, *, length: int, context: int, return_scale: float,
+                strategy: str, rng: np.random.Generator, world_model: Any = None,
+                column: str = "wm_error", scorer: Scorer | None = None
+                ) -> tuple[dict[int, Prompt], dict[int, dict[str, Any]]]:
+    """One prompt per task from the agent's own zero-shot trajectories.
+
+    Keeps the best episode of each task by return and takes the segment the
+    strategy selects (``argmax``: largest summed world-model error, the
+    complementary prompt). Returns ``({task: Prompt with one row}, {task:
+    info})``, info giving the kept episode's return and the segment start.
+    """
+    rows = trajs.best_per_task()
+    starts = select_starts(trajs, rows, length=length, start_min=context, strategy=strategy,
+                           rng=rng, world_model=world_model, column=column, scorer=scorer)
+    prompts: dict[int, Prompt] = {}
+    info: dict[int, dict[str, Any]] = {}
+    for task, r in rows.items():
+        p = segment_prompt(trajs.obs[r:r + 1], trajs.actions[r:r + 1], trajs.rewards[r:r + 1],
+                           np.array([starts[task]]), length, return_scale, source="own")
+        prompts[task] = p
+        info[task] = {"source": "own", "strategy": strategy, "start": int(starts[task]),
+                      "episode_return": float(trajs.returns[r]),
+                      "candidates": int((trajs.tasks == task).sum())}
+    return prompts, info
+
+
+def episode_arrays(store: Any, episode: int) -> dict[str, np.ndarray]:
+    """obs, actions, rewards of one stored episode."""
+    ep = store.episode(int(episode))
+    return {k: np.asarray(ep[k]) for k in ("obs", "actions", "rewards")}
+
+
+def expert_prompts(store: Any, task_ids: list[int], *, length: int, context: int,
+                   return_scale: float, strategy: str, rng: np.random.Generator,
+                   source: str = "dataset:expert"
+                   ) -> tuple[dict[int, Prompt], dict[int, dict[str, Any]]]:
+    """Prompt-DT's prompt: a segment of the best dataset episode of each task."""
+    prompts: dict[int, Prompt] = {}
+    info: dict[int, dict[str, Any]] = {}
+    for task in task_ids:
+        top = list(store.top_episodes(int(task), 1))
+        if not top:
+            raise ValueError(f"the dataset has no episode of task {task} for an expert prompt")
+        ep = int(top[0])
+        arr = episode_arrays(store, ep)
+        T = int(arr["rewards"].shape[0])
+        lo, hi = segment_bounds(T, length, context)
+        start = hi if strategy == "last" else int(rng.integers(lo, hi + 1))
+        prompts[task] = segment_prompt(arr["obs"][None], arr["actions"][None],
+                                       arr["rewards"][None], np.array([start]), length,
+                                       return_scale, episodes=np.array([ep]), source=source)
+        info[task] = {"source": source, "strategy": strategy, "start": start, "episode": ep,
+                      "episode_return": float(np.asarray(arr["rewards"], dtype=np.float64).sum())}
+    return prompts, info
+
+
+def stack_prompts(prompts: dict[int, Prompt], task_ids: np.ndarray) -> Prompt:
+    """One prompt row per env: the prompt of each env's task."""
+    order = list(prompts)
+    rows = [order.index(int(t)) for t in np.asarray(task_ids).tolist()]
+    all_p = Prompt(*(np.concatenate([getattr(prompts[t], f) for t in order])
+                     for f in ("obs", "actions", "rewards", "rtg", "timesteps", "mask",
+                               "episodes", "starts")),
+                   source=next(iter(prompts.values())).source)
+    return all_p.take(rows)

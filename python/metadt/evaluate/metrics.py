@@ -1,0 +1,124 @@
+"""Numbers from evaluation results: per-task rows, normalized scores, aggregates.
+
+The unit of aggregation is one (seed, task) pair: its return is the mean over
+that task's evaluation episodes. "Mean ± std over test tasks and seeds"
+(protocol section 6) is the mean and the population standard deviation
+(ddof 0) of those values over every test task of every seed.
+
+Normalized score: ``(return - random) / (dataset max - random)`` per task,
+so a uniform-random policy scores 0 and the best episode of the task's
+dataset scores 1 (the random policy's return is recorded in the dataset
+card).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+METHOD_LABELS = {
+    "meta-dt": "Meta-DT",
+    "dt": "DT",
+    "prompt-dt": "Prompt-DT",
+    "meta-dt-no-z": "Meta-DT w/o z",
+    "meta-dt-no-prompt": "Meta-DT w/o prompt",
+    "meta-dt-random-prompt": "Meta-DT random prompt",
+}
+SETTING_LABELS = {
+    "zero-shot": "zero-shot",
+    "few-shot": "few-shot (own trajectories)",
+    "expert-prompt": "expert prompt",
+}
+METHOD_ORDER = list(METHOD_LABELS)
+SETTING_ORDER = list(SETTING_LABELS)
+
+
+def label(method: str, setting: str) -> str:
+    return f"{METHOD_LABELS.get(method, method)}, {SETTING_LABELS.get(setting, setting)}"
+
+
+def normalized(ret: float, random: float | None, dataset_max: float) -> float:
+    """(ret - random) / (max - random); NaN if the random return is unknown or equals max."""
+    if random is None or not math.isfinite(float(random)):
+        return float("nan")
+    span = float(dataset_max) - float(random)
+    if abs(span) < 1e-12:
+        return float("nan")
+    return (float(ret) - float(random)) / span
+
+
+def task_rows(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (method, setting, seed, task) from eval results (``eval.json`` dicts)."""
+    rows = []
+    for res in results:
+        tasks = res["tasks"]
+        for setting, sres in res["settings"].items():
+            for task, rets in sres["returns"].items():
+                info = tasks[str(task)]
+                mean = float(np.mean(rets))
+                row = {
+                    "method": res["method"], "setting": setting, "seed": int(res["seed"]),
+                    "task": int(task), "split": info["split"], "returns": [float(r) for r in rets],
+                    "return": mean, "target": info["target"], "dataset_max": info["dataset_max"],
+                    "dataset_mean": info["dataset_mean"], "random": info.get("random"),
+                    "normalized": normalized(mean, info.get("random"), info["dataset_max"]),
+                }
+                succ = sres.get("success", {}).get(str(task))
+                if succ is not None:
+                    row["success"] = float(np.mean(succ))
+                rows.append(row)
+    return rows
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std())
+
+
+def summarize(rows: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
+    """Aggregate per (method, setting) over the tasks of `split` and every seed."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["split"] == split:
+            groups.setdefault((r["method"], r["setting"]), []).append(r)
+
+    def order(key: tuple[str, str]) -> tuple[int, int, str, str]:
+        m, s = key
+        return (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99,
+                SETTING_ORDER.index(s) if s in SETTING_ORDER else 99, m, s)
+
+    out = []
+    for key in sorted(groups, key=order):
+        g = groups[key]
+        mean, std = _stats([r["return"] for r in g])
+        nmean, nstd = _stats([r["normalized"] for r in g])
+        seeds = sorted({r["seed"] for r in g})
+        per_seed = {s: float(np.mean([r["return"] for r in g if r["seed"] == s])) for s in seeds}
+        per_seed_norm = {s: _stats([r["normalized"] for r in g if r["seed"] == s])[0] for s in seeds}
+        entry = {
+            "method": key[0], "setting": key[1], "label": label(*key), "split": split,
+            "return_mean": mean, "return_std": std,
+            "normalized_mean": nmean, "normalized_std": nstd,
+            "dataset_max": float(np.mean([r["dataset_max"] for r in g])),
+            "dataset_mean": float(np.mean([r["dataset_mean"] for r in g])),
+            "random": _stats([r["random"] for r in g])[0],
+            "target": float(np.mean([r["target"] for r in g])),
+            "tasks": sorted({r["task"] for r in g}), "seeds": seeds,
+            "n": len(g), "episodes": int(sum(len(r["returns"]) for r in g)),
+            "per_seed_return": per_seed, "per_seed_normalized": per_seed_norm,
+        }
+        succ = [r["success"] for r in g if "success" in r]
+        if succ:
+            entry["success_mean"] = float(np.mean(succ))
+        out.append(entry)
+    return out
+
+
+def find(summary: list[dict[str, Any]], method: str, setting: str) -> dict[str, Any] | None:
+    for e in summary:
+        if e["method"] == method and e["setting"] == setting:
+            return e
+    return None

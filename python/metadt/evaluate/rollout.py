@@ -1,0 +1,116 @@
+"""Rollouts of a sequence policy: all tasks stepped together, batched through the model.
+
+One call steps one vector env holding every (task, episode) pair of the
+call for the family's full horizon (no early termination, protocol section
+1). At every step the live histories become one batch in the
+`sample_windows` layout (see `metadt.evaluate.history`) and the policy
+predicts the action of the last window position for all envs at once.
+
+The policy is anything with ``predict_action(batch, world_model=None) ->
+[N, act_dim]`` taking torch tensors (`metadt.models.MetaDT`); the world
+model, when given, lets the policy compute z online from the ``ctx_*``
+arrays (the agent's own last h transitions, left-padded).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from metadt.evaluate.history import LiveHistory, Prompt, to_torch
+
+
+@dataclass
+class Trajectories:
+    """Episodes from one rollout call, one row per env."""
+
+    tasks: np.ndarray      # [N] task ids (indices into the family's tasks)
+    obs: np.ndarray        # [N, T, obs] s_t
+    actions: np.ndarray    # [N, T, act] (clipped, as applied)
+    rewards: np.ndarray    # [N, T]
+    next_obs: np.ndarray   # [N, T, obs] s_{t+1}
+    targets: np.ndarray    # [N] target returns (raw)
+    success: np.ndarray | None = None  # [N] bool: success at any step (Meta-World)
+
+    @property
+    def returns(self) -> np.ndarray:
+        return self.rewards.sum(axis=1)
+
+    @property
+    def num(self) -> int:
+        return int(self.tasks.shape[0])
+
+    def best_per_task(self) -> dict[int, int]:
+        """Row of the best episode (by return; the first on ties) of each task."""
+        best: dict[int, int] = {}
+        ret = self.returns
+        for i, task in enumerate(self.tasks.tolist()):
+            if task not in best or ret[i] > ret[best[task]]:
+                best[task] = i
+        return best
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
+            target_returns: Sequence[float] | np.ndarray, window: int, context: int,
+            return_scale: float, world_model: Any = None, prompt: Prompt | None = None,
+            seed: int | None = None, device: Any = "cpu",
+            on_step: Callable[[int, int], None] | None = None) -> Trajectories:
+    """Run one episode per entry of `task_ids` (repeat an id for several episodes).
+
+    `target_returns` [N] are raw returns (the rtg fed to the model is divided
+    by `return_scale`). `prompt`, if given, has one row per env and is fixed
+    for the episode. `on_step(t, horizon)` is called after every step.
+    """
+    import torch
+
+    task_ids = np.asarray(task_ids, dtype=np.int64)
+    n = int(task_ids.shape[0])
+    if n == 0:
+        raise ValueError("rollout needs at least one task")
+    targets = np.asarray(target_returns, dtype=np.float64).reshape(n)
+    tasks = [family.tasks[int(i)] for i in task_ids]
+    horizon = int(family.horizon)
+    low = np.asarray(family.action_low, dtype=np.float64)
+    high = np.asarray(family.action_high, dtype=np.float64)
+    hist = LiveHistory(n, family.obs_dim, family.act_dim, horizon, window, context,
+                       return_scale, tasks=task_ids)
+    env = family.make_vector_env(tasks, seed=seed)
+    success = None
+    try:
+        obs, _ = env.reset(seed=seed)
+        hist.reset(obs, targets)
+        if hasattr(policy, "eval"):
+            policy.eval()
+        with torch.inference_mode():
+            for t in range(horizon):
+                batch = to_torch(hist.batch(prompt), device)
+                action = _as_numpy(policy.predict_action(batch, world_model=world_model))
+                if action.shape != (n, family.act_dim):
+                    raise ValueError(f"policy returned actions of shape {action.shape}, "
+                                     f"expected {(n, family.act_dim)}")
+                action = np.clip(action, low, high)
+                obs, rew, _term, _trunc, infos = env.step(action)
+                hist.record(action, rew, obs)
+                if isinstance(infos, dict) and "success" in infos:
+                    s = np.asarray(infos["success"], dtype=float).reshape(n) > 0
+                    success = s if success is None else (success | s)
+                if on_step is not None:
+                    on_step(t + 1, horizon)
+    finally:
+        env.close()
+    return Trajectories(
+        tasks=task_ids,
+        obs=hist.obs[:, :horizon].copy(),
+        actions=hist.actions.copy(),
+        rewards=hist.rewards.copy(),
+        next_obs=hist.obs[:, 1:horizon + 1].copy(),
+        targets=targets,
+        success=success,
+    )

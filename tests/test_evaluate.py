@@ -1,0 +1,273 @@
+"""Evaluation loop against a hand-built two-task case with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metadt.config.evaluate import EvaluateConfig
+from metadt.evaluate.evaluator import Evaluator, Subject, TaskTargets, eval_task_ids
+from metadt.evaluate.few_shot import own_prompts, stack_prompts
+from metadt.evaluate.history import ACTION_PAD, LiveHistory, segment_prompt
+from metadt.evaluate.metrics import normalized, summarize, task_rows
+from metadt.evaluate.rollout import rollout
+
+
+# ---------------------------------------------------------------- the case
+class LineEnvs:
+    """1-D point on a line: s' = s + a (a clipped to [-1, 1]), reward -|s' - goal|."""
+
+    def __init__(self, family, tasks, seed=None):
+        self.family, self.goals = family, np.array([t["goal"] for t in tasks], dtype=float)
+        self.n, self.t, self.s = len(tasks), 0, np.zeros((len(tasks), 1))
+        family.envs_made += 1
+
+    def reset(self, seed=None, options=None):
+        self.t, self.s = 0, np.zeros((self.n, 1))
+        return self.s.copy(), {}
+
+    def step(self, actions):
+        assert self.t < self.family.horizon, "stepped past the horizon"
+        a = np.clip(np.asarray(actions, float), -1, 1)
+        self.s = self.s + a
+        self.t += 1
+        rew = -np.abs(self.s[:, 0] - self.goals)
+        trunc = np.full(self.n, self.t >= self.family.horizon)
+        return self.s.copy(), rew, np.zeros(self.n, bool), trunc, {"success": np.abs(self.s[:, 0] - self.goals) < 0.5}
+
+    def close(self):
+        pass
+
+
+class TwoTaskFamily:
+    """Task 0: goal +3; task 1: goal -3 (task 0 train, task 1 test); horizon 6."""
+
+    name = "two-task-line"
+    obs_dim, act_dim, horizon, return_scale = 1, 1, 6, 10.0
+
+    def __init__(self):
+        self.tasks = [{"goal": 3.0}, {"goal": -3.0}]
+        self.train_ids, self.test_ids = [0], [1]
+        self.action_low, self.action_high = np.array([-1.0]), np.array([1.0])
+        self.envs_made = 0
+
+    def make_vector_env(self, tasks, seed=None):
+        return LineEnvs(self, tasks, seed)
+
+
+class ConstantPolicy:
+    """Always moves by `a` (the known answer: return of a constant walk)."""
+
+    def __init__(self, a):
+        self.a, self.calls = a, []
+
+    def predict_action(self, batch, world_model=None):
+        self.calls.append({k: v.clone() for k, v in batch.items()})
+        return torch.full((batch["obs"].shape[0], 1), float(self.a))
+
+
+class PromptFollower:
+    """Moves toward the sign of the prompt's last state; without a prompt: +1.
+
+    With a prompt taken from its own +1 walk on the -3 task, it still goes +1
+    (it can only follow what the prompt shows): used to check prompts are the
+    agent's own. With a prompt showing negative states it goes -1.
+    """
+
+    def predict_action(self, batch, world_model=None):
+        n = batch["obs"].shape[0]
+        if "prompt_obs" not in batch:
+            return torch.ones(n, 1)
+        return torch.sign(batch["prompt_obs"][:, -1, :]).reshape(n, 1)
+
+
+class GoalReader:
+    """The right answer from the context: after one step the reward tells the goal's side.
+
+    At t=0 the context is empty (all padding): step +1. At t=1 the one real transition
+    in the context says r_0 = -|1 - goal|: -2 for goal +3, -4 for goal -3; step toward
+    the goal, then keep the previous action. Reads ctx_* exactly as the world model
+    would: the transitions strictly before the current step.
+    """
+
+    def predict_action(self, batch, world_model=None):
+        K = batch["obs"].shape[1]
+        h = batch["ctx_obs"].shape[1] - K
+        prev_r = batch["ctx_rewards"][:, K - 1:K - 1 + h][:, -1]
+        prev_a = batch["ctx_actions"][:, K - 1:K - 1 + h][:, -1, 0]
+        real = batch["ctx_mask"][:, K - 1:K - 1 + h][:, -1]
+        t = batch["timesteps"][:, -1]
+        out = torch.ones(batch["obs"].shape[0])
+        out = torch.where(real & (t == 1), torch.where(prev_r > -3, 1.0, -1.0), out)
+        out = torch.where(real & (t > 1), prev_a, out)
+        assert not bool((real & (t == 0)).any()), "t=0 context must be padding"
+        return out.reshape(-1, 1)
+
+
+def walk_return(a, goal, horizon):
+    return float(sum(-abs(a * (t + 1) - goal) for t in range(horizon)))
+
+
+# -------------------------------------------------------------- history
+def test_history_left_pads_windows_and_contexts():
+    K, h, H = 4, 3, 6
+    hist = LiveHistory(2, 1, 1, H, K, h, return_scale=10.0, tasks=[0, 1])
+    hist.reset(np.zeros((2, 1)), np.array([-5.0, -20.0]))
+    b = hist.batch()
+    assert b["obs"].shape == (2, K, 1) and b["ctx_obs"].shape == (2, K + h, 1)
+    np.testing.assert_array_equal(b["mask"][0], [False, False, False, True])
+    np.testing.assert_array_equal(b["actions"][0, :3, 0], [ACTION_PAD] * 3)
+    np.testing.assert_allclose(b["rtg"][:, -1], [-0.5, -2.0])
+    assert not b["ctx_mask"].any(), "t=0: the context is all padding"
+    assert np.all(b["ctx_obs"] == 0) and np.all(b["ctx_rewards"] == 0)
+    hist.record(np.array([[1.0], [-1.0]]), np.array([-2.0, -4.0]), np.array([[1.0], [-1.0]]))
+    b = hist.batch()
+    # context of the last position = ctx[K-1 : K-1+h]: one real transition (step 0), left-padded
+    c = slice(K - 1, K - 1 + h)
+    np.testing.assert_array_equal(b["ctx_mask"][0, c], [False, False, True])
+    np.testing.assert_allclose(b["ctx_rewards"][:, c][:, -1], [-2.0, -4.0])
+    np.testing.assert_allclose(b["ctx_actions"][:, c][:, -1, 0], [1.0, -1.0])
+    np.testing.assert_allclose(b["ctx_obs"][:, c][:, -1, 0], [0.0, 0.0])  # s_0
+    np.testing.assert_allclose(b["rtg"][:, -2:], [[-0.5, -0.3], [-2.0, -1.6]])
+    np.testing.assert_array_equal(b["timesteps"][0], [0, 0, 0, 1])
+    np.testing.assert_allclose(b["actions"][:, -2, 0], [1.0, -1.0])  # step 0's action
+    assert b["actions"][0, -1, 0] == 0.0                              # step t: unknown yet
+    for _ in range(4):
+        hist.record(np.array([[1.0], [1.0]]), np.array([0.0, 0.0]), hist.obs[:, hist.t] + 1)
+    b = hist.batch()  # t = 5: the context of the last position is steps 2..4, all real
+    assert b["ctx_mask"][:, c].all()
+    np.testing.assert_array_equal(b["timesteps"][0], [2, 3, 4, 5])
+    assert b["mask"].all()
+
+
+def test_rollout_constant_policy_known_returns():
+    fam = TwoTaskFamily()
+    pol = ConstantPolicy(1.0)
+    tr = rollout(pol, fam, [0, 1, 1], target_returns=[-1.0, -2.0, -2.0], window=3, context=2,
+                 return_scale=fam.return_scale)
+    assert fam.envs_made == 1, "all tasks stepped together in one vector env"
+    assert len(pol.calls) == fam.horizon, "one batched model call per step"
+    assert pol.calls[0]["obs"].shape[0] == 3
+    np.testing.assert_allclose(tr.returns, [walk_return(1, 3, 6), walk_return(1, -3, 6),
+                                            walk_return(1, -3, 6)])
+    assert tr.obs.shape == (3, 6, 1) and tr.next_obs.shape == (3, 6, 1)
+    np.testing.assert_allclose(tr.next_obs[:, :-1], tr.obs[:, 1:])
+    # rtg decreases by the rewards received (divided by the return scale)
+    last = pol.calls[-1]
+    np.testing.assert_allclose(last["rtg"][0, -1].item(),
+                               (-1.0 - tr.rewards[0, :5].sum()) / 10.0, rtol=1e-5)
+    assert tr.success is not None and tr.success[0] and not tr.success[1]
+
+
+def test_rollout_context_policy_finds_the_goal():
+    fam = TwoTaskFamily()
+    tr = rollout(GoalReader(), fam, [0, 1], target_returns=[0.0, 0.0], window=3, context=2,
+                 return_scale=10.0)
+    # task 0: +1 every step; task 1: +1 then reads the reward and goes -1 (known walk)
+    assert tr.actions[0, :, 0].tolist() == [1.0] * 6
+    assert tr.actions[1, :, 0].tolist() == [1.0] + [-1.0] * 5
+    np.testing.assert_allclose(tr.returns, [walk_return(1, 3, 6), -11.0])
+
+
+# ---------------------------------------------------------------- prompts
+def test_segment_prompt_rtg_and_timesteps():
+    rewards = np.array([[-1.0, -2.0, -3.0, -4.0]])
+    obs = np.arange(4, dtype=float).reshape(1, 4, 1)
+    p = segment_prompt(obs, np.zeros((1, 4, 1)), rewards, np.array([1]), 2, return_scale=10.0)
+    np.testing.assert_allclose(p.rtg, [[-0.9, -0.7]])
+    np.testing.assert_array_equal(p.timesteps, [[1, 2]])
+    np.testing.assert_allclose(p.obs[0, :, 0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        segment_prompt(obs, np.zeros((1, 4, 1)), rewards, np.array([3]), 2, return_scale=10.0)
+
+
+def test_own_prompt_comes_from_the_best_own_episode():
+    fam = TwoTaskFamily()
+    tr = rollout(ConstantPolicy(1.0), fam, [1, 1], target_returns=[0.0, 0.0], window=2,
+                 context=2, return_scale=10.0)
+    tr.rewards[1] += 1.0  # make the second episode the best
+    tr.obs[1] += 100.0    # and recognizable
+    prompts, info = own_prompts(tr, length=2, context=2, return_scale=10.0, strategy="last",
+                                rng=np.random.default_rng(0))
+    assert list(prompts) == [1] and info[1]["source"] == "own"
+    assert info[1]["start"] == 4 and info[1]["episode_return"] == pytest.approx(tr.returns[1])
+    np.testing.assert_allclose(prompts[1].obs[0], tr.obs[1, 4:6])
+    rnd, _ = own_prompts(tr, length=2, context=2, return_scale=10.0, strategy="random",
+                         rng=np.random.default_rng(0))
+    assert 2 <= int(rnd[1].starts[0]) <= 4, "segment start in [h, T-k]"
+    stacked = stack_prompts(prompts, np.array([1, 1, 1]))
+    assert stacked.obs.shape == (3, 2, 1)
+
+
+# ---------------------------------------------------------------- evaluator
+def _targets(fam):
+    return TaskTargets(split={1: "test", 0: "train"}, target={1: -5.0, 0: -5.0},
+                       dataset_max={1: -4.0, 0: -4.0}, dataset_mean={1: -10.0, 0: -10.0},
+                       random={1: -20.0, 0: -20.0})
+
+
+def test_evaluator_settings_and_report_numbers():
+    fam = TwoTaskFamily()
+    subj = Subject(method="meta-dt", policy=ConstantPolicy(-1.0), family=fam, window=3,
+                   context=2, prompt_len=2, return_scale=10.0, prompt_strategy="last")
+    cfg = EvaluateConfig(episodes=2, few_shot_episodes=3)
+    saved = []
+    res = Evaluator(subj, cfg, _targets(fam)).run(save=lambda r: saved.append(dict(r)))
+    assert set(res["settings"]) == {"zero-shot", "few-shot"} and len(saved) == 2
+    zs = res["settings"]["zero-shot"]["returns"]
+    assert zs["1"] == [walk_return(-1, -3, 6)] * 2 and zs["0"] == [walk_return(-1, 3, 6)] * 2
+    fs = res["settings"]["few-shot"]
+    assert fs["collect_returns"]["1"] == [walk_return(-1, -3, 6)] * 3
+    assert fs["prompts"]["1"]["source"] == "own"
+    # the report's numbers are the raw episode returns' mean / std over test tasks and seeds
+    res2 = Evaluator(Subject(**{**subj.__dict__, "seed": 1, "policy": ConstantPolicy(-0.5)}),
+                     cfg, _targets(fam)).run()
+    rows = task_rows([res, res2])
+    summ = {(e["method"], e["setting"]): e for e in summarize(rows, "test")}
+    vals = [walk_return(-1, -3, 6), walk_return(-0.5, -3, 6)]
+    z = summ[("meta-dt", "zero-shot")]
+    assert z["return_mean"] == pytest.approx(np.mean(vals))
+    assert z["return_std"] == pytest.approx(np.std(vals))
+    assert z["normalized_mean"] == pytest.approx(np.mean([(v + 20) / 16 for v in vals]))
+    assert z["dataset_max"] == -4.0 and z["seeds"] == [0, 1] and z["tasks"] == [1]
+
+
+def test_evaluator_resumes_finished_settings():
+    fam = TwoTaskFamily()
+    pol = ConstantPolicy(1.0)
+    subj = Subject(method="dt", policy=pol, family=fam, window=2, context=2, prompt_len=2,
+                   return_scale=10.0)
+    ev = Evaluator(subj, EvaluateConfig(episodes=1), _targets(fam))
+    first = ev.run()
+    n = len(pol.calls)
+    again = ev.run(first)
+    assert len(pol.calls) == n and again is first
+
+
+def test_few_shot_prompt_only_sees_own_trajectories():
+    """The few-shot setting builds its prompt from the zero-shot episodes it just ran.
+
+    The policy follows its prompt's sign: its own walk on the -3 task goes +1 (it starts
+    with +1), so a prompt made of its own episodes keeps it going +1, while any
+    demonstration of the task (which goes toward -3) would turn it around.
+    """
+    fam = TwoTaskFamily()
+    subj = Subject(method="meta-dt", policy=PromptFollower(), family=fam, window=2, context=2,
+                   prompt_len=2, return_scale=10.0, prompt_strategy="random")
+
+    class NoStore:
+        def __call__(self):
+            raise AssertionError("few-shot must not open the dataset")
+
+    ev = Evaluator(subj, EvaluateConfig(episodes=1, settings=("few-shot",)), _targets(fam),
+                   expert_store=NoStore())
+    res = ev.run()
+    assert res["settings"]["few-shot"]["returns"]["1"] == [walk_return(1, -3, 6)]
+
+
+def test_eval_task_ids_and_normalized():
+    ids = eval_task_ids(list(range(45)), [45, 46, 47, 48, 49], 3)
+    assert [t for t, s in ids.items() if s == "test"] == [45, 46, 47, 48, 49]
+    assert [t for t, s in ids.items() if s == "train"] == [0, 22, 44]
+    assert normalized(-4.0, -20.0, -4.0) == 1.0 and normalized(-20.0, -20.0, -4.0) == 0.0
+    assert np.isnan(normalized(1.0, None, 2.0))
