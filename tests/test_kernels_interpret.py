@@ -187,3 +187,21 @@ def test_prompt_scores_half_inputs():
                                           lengths.numpy(), 5, 4)
     np.testing.assert_array_equal(idx.numpy(), ridx)
     np.testing.assert_allclose(score.numpy(), rscore, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_strided_inputs_like_fused_qkv(causal):
+    # The model slices q, k, v out of one [B, T, 3, H, Dh] projection: no copies needed.
+    b, t, h, dh = 3, 33, 2, 16
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(b, t, 3 * h * dh, generator=g, requires_grad=True)
+    kpm = left_padding_mask([t, t - 5, 2], t)
+    q, k, v = x.view(b, t, 3, h, dh).permute(2, 0, 3, 1, 4)
+    assert not q.is_contiguous()
+    out = K.attention(q, k, v, kpm, causal=causal)
+    ref = attention_float32(q, k, v, kpm, causal)
+    torch.testing.assert_close(out, ref, **TOL[torch.float32])
+    go = torch.randn(out.shape, generator=g).permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    (gx,) = torch.autograd.grad(out, x, go)
+    (rx,) = torch.autograd.grad(ref, x, go)
+    torch.testing.assert_close(gx, rx, **TOL[torch.float32])

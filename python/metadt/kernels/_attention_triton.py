@@ -43,6 +43,7 @@ MAX_HEAD_DIM = 256
 
 @triton.jit
 def _attn_fwd(Q, K, V, KPM, O, LSE, seed, dropout_p, qk_scale,
+              sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
               H, T, D,
               HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
               DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
@@ -50,12 +51,16 @@ def _attn_fwd(Q, K, V, KPM, O, LSE, seed, dropout_p, qk_scale,
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
-    base = bh.to(tl.int64) * T * D
+    hh = bh % H
+    Q += b.to(tl.int64) * sqb + hh.to(tl.int64) * sqh
+    K += b.to(tl.int64) * skb + hh.to(tl.int64) * skh
+    V += b.to(tl.int64) * svb + hh.to(tl.int64) * svh
+    O += b.to(tl.int64) * sob + hh.to(tl.int64) * soh
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < T
     d_ok = offs_d < D
-    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :],
+    q = tl.load(Q + offs_m[:, None] * sqt + offs_d[None, :],
                 mask=m_ok[:, None] & d_ok[None, :], other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
@@ -72,8 +77,8 @@ def _attn_fwd(Q, K, V, KPM, O, LSE, seed, dropout_p, qk_scale,
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < T
         kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = tl.load(K + offs_n[:, None] * skt + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + offs_n[:, None] * svt + offs_d[None, :], mask=kv_mask, other=0.0)
         if DOT_F32:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
@@ -99,7 +104,7 @@ def _attn_fwd(Q, K, V, KPM, O, LSE, seed, dropout_p, qk_scale,
 
     empty = l_i == 0.0
     o = acc / tl.where(empty, 1.0, l_i)[:, None]
-    tl.store(O + base + offs_m[:, None] * D + offs_d[None, :], o.to(O.dtype.element_ty),
+    tl.store(O + offs_m[:, None] * sot + offs_d[None, :], o.to(O.dtype.element_ty),
              mask=m_ok[:, None] & d_ok[None, :])
     lse = tl.where(empty, float("inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
     tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=m_ok)
@@ -107,6 +112,7 @@ def _attn_fwd(Q, K, V, KPM, O, LSE, seed, dropout_p, qk_scale,
 
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, KPM, DO, LSE, DELTA, DK, DV, seed, dropout_p, qk_scale, sm_scale,
+                   sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
                    H, T, D,
                    HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
                    DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
@@ -114,15 +120,20 @@ def _attn_bwd_dkdv(Q, K, V, KPM, DO, LSE, DELTA, DK, DV, seed, dropout_p, qk_sca
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
-    base = bh.to(tl.int64) * T * D
+    hh = bh % H
+    Q += b.to(tl.int64) * sqb + hh.to(tl.int64) * sqh
+    K += b.to(tl.int64) * skb + hh.to(tl.int64) * skh
+    V += b.to(tl.int64) * svb + hh.to(tl.int64) * svh
+    DO += b.to(tl.int64) * sdb + hh.to(tl.int64) * sdh
+    base = bh.to(tl.int64) * T * D  # DK, DV: contiguous [B, H, T, D]
     row_base = bh.to(tl.int64) * T
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     n_ok = offs_n < T
     d_ok = offs_d < D
     kv_mask = n_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+    k = tl.load(K + offs_n[:, None] * skt + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + offs_n[:, None] * svt + offs_d[None, :], mask=kv_mask, other=0.0)
     if DOT_F32:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -141,8 +152,8 @@ def _attn_bwd_dkdv(Q, K, V, KPM, DO, LSE, DELTA, DK, DV, seed, dropout_p, qk_sca
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_ok = offs_m < T
         q_mask = m_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0)
-        do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0)
+        q = tl.load(Q + offs_m[:, None] * sqt + offs_d[None, :], mask=q_mask, other=0.0)
+        do = tl.load(DO + offs_m[:, None] * sdt + offs_d[None, :], mask=q_mask, other=0.0)
         if DOT_F32:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
@@ -173,6 +184,7 @@ def _attn_bwd_dkdv(Q, K, V, KPM, DO, LSE, DELTA, DK, DV, seed, dropout_p, qk_sca
 
 @triton.jit
 def _attn_bwd_dq(Q, K, V, KPM, DO, LSE, DELTA, DQ, seed, dropout_p, qk_scale, sm_scale,
+                 sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
                  H, T, D,
                  HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
                  DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
@@ -180,15 +192,20 @@ def _attn_bwd_dq(Q, K, V, KPM, DO, LSE, DELTA, DQ, seed, dropout_p, qk_scale, sm
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
-    base = bh.to(tl.int64) * T * D
+    hh = bh % H
+    Q += b.to(tl.int64) * sqb + hh.to(tl.int64) * sqh
+    K += b.to(tl.int64) * skb + hh.to(tl.int64) * skh
+    V += b.to(tl.int64) * svb + hh.to(tl.int64) * svh
+    DO += b.to(tl.int64) * sdb + hh.to(tl.int64) * sdh
+    base = bh.to(tl.int64) * T * D  # DQ: contiguous [B, H, T, D]
     row_base = bh.to(tl.int64) * T
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < T
     d_ok = offs_d < D
     q_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + base + offs_m[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0)
-    do = tl.load(DO + base + offs_m[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0)
+    q = tl.load(Q + offs_m[:, None] * sqt + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(DO + offs_m[:, None] * sdt + offs_d[None, :], mask=q_mask, other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -204,8 +221,8 @@ def _attn_bwd_dq(Q, K, V, KPM, DO, LSE, DELTA, DQ, seed, dropout_p, qk_scale, sm
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < T
         kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + base + offs_n[:, None] * D + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = tl.load(K + offs_n[:, None] * skt + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + offs_n[:, None] * svt + offs_d[None, :], mask=kv_mask, other=0.0)
         if DOT_F32:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
@@ -283,6 +300,16 @@ def _flags(q: torch.Tensor) -> tuple[bool, str]:
     return dot_f32, precision
 
 
+def _inner_contiguous(x: torch.Tensor) -> torch.Tensor:
+    # Any batch/head/time strides are fine (e.g. q, k, v sliced out of one
+    # fused qkv projection); the head dimension must be dense.
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _strides(x: torch.Tensor) -> tuple[int, int, int]:
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
 def _kpm_arg(q: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
     if key_padding_mask is None:
         return q  # never read (HAS_KPM=False)
@@ -293,16 +320,17 @@ class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, key_padding_mask, causal, dropout_p, scale, seed, blocks):
         b, h, t, d = q.shape
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        q, k, v = _inner_contiguous(q), _inner_contiguous(k), _inner_contiguous(v)
         kpm = _kpm_arg(q, key_padding_mask)
-        o = torch.empty_like(q)
+        o = torch.empty(b, h, t, d, dtype=q.dtype, device=q.device)
         lse = torch.empty(b, h, t, dtype=torch.float32, device=q.device)
         interpret = interpreter_enabled()
         cfg = _config(t, d, q.dtype, interpret, blocks)
         dot_f32, precision = _flags(q)
         grid = (triton.cdiv(t, cfg["BLOCK_M"]), b * h)
         _attn_fwd[grid](
-            q, k, v, kpm, o, lse, seed, float(dropout_p), scale * LOG2E, h, t, d,
+            q, k, v, kpm, o, lse, seed, float(dropout_p), scale * LOG2E,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(o), h, t, d,
             HAS_KPM=key_padding_mask is not None, CAUSAL=bool(causal),
             DROPOUT=dropout_p > 0.0, DOT_F32=dot_f32, PRECISION=precision, **cfg,
         )
@@ -319,17 +347,16 @@ class _FlashAttention(torch.autograd.Function):
     def backward(ctx, do):
         q, k, v, kpm, o, lse = ctx.saved_tensors
         b, h, t, d = q.shape
-        do = do.contiguous()
+        do = _inner_contiguous(do)
         delta = (do.float() * o.float()).sum(dim=-1).contiguous()  # [B, H, T]
-        dq = torch.empty_like(q)
-        dk = torch.empty_like(k)
-        dv = torch.empty_like(v)
+        dq, dk, dv = (torch.empty(b, h, t, d, dtype=q.dtype, device=q.device) for _ in range(3))
         interpret = interpreter_enabled()
         cfg = _config(t, d, q.dtype, interpret, ctx.blocks)
         dot_f32, precision = _flags(q)
         common = dict(HAS_KPM=ctx.has_kpm, CAUSAL=ctx.causal, DROPOUT=ctx.dropout_p > 0.0,
                       DOT_F32=dot_f32, PRECISION=precision, **cfg)
-        args = (ctx.seed, ctx.dropout_p, ctx.scale * LOG2E, ctx.scale, h, t, d)
+        args = (ctx.seed, ctx.dropout_p, ctx.scale * LOG2E, ctx.scale,
+                *_strides(q), *_strides(k), *_strides(v), *_strides(do), h, t, d)
         _attn_bwd_dkdv[(triton.cdiv(t, cfg["BLOCK_N"]), b * h)](
             q, k, v, kpm, do, lse, delta, dk, dv, *args, **common)
         _attn_bwd_dq[(triton.cdiv(t, cfg["BLOCK_M"]), b * h)](
