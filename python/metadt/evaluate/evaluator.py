@@ -249,9 +249,9 @@ def _brief(returns: dict[str, list[float]], targets: TaskTargets) -> str:
 
 
 # ------------------------------------------------------------------- runs
-def subject_from_run(loaded: Any, *, seed: int | None = None, world_model: Any = None,
-                     device: str = "") -> Subject:
-    """A `Subject` from `metadt.train.run.load_run`'s `LoadedRun`.
+def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
+                     world_model: Any = None, device: str = "") -> Subject:
+    """A `Subject` from `metadt.train.run.load_run`'s `LoadedRun` and its dataset's family.
 
     K and k come from the run's `MetaDTConfig` (``seq_len``, ``prompt_len``),
     h from its world model (``context_len``; the config's ``prompt_start_min``
@@ -266,13 +266,13 @@ def subject_from_run(loaded: Any, *, seed: int | None = None, world_model: Any =
             policy = policy.to(dev)
         if wm is not None and hasattr(wm, "to"):
             wm = wm.to(dev)
-    h = getattr(wm, "context_len", None)
+    h = getattr(wm, "context_len", None) or getattr(loaded, "context_len", None)
     if h is None:
         h = cfg.prompt_start_min if getattr(cfg, "prompt_start_min", None) is not None else 4
     return Subject(
         method=str(cfg.method),
         policy=policy,
-        family=loaded.family,
+        family=family,
         window=int(cfg.seq_len),
         context=int(h),
         prompt_len=int(cfg.prompt_len),
@@ -296,12 +296,9 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, *, out: str | Path | 
 
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / EVAL_FILE
-    loaded = load_run(run_dir)
-    if cfg.device:
-        subject = subject_from_run(loaded, device=cfg.device)
-    else:
-        subject = subject_from_run(loaded)
+    loaded = load_run(run_dir, device=cfg.device or None)
     dataset = Dataset.open(loaded.dataset_path)
+    subject = subject_from_run(loaded, dataset.family)
     targets = targets_from_card(dataset.card, loaded.quality, cfg)
     ev = Evaluator(subject, cfg, targets,
                    expert_store=lambda: dataset.store(cfg.expert_quality), progress=progress)

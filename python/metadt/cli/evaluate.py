@@ -1,0 +1,60 @@
+"""`metadt evaluate`: zero-shot / few-shot evaluation of a finished training run."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+ORDER = 50
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a trained run on the test tasks (zero-shot, few-shot, expert prompt)",
+        description=(
+            "Evaluate a finished `metadt train` run on every test task and a few training "
+            "tasks, in the settings of its method: Meta-DT zero-shot (z online from its own "
+            "last h transitions) and few-shot (it first runs zero-shot a few episodes, the "
+            "world model scores its best trajectory and the complementary segment becomes "
+            "the prompt; no expert demonstration); Prompt-DT with an expert-data prompt and "
+            "with its own trajectories; DT zero-shot. The target return is the dataset's max "
+            "return of each task. Results go to RUN/eval.json (resumable: finished settings "
+            "are kept); `metadt report` turns them into tables and plots."),
+    )
+    p.add_argument("--run", required=True, metavar="RUN", help="a finished training run directory")
+    p.add_argument("--preset", default=None, choices=("paper", "cpu", "smoke"),
+                   help="evaluation preset (default: the run's preset)")
+    p.add_argument("--settings", default=None, metavar="S1,S2",
+                   help="settings to evaluate: zero-shot, few-shot, expert-prompt "
+                        "(default: the method's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override an EvaluateConfig field (repeatable), e.g. episodes=5")
+    p.add_argument("--out", default=None, metavar="FILE", help="results file (default RUN/eval.json)")
+    p.add_argument("--fresh", action="store_true", help="ignore finished settings in the results file")
+    p.add_argument("--quiet", action="store_true", help="print only the final table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from metadt.config.evaluate import EvaluateConfig
+    from metadt.evaluate.evaluator import evaluate_run
+    from metadt.report.tables import eval_table
+    from metadt.train.run import load_run
+
+    preset = args.preset
+    if preset is None:
+        loaded = load_run(args.run, device="cpu")
+        preset = loaded.config.preset if loaded.config.preset in ("paper", "cpu", "smoke") else "cpu"
+        family = loaded.family
+        del loaded
+    else:
+        family = None
+    cfg = EvaluateConfig.for_family(family or "point-robot", preset)
+    overrides = list(args.overrides)
+    if args.settings:
+        overrides.append(f"settings={args.settings}")
+    cfg = cfg.with_overrides(overrides).validate()
+    progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    res = evaluate_run(args.run, cfg, out=args.out, progress=progress, fresh=args.fresh)
+    print(eval_table([res]))
+    return 0

@@ -1,0 +1,212 @@
+"""Build a report from finished evaluations: results.json, results.md and PNG plots.
+
+Inputs are run directories, pipeline output directories or ``eval.json``
+files; every ``eval.json`` found under an input belongs to that input's
+group. One group gives one report; several groups are also compared side by
+side (one column per group). Nothing is recomputed: every number comes from
+the raw episode returns stored in the ``eval.json`` files (see
+`metadt.evaluate.metrics` for the aggregation), and the learning curves from
+the runs' ``metrics.jsonl``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from metadt.evaluate.evaluator import EVAL_FILE, EVAL_FORMAT
+from metadt.evaluate.metrics import find, summarize, task_rows
+from metadt.fileio import atomic_write_json, atomic_write_text, read_json
+from metadt.report import plots
+from metadt.report.tables import compare_table, fmt, per_task_table, pm, summary_table
+
+REPORT_FORMAT = "metadt-report"
+REPORT_VERSION = 1
+
+#: The issue's quality bar: (name, lhs (method, setting), relation, rhs).
+QUALITY_BAR = (
+    ("Meta-DT few-shot >= Meta-DT zero-shot", ("meta-dt", "few-shot"), ("meta-dt", "zero-shot")),
+    ("Meta-DT zero-shot >= DT", ("meta-dt", "zero-shot"), ("dt", "zero-shot")),
+    ("Meta-DT few-shot >= Prompt-DT (own trajectories)", ("meta-dt", "few-shot"),
+     ("prompt-dt", "few-shot")),
+)
+NORMALIZED_BAR = 0.9
+
+
+def find_eval_files(path: str | os.PathLike) -> list[Path]:
+    """``eval.json`` files of an input (the file itself, RUN/eval.json, or all below a dir)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such run, pipeline directory or eval file")
+    direct = path / EVAL_FILE
+    if direct.is_file():
+        return [direct]
+    found = [p for p in sorted(path.rglob(EVAL_FILE))
+             if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    return found
+
+
+def load_results(files: Iterable[Path]) -> list[dict[str, Any]]:
+    out = []
+    for f in files:
+        res = read_json(f)
+        if not isinstance(res, dict) or res.get("format") != EVAL_FORMAT:
+            raise ValueError(f"{f}: not a metadt evaluation (format {res.get('format')!r})")
+        res = dict(res)
+        res["_file"] = str(f)
+        out.append(res)
+    return out
+
+
+def quality_bar(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's checks on test tasks (only those whose two sides were evaluated)."""
+    checks = []
+    for name, lhs, rhs in QUALITY_BAR:
+        a, b = find(summary, *lhs), find(summary, *rhs)
+        if a is None or b is None:
+            continue
+        checks.append({"check": name, "lhs": a["return_mean"], "rhs": b["return_mean"],
+                       "lhs_normalized": a["normalized_mean"], "rhs_normalized": b["normalized_mean"],
+                       "holds": bool(a["return_mean"] >= b["return_mean"])})
+    fs = find(summary, "meta-dt", "few-shot")
+    if fs is not None and math.isfinite(fs["normalized_mean"]):
+        checks.append({"check": f"Meta-DT few-shot normalized >= {NORMALIZED_BAR}",
+                       "lhs": fs["normalized_mean"], "rhs": NORMALIZED_BAR,
+                       "holds": bool(fs["normalized_mean"] >= NORMALIZED_BAR)})
+    return checks
+
+
+def _run_dir(res: dict[str, Any]) -> Path:
+    return Path(res["_file"]).parent
+
+
+def _curves(results: list[dict[str, Any]]) -> dict[str, list[tuple[str, list[dict]]]]:
+    from metadt.train.metrics import read_metrics
+
+    curves: dict[str, list[tuple[str, list[dict]]]] = {}
+    wm_seen: set[Path] = set()
+    for res in sorted(results, key=lambda r: (r["method"], r["seed"])):
+        run = _run_dir(res)
+        recs = read_metrics(run / "metrics.jsonl")
+        if recs:
+            curves.setdefault(res["method"], []).append((f"seed {res['seed']}", recs))
+        wm = run.parent / "world-model"
+        if wm not in wm_seen and (wm / "metrics.jsonl").is_file():
+            wm_seen.add(wm)
+            curves.setdefault("world model", []).append(
+                (f"seed {res['seed']}", read_metrics(wm / "metrics.jsonl")))
+    return curves
+
+
+def _group_report(name: str, results: list[dict[str, Any]], out_dir: Path, slug: str,
+                  ) -> dict[str, Any]:
+    rows = task_rows(results)
+    test, train = summarize(rows, "test"), summarize(rows, "train")
+    files: dict[str, str] = {}
+    p = plots.returns_bar(test, out_dir / f"{slug}returns.png", title=f"{name}: test tasks")
+    if p:
+        files["returns_plot"] = p.name
+    p = plots.learning_curves(_curves(results), out_dir / f"{slug}learning_curves.png",
+                              title=f"{name}: training curves")
+    if p:
+        files["learning_curves_plot"] = p.name
+    fams = sorted({r.get("family", "") for r in results})
+    return {
+        "name": name, "families": fams,
+        "sources": sorted(r["_file"] for r in results),
+        "summary": {"test": test, "train": train},
+        "quality_bar": quality_bar(test),
+        "rows": rows,
+        "timing_seconds": {f"{r['method']}/seed-{r['seed']}/{s}": v.get("seconds")
+                           for r in results for s, v in r["settings"].items()},
+        "plots": files,
+    }
+
+
+def _group_markdown(g: dict[str, Any], heading: str = "##") -> str:
+    out = [f"{heading} {g['name']}", ""]
+    if g["families"]:
+        out += [f"Family: {', '.join(f for f in g['families'] if f)}; "
+                f"{len(g['sources'])} evaluated run(s).", ""]
+    out += ["Test tasks (unseen in training). Return: mean ± std over test tasks and seeds "
+            "(each task's value is the mean over its evaluation episodes); normalized: "
+            "random policy = 0, dataset max = 1.", "", summary_table(g["summary"]["test"]), ""]
+    if g["quality_bar"]:
+        out += ["Quality bar (test tasks, mean return):", ""]
+        for c in g["quality_bar"]:
+            mark = "yes" if c["holds"] else "**no**"
+            out.append(f"- {c['check']}: {fmt(c['lhs'], 3)} vs {fmt(c['rhs'], 3)}: {mark}")
+        out.append("")
+    if g["summary"]["train"]:
+        out += ["Training tasks (a few, for reference):", "", summary_table(g["summary"]["train"]), ""]
+    pt = per_task_table(g["rows"], "test")
+    if pt:
+        out += ["Per test task (mean over seeds):", "", pt, ""]
+    for key, title in (("returns_plot", "returns"), ("learning_curves_plot", "learning curves")):
+        if key in g["plots"]:
+            out += [f"![{title}]({g['plots'][key]})", ""]
+    return "\n".join(out)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "group"
+
+
+def build_report(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
+                 names: list[str] | None = None, title: str = "metadt results") -> dict[str, Any]:
+    """Write ``results.json``, ``results.md`` and plots for `inputs` into `out_dir`."""
+    if not inputs:
+        raise ValueError("report: give at least one run, pipeline directory or eval.json")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(names) if names else _names(inputs)
+    groups = []
+    single = len(inputs) == 1
+    for name, inp in zip(names, inputs):
+        files = find_eval_files(inp)
+        if not files:
+            raise FileNotFoundError(f"{inp}: no {EVAL_FILE} found (run `metadt evaluate` first)")
+        results = load_results(files)
+        groups.append(_group_report(name, results, out_dir, "" if single else f"{_slug(name)}-"))
+    report = {"format": REPORT_FORMAT, "version": REPORT_VERSION, "title": title,
+              "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "inputs": [str(i) for i in inputs], "groups": groups}
+    md = [f"# {title}", ""]
+    if not single:
+        md += ["## Side by side (test tasks: return mean ± std, normalized in brackets)", "",
+               compare_table({g["name"]: g["summary"]["test"] for g in groups}), ""]
+    for g in groups:
+        md.append(_group_markdown(g, "##"))
+    atomic_write_json(out_dir / "results.json", _finite(report))
+    atomic_write_text(out_dir / "results.md", "\n".join(md).rstrip() + "\n")
+    return report
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf -> None so results.json is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _names(inputs: list[str | os.PathLike]) -> list[str]:
+    names = []
+    for i in inputs:
+        p = Path(i).resolve()
+        n = p.parent.name if p.is_file() else p.name
+        base, k = n, 2
+        while n in names:
+            n, k = f"{base}-{k}", k + 1
+        names.append(n)
+    return names
+
+
+__all__ = ["build_report", "find_eval_files", "load_results", "quality_bar", "pm"]
