@@ -14,4 +14,6 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from metadt.data.store import PromptSpec, TrajectoryStore  # noqa: E402
+
+__all__ = ["PromptSpec", "TrajectoryStore", "__version__"]

@@ -1,0 +1,25 @@
+"""Data: the trajectory store (Rust core) and its typed Python face.
+
+``TrajectoryStore`` and ``PromptSpec`` are documented in ``docs/store.md``.
+"""
+from __future__ import annotations
+
+from metadt.data.store import (
+    ACTION_PAD,
+    FORMAT_VERSION,
+    Prefetch,
+    PromptSpec,
+    TrajectoryStore,
+    derive_seed,
+    parallel_available,
+)
+
+__all__ = [
+    "ACTION_PAD",
+    "FORMAT_VERSION",
+    "Prefetch",
+    "PromptSpec",
+    "TrajectoryStore",
+    "derive_seed",
+    "parallel_available",
+]

@@ -1,0 +1,59 @@
+"""The typed Python face of the Rust trajectory store.
+
+`TrajectoryStore` is the native class `metadt._core.TrajectoryStore` itself
+(no wrapper, so every call goes straight to Rust); this module adds
+`PromptSpec` (what `sample_windows(prompt=...)` and `prefetch` accept),
+`derive_seed`, and small helpers. See ``docs/store.md`` for the full API.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
+
+from metadt._core import ACTION_PAD, FORMAT_VERSION, Prefetch, TrajectoryStore, derive_seed, parallel_available
+
+Strategy = Literal["argmax", "proportional", "random", "last"]
+
+__all__ = [
+    "ACTION_PAD",
+    "FORMAT_VERSION",
+    "Prefetch",
+    "PromptSpec",
+    "TrajectoryStore",
+    "derive_seed",
+    "parallel_available",
+]
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How `sample_windows` picks the k-step prompt segment of each sample.
+
+    - ``length``: the prompt length k (>= 1).
+    - ``score``: name of an attached per-step column (values >= 0; a column of
+      width d > 1 is summed over d) scoring the steps, or None (all scores 0).
+    - ``strategy``: ``argmax`` (highest summed score, ties: earliest start),
+      ``proportional`` (start drawn with probability proportional to the
+      summed score; uniform if all are 0), ``random`` (uniform start) or
+      ``last`` (start T - k).
+    - ``start_min``: smallest start (the context length h); None = the
+      ``context`` of the `sample_windows` call. Candidate starts are
+      [start_min, T - k], or [0, T - k] when T < start_min + k; an episode
+      shorter than k is used whole, left-padded.
+    - ``pool``: optional episode indices the prompt episode is drawn from
+      (always restricted to the window's task).
+    """
+
+    length: int
+    score: Optional[str] = None
+    strategy: Strategy = "argmax"
+    start_min: Optional[int] = None
+    pool: Optional[Sequence[int]] = None
+
+    def __post_init__(self) -> None:
+        if int(self.length) < 1:
+            raise ValueError(f"PromptSpec.length must be >= 1, got {self.length}")
+        if self.strategy not in ("argmax", "proportional", "random", "last"):
+            raise ValueError(f"PromptSpec.strategy must be argmax, proportional, random or last, got {self.strategy!r}")
+        if self.start_min is not None and int(self.start_min) < 0:
+            raise ValueError(f"PromptSpec.start_min must be >= 0, got {self.start_min}")

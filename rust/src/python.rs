@@ -1,0 +1,753 @@
+//! PyO3 bindings: `metadt._core` (feature `python`).
+//!
+//! Locking rule (no deadlocks with the GIL): a thread holding the store lock
+//! never waits for the GIL. Sampling plans under the lock, allocates the NumPy
+//! outputs with the GIL, then releases the GIL, re-takes the lock, checks the
+//! plan is unchanged and fills the arrays.
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+
+use numpy::ndarray::{ArrayView2, IxDyn};
+use numpy::{IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
+            PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyStopIteration, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::error::Error;
+use crate::rng::derive_seed as derive;
+use crate::sample::{Batch, DType, FieldData, FieldSpec, PromptSpec, RawOut, TransitionSpec, WindowSpec};
+use crate::segments::{Per, Segments, Strategy};
+use crate::store::{Buf, Store};
+
+fn to_py(e: Error) -> PyErr {
+    match &e {
+        Error::Invalid(_) => PyValueError::new_err(e.to_string()),
+        Error::Format { missing: true, .. } => PyFileNotFoundError::new_err(e.to_string()),
+        Error::Format { .. } => PyValueError::new_err(e.to_string()),
+        Error::Io { err, .. } if err.kind() == std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(e.to_string()),
+        Error::Io { .. } => PyOSError::new_err(e.to_string()),
+    }
+}
+
+fn verr(msg: impl Into<String>) -> PyErr {
+    PyValueError::new_err(msg.into())
+}
+
+/// Float values and shape of a NumPy array (float32/float64; with `lenient`,
+/// any numeric/bool array or Python sequence/scalar is converted).
+fn floats(ob: &Bound<'_, PyAny>, what: &str, lenient: bool) -> PyResult<(Vec<f32>, Vec<usize>)> {
+    if let Ok(a) = ob.cast::<PyArrayDyn<f32>>() {
+        let r = a.try_readonly().map_err(|e| verr(format!("{what}: {e}")))?;
+        let v = r.as_array();
+        let data = match v.as_slice() {
+            Some(s) => s.to_vec(),
+            None => v.iter().copied().collect(),
+        };
+        return Ok((data, v.shape().to_vec()));
+    }
+    if let Ok(a) = ob.cast::<PyArrayDyn<f64>>() {
+        let r = a.try_readonly().map_err(|e| verr(format!("{what}: {e}")))?;
+        let v = r.as_array();
+        return Ok((v.iter().map(|&x| x as f32).collect(), v.shape().to_vec()));
+    }
+    let np = ob.py().import("numpy")?;
+    if let Ok(a) = ob.cast::<PyUntypedArray>() {
+        let dt = a.dtype();
+        let kind = dt.kind();
+        if lenient && matches!(kind, b'b' | b'i' | b'u' | b'f') {
+            let conv = ob.call_method1("astype", ("float64",))?;
+            return floats(&conv, what, false);
+        }
+        return Err(verr(format!("{what}: expected a float32 or float64 array, got dtype {}", dt.str()?)));
+    }
+    let conv = np.call_method1("asarray", (ob, "float64")).map_err(|e| {
+        verr(format!("{what}: expected a float32 or float64 array, could not convert ({e})"))
+    })?;
+    floats(&conv, what, false)
+}
+
+/// Rows of an array of shape [T, width] (or [T] when width == 1).
+fn rows(shape: &[usize], what: &str, width: usize, wname: &str) -> PyResult<usize> {
+    match shape {
+        [t, w] if *w == width => Ok(*t),
+        [t] if width == 1 => Ok(*t),
+        _ => Err(verr(format!(
+            "{what}: expected shape (T, {wname}={width}){}, got {shape:?}",
+            if width == 1 { " or (T,)" } else { "" }))),
+    }
+}
+
+fn as_strategy(s: &str) -> PyResult<Strategy> {
+    Strategy::parse(s).map_err(to_py)
+}
+
+/// Parse `prompt=`: a PromptSpec-like object (attributes), a dict, or a tuple
+/// (length, score, strategy[, start_min]).
+fn parse_prompt(ob: &Bound<'_, PyAny>, default_start: usize) -> PyResult<PromptSpec> {
+    let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+        if let Ok(d) = ob.cast::<PyDict>() {
+            return Ok(d.get_item(key)?);
+        }
+        if ob.hasattr(key)? {
+            return Ok(Some(ob.getattr(key)?));
+        }
+        Ok(None)
+    };
+    let (length, score, strategy, start_min, pool): (usize, Option<String>, String, Option<usize>, Option<Vec<usize>>) =
+        if let Ok(t) = ob.cast::<PyTuple>() {
+            if !(2..=4).contains(&t.len()) {
+                return Err(verr("prompt tuple must be (length, score, strategy[, start_min])"));
+            }
+            let strategy = if t.len() > 2 { t.get_item(2)?.extract()? } else { "argmax".to_string() };
+            let sm = if t.len() > 3 { t.get_item(3)?.extract()? } else { None };
+            (t.get_item(0)?.extract()?, t.get_item(1)?.extract()?, strategy, sm, None)
+        } else {
+            let length = get("length")?.ok_or_else(|| verr("prompt: missing length"))?.extract()
+                .map_err(|_| verr("prompt: length must be a positive int"))?;
+            let score = match get("score")? { Some(s) if !s.is_none() => Some(s.extract()?), _ => None };
+            let strategy = match get("strategy")? { Some(s) if !s.is_none() => s.extract()?, _ => "argmax".to_string() };
+            let start_min = match get("start_min")? { Some(s) if !s.is_none() => Some(s.extract()?), _ => None };
+            let pool = match get("pool")? { Some(s) if !s.is_none() => Some(s.extract()?), _ => None };
+            (length, score, strategy, start_min, pool)
+        };
+    Ok(PromptSpec { length, score, strategy: as_strategy(&strategy)?, start_min: start_min.unwrap_or(default_start), pool })
+}
+
+/// Owner of a column buffer viewed by NumPy without a copy.
+#[pyclass(frozen, module = "metadt._core")]
+struct ColumnBuffer {
+    _buf: Arc<Buf>,
+}
+
+/// The trajectory store (see `docs/store.md`).
+#[pyclass(name = "TrajectoryStore", module = "metadt._core", frozen)]
+pub struct PyStore {
+    inner: Arc<RwLock<Store>>,
+}
+
+fn read(l: &RwLock<Store>) -> RwLockReadGuard<'_, Store> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write(l: &RwLock<Store>) -> RwLockWriteGuard<'_, Store> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Allocate (uninitialized) NumPy arrays for a plan; returns the dict and pointers.
+fn alloc_numpy<'py>(py: Python<'py>, plan: &[FieldSpec]) -> PyResult<(Bound<'py, PyDict>, Vec<RawOut>)> {
+    let d = PyDict::new(py);
+    let mut outs = Vec::with_capacity(plan.len());
+    for f in plan {
+        let dims = IxDyn(&f.shape);
+        // SAFETY: every element is written by the fill before the arrays are returned.
+        let (arr, ptr): (Bound<'py, PyAny>, *mut u8) = unsafe {
+            match f.dtype {
+                DType::F32 => { let a = PyArray::<f32, _>::new(py, dims, false); let p = a.data() as *mut u8; (a.into_any(), p) }
+                DType::I64 => { let a = PyArray::<i64, _>::new(py, dims, false); let p = a.data() as *mut u8; (a.into_any(), p) }
+                DType::Bool => { let a = PyArray::<bool, _>::new(py, dims, false); let p = a.data() as *mut u8; (a.into_any(), p) }
+            }
+        };
+        d.set_item(&f.name, arr)?;
+        outs.push(RawOut(ptr));
+    }
+    Ok((d, outs))
+}
+
+fn batch_to_dict(py: Python<'_>, b: Batch) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (spec, data) in b.fields {
+        let shape = IxDyn(&spec.shape);
+        let arr = match data {
+            FieldData::F32(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
+            FieldData::I64(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
+            FieldData::Bool(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
+        };
+        d.set_item(&spec.name, arr)?;
+    }
+    Ok(d)
+}
+
+fn segments_dict<'py>(py: Python<'py>, s: Segments, with_keys: bool) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    if with_keys {
+        d.set_item("keys", s.keys.into_pyarray(py))?;
+    }
+    d.set_item("episodes", s.episodes.into_pyarray(py))?;
+    d.set_item("starts", s.starts.into_pyarray(py))?;
+    d.set_item("scores", s.scores.into_pyarray(py))?;
+    Ok(d)
+}
+
+fn i64s(py: Python<'_>, v: impl IntoIterator<Item = usize>) -> Bound<'_, PyArray1<i64>> {
+    v.into_iter().map(|x| x as i64).collect::<Vec<_>>().into_pyarray(py)
+}
+
+enum Kind {
+    Windows(WindowSpec),
+    Transitions(TransitionSpec),
+}
+
+impl Kind {
+    fn plan(&self, s: &Store) -> crate::Result<Vec<FieldSpec>> {
+        match self {
+            Kind::Windows(w) => s.plan_windows(w),
+            Kind::Transitions(t) => s.plan_transitions(t),
+        }
+    }
+    /// # Safety: as `fill_windows` / `fill_transitions`.
+    unsafe fn fill(&self, s: &Store, seed: u64, outs: &[RawOut]) {
+        match self {
+            Kind::Windows(w) => s.fill_windows(w, seed, outs),
+            Kind::Transitions(t) => s.fill_transitions(t, seed, outs),
+        }
+    }
+    fn sample(&self, s: &Store, seed: u64) -> crate::Result<Batch> {
+        match self {
+            Kind::Windows(w) => s.sample_windows(w, Some(seed)),
+            Kind::Transitions(t) => s.sample_transitions(t, Some(seed)),
+        }
+    }
+}
+
+fn same_plan(a: &[FieldSpec], b: &[FieldSpec]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name && x.dtype == y.dtype && x.shape == y.shape)
+}
+
+impl PyStore {
+    fn sample<'py>(&self, py: Python<'py>, kind: Kind, seed: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
+        let (plan, seed) = {
+            let s = read(&self.inner);
+            let plan = kind.plan(&s).map_err(to_py)?;
+            (plan, seed.unwrap_or_else(|| s.next_call_seed()))
+        };
+        let (dict, outs) = alloc_numpy(py, &plan)?;
+        let inner = self.inner.clone();
+        let ok = py.detach(move || {
+            let s = read(&inner);
+            match kind.plan(&s) {
+                Ok(p) if same_plan(&p, &plan) => {
+                    // SAFETY: arrays allocated from this same plan, under the same lock now.
+                    unsafe { kind.fill(&s, seed, &outs) };
+                    Ok(())
+                }
+                Ok(_) => Err(Error::invalid("the store changed shape while sampling (concurrent modification); retry")),
+                Err(e) => Err(e),
+            }
+        });
+        ok.map_err(to_py)?;
+        Ok(dict)
+    }
+
+    fn window_kind(&self, batch: usize, length: usize, context: usize, return_scale: f32, columns: Vec<String>,
+                   prompt: Option<&Bound<'_, PyAny>>, tasks: Option<Vec<i64>>) -> PyResult<Kind> {
+        let prompt = match prompt {
+            Some(p) if !p.is_none() => Some(parse_prompt(p, context)?),
+            _ => None,
+        };
+        Ok(Kind::Windows(WindowSpec { batch, length, context, return_scale, columns, prompt, tasks }))
+    }
+}
+
+fn opt_tasks(ob: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<i64>>> {
+    match ob {
+        None => Ok(None),
+        Some(o) if o.is_none() => Ok(None),
+        Some(o) => {
+            if let Ok(t) = o.extract::<i64>() {
+                return Ok(Some(vec![t]));
+            }
+            let np = o.py().import("numpy")?;
+            let arr = np.call_method1("asarray", (o,))?;
+            let kind = arr.getattr("dtype")?.getattr("kind")?.extract::<String>()?;
+            if kind != "i" && kind != "u" {
+                return Err(verr("tasks must be an int or a sequence of ints"));
+            }
+            let v: Vec<i64> = arr.call_method1("astype", ("int64",))?.call_method0("ravel")?.call_method0("tolist")?.extract()?;
+            Ok(Some(v))
+        }
+    }
+}
+
+fn opt_episodes(ob: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<usize>>> {
+    match opt_tasks(ob)? {
+        None => Ok(None),
+        Some(v) => {
+            if let Some(x) = v.iter().find(|&&x| x < 0) {
+                return Err(verr(format!("episode index {x} is negative")));
+            }
+            Ok(Some(v.into_iter().map(|x| x as usize).collect()))
+        }
+    }
+}
+
+fn seed_arg(seed: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    match seed {
+        None => Ok(None),
+        Some(s) if s.is_none() => Ok(None),
+        Some(s) => {
+            let v: i128 = s.extract().map_err(|_| verr("seed must be an int or None"))?;
+            if v < 0 {
+                return Err(verr(format!("seed must be >= 0 (got {v})")));
+            }
+            Ok(Some(v as u64))
+        }
+    }
+}
+
+#[pymethods]
+impl PyStore {
+    #[new]
+    #[pyo3(signature = (obs_dim, act_dim, capacity=None))]
+    fn new(obs_dim: usize, act_dim: usize, capacity: Option<usize>) -> PyResult<Self> {
+        Ok(PyStore { inner: Arc::new(RwLock::new(Store::new(obs_dim, act_dim, capacity).map_err(to_py)?)) })
+    }
+
+    /// Append a complete episode; returns its index.
+    #[pyo3(signature = (obs, actions, rewards, next_obs=None, task=0, terminals=None))]
+    fn add_episode(&self, obs: &Bound<'_, PyAny>, actions: &Bound<'_, PyAny>, rewards: &Bound<'_, PyAny>,
+                   next_obs: Option<&Bound<'_, PyAny>>, task: i64, terminals: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+        let (od, ad) = { let s = read(&self.inner); (s.obs_dim, s.act_dim) };
+        let (o, os) = floats(obs, "obs", false)?;
+        let (a, ashape) = floats(actions, "actions", false)?;
+        let (r, rs) = floats(rewards, "rewards", false)?;
+        let t = rows(&rs, "rewards", 1, "1")?;
+        let to = rows(&os, "obs", od, "obs_dim")?;
+        let ta = rows(&ashape, "actions", ad, "act_dim")?;
+        if to != t || ta != t {
+            return Err(verr(format!("obs, actions and rewards must have the same number of steps (got {to}, {ta}, {t})")));
+        }
+        let n = match next_obs {
+            Some(x) if !x.is_none() => {
+                let (v, s) = floats(x, "next_obs", false)?;
+                let tn = rows(&s, "next_obs", od, "obs_dim")?;
+                if tn != t {
+                    return Err(verr(format!("next_obs has {tn} steps, rewards has {t}")));
+                }
+                Some(v)
+            }
+            _ => None,
+        };
+        let term = match terminals {
+            Some(x) if !x.is_none() => {
+                let (v, s) = floats(x, "terminals", true)?;
+                let tt = rows(&s, "terminals", 1, "1")?;
+                if tt != t {
+                    return Err(verr(format!("terminals has {tt} steps, rewards has {t}")));
+                }
+                Some(v)
+            }
+            _ => None,
+        };
+        let mut s = write(&self.inner);
+        s.add_episode(&o, &a, &r, n.as_deref(), task, term.as_deref()).map_err(to_py)
+    }
+
+    /// Append one transition (online mode); returns the episode index when `done` closes it, else None.
+    #[pyo3(signature = (obs, action, reward, next_obs, done, task=0, terminal=None, stream=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_step(&self, obs: &Bound<'_, PyAny>, action: &Bound<'_, PyAny>, reward: f64, next_obs: &Bound<'_, PyAny>,
+                done: bool, task: i64, terminal: Option<bool>, stream: Option<i64>) -> PyResult<Option<usize>> {
+        let (o, _) = floats(obs, "obs", true)?;
+        let (a, _) = floats(action, "action", true)?;
+        let (n, _) = floats(next_obs, "next_obs", true)?;
+        let mut s = write(&self.inner);
+        s.add_step(&o, &a, reward as f32, &n, done, task, terminal, stream).map_err(to_py)
+    }
+
+    /// Close the open episode of `stream` (default stream = task id); returns its index.
+    fn close_episode(&self, stream: i64) -> PyResult<usize> {
+        write(&self.inner).close_episode(stream).map_err(to_py)
+    }
+
+    /// Attach (or replace) a per-step float32 column: values [num_steps, d] or [num_steps].
+    fn attach_column(&self, name: &str, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (v, shape) = floats(values, &format!("column {name:?}"), false)?;
+        let n = read(&self.inner).num_steps();
+        let w = match shape.as_slice() {
+            [r] if *r == n => 1,
+            [r, w] if *r == n => *w,
+            _ => return Err(verr(format!("column {name:?}: expected shape ({n}, d) or ({n},) (num_steps = {n}), got {shape:?}"))),
+        };
+        write(&self.inner).attach_column(name, &v, w).map_err(to_py)
+    }
+
+    fn detach_column(&self, name: &str) -> PyResult<()> {
+        write(&self.inner).detach_column(name).map_err(to_py)
+    }
+
+    /// A read-only zero-copy view of a column: [num_steps, d] (1-D [num_steps]
+    /// for rewards, terminals, rtg). A snapshot: later appends are not visible in it.
+    fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (buf, start, n, w) = {
+            let s = read(&self.inner);
+            let c = s.column_ref(name).map_err(to_py)?;
+            (c.buffer(), s.head * c.width(), s.num_steps(), c.width())
+        };
+        let one_d = matches!(name, "rewards" | "terminals" | "rtg");
+        // SAFETY: [start, start + n*w) is inside the buffer; `owner` keeps it alive and it is never mutated.
+        let ptr = unsafe { buf.as_slice().as_ptr().add(start) };
+        let owner = Bound::new(py, ColumnBuffer { _buf: buf })?.into_any();
+        let view = unsafe { ArrayView2::from_shape_ptr((n, w), ptr) };
+        let arr = unsafe { PyArray2::borrow_from_array(&view, owner) };
+        let out = if one_d { arr.call_method1("reshape", (n,))? } else { arr.into_any() };
+        out.getattr("flags")?.setattr("writeable", false)?;
+        Ok(out)
+    }
+
+    /// Names of the attached columns.
+    fn columns(&self) -> Vec<String> {
+        read(&self.inner).attached_columns()
+    }
+
+    #[getter]
+    fn obs_dim(&self) -> usize { read(&self.inner).obs_dim }
+    #[getter]
+    fn act_dim(&self) -> usize { read(&self.inner).act_dim }
+    #[getter]
+    fn capacity(&self) -> Option<usize> { read(&self.inner).capacity }
+    #[getter]
+    fn num_episodes(&self) -> usize { read(&self.inner).num_episodes() }
+    #[getter]
+    fn num_steps(&self) -> usize { read(&self.inner).num_steps() }
+    #[getter]
+    fn num_open_steps(&self) -> usize { read(&self.inner).num_open_steps() }
+    #[getter]
+    fn num_evicted(&self) -> u64 { read(&self.inner).num_evicted() }
+    fn __len__(&self) -> usize { read(&self.inner).num_steps() }
+
+    fn episode_task(&self, i: i64) -> PyResult<i64> {
+        if i < 0 {
+            return Err(verr(format!("episode index {i} is negative")));
+        }
+        read(&self.inner).episode_task(i as usize).map_err(to_py)
+    }
+    fn episodes_of_task<'py>(&self, py: Python<'py>, task: i64) -> Bound<'py, PyArray1<i64>> {
+        i64s(py, read(&self.inner).episodes_of_task(task).to_vec())
+    }
+    fn episode_returns<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        read(&self.inner).episode_returns().to_vec().into_pyarray(py)
+    }
+    fn episode_lengths<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        i64s(py, read(&self.inner).episode_lengths().to_vec())
+    }
+    fn episode_offsets<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        i64s(py, read(&self.inner).episode_offsets().to_vec())
+    }
+    fn episode_tasks<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        read(&self.inner).episode_tasks().to_vec().into_pyarray(py)
+    }
+    fn top_episodes<'py>(&self, py: Python<'py>, task: i64, n: usize) -> Bound<'py, PyArray1<i64>> {
+        i64s(py, read(&self.inner).top_episodes(task, n))
+    }
+    fn tasks<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        read(&self.inner).tasks().into_pyarray(py)
+    }
+
+    /// The metadata dict (saved in the manifest).
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let text = read(&self.inner).metadata().to_string();
+        py.import("json")?.call_method1("loads", (text,))
+    }
+    #[setter(metadata)]
+    fn set_metadata_prop(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set_metadata(py, value)
+    }
+    /// Replace the metadata (a JSON-serializable dict).
+    fn set_metadata(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !value.is_instance_of::<PyDict>() {
+            return Err(verr("metadata must be a dict"));
+        }
+        let text: String = py.import("json")?.call_method1("dumps", (value,))
+            .map_err(|e| verr(format!("metadata is not JSON-serializable: {e}")))?.extract()?;
+        write(&self.inner).set_metadata(&text).map_err(to_py)
+    }
+
+    /// Save to the directory `path` (atomically; open episodes are not saved).
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        let inner = self.inner.clone();
+        py.detach(move || read(&inner).save(&path)).map_err(to_py)
+    }
+
+    /// Load a saved store. `verify` (default: `not mmap`) checks every file's CRC-32.
+    #[staticmethod]
+    #[pyo3(signature = (path, mmap=true, verify=None))]
+    fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool, verify: Option<bool>) -> PyResult<Self> {
+        let verify = verify.unwrap_or(!mmap);
+        let s = py.detach(move || Store::load(&path, mmap, verify)).map_err(to_py)?;
+        Ok(PyStore { inner: Arc::new(RwLock::new(s)) })
+    }
+
+    /// Reseed the generator used when `seed=None`.
+    fn reseed(&self, seed: u64) {
+        read(&self.inner).reseed(seed)
+    }
+
+    /// Heap bytes held (memory-mapped columns count 0).
+    fn memory_bytes(&self) -> usize { read(&self.inner).memory_bytes() }
+    /// Bytes of the raw columns (built-in and attached).
+    fn raw_bytes(&self) -> usize { read(&self.inner).raw_bytes() }
+    /// Bytes of the memory-mapped columns.
+    fn mapped_bytes(&self) -> usize { read(&self.inner).mapped_bytes() }
+    /// Release spare capacity (e.g. after building a dataset).
+    fn shrink_to_fit(&self) { write(&self.inner).shrink_to_fit() }
+
+    fn __repr__(&self) -> String {
+        let s = read(&self.inner);
+        format!("TrajectoryStore(obs_dim={}, act_dim={}, episodes={}, steps={}, open_steps={}, tasks={}, columns={:?})",
+            s.obs_dim, s.act_dim, s.num_episodes(), s.num_steps(), s.num_open_steps(), s.task_eps.len(), s.attached_columns())
+    }
+
+    #[pyo3(signature = (batch, context=4, tasks=None, seed=None))]
+    fn sample_transitions<'py>(&self, py: Python<'py>, batch: usize, context: usize,
+                               tasks: Option<&Bound<'_, PyAny>>, seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
+        let kind = Kind::Transitions(TransitionSpec { batch, context, tasks: opt_tasks(tasks)? });
+        self.sample(py, kind, seed_arg(seed)?)
+    }
+
+    #[pyo3(signature = (batch, length=20, context=0, return_scale=1.0, columns=Vec::new(), prompt=None, tasks=None, seed=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn sample_windows<'py>(&self, py: Python<'py>, batch: usize, length: usize, context: usize, return_scale: f32,
+                           columns: Vec<String>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
+                           seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
+        let kind = self.window_kind(batch, length, context, return_scale, columns, prompt, opt_tasks(tasks)?)?;
+        self.sample(py, kind, seed_arg(seed)?)
+    }
+
+    #[pyo3(signature = (column, length, start_min=0, episodes=None))]
+    fn segment_scores<'py>(&self, py: Python<'py>, column: &str, length: usize, start_min: usize,
+                           episodes: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
+        let eps = opt_episodes(episodes)?;
+        let s = read(&self.inner).segment_scores(column, length, start_min, eps.as_deref()).map_err(to_py)?;
+        segments_dict(py, s, false)
+    }
+
+    #[pyo3(signature = (column, length, start_min=0, per="task", mode="argmax", seed=None, episodes=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn best_segments<'py>(&self, py: Python<'py>, column: &str, length: usize, start_min: usize, per: &str, mode: &str,
+                          seed: Option<&Bound<'_, PyAny>>, episodes: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
+        let per = Per::parse(per).map_err(to_py)?;
+        let mode = as_strategy(mode)?;
+        let eps = opt_episodes(episodes)?;
+        let seed = seed_arg(seed)?;
+        let s = read(&self.inner).best_segments(column, length, start_min, per, mode, seed, eps.as_deref()).map_err(to_py)?;
+        segments_dict(py, s, true)
+    }
+
+    /// Iterator of batches prepared on a Rust thread (see docs/store.md).
+    #[pyo3(signature = (kind="windows", depth=2, num_batches=None, seed=None, **kwargs))]
+    fn prefetch(&self, kind: &str, depth: usize, num_batches: Option<u64>, seed: Option<&Bound<'_, PyAny>>,
+                kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Prefetch> {
+        let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+            match kwargs { Some(d) => Ok(d.get_item(k)?.filter(|v| !v.is_none())), None => Ok(None) }
+        };
+        let allowed: &[&str] = match kind {
+            "windows" => &["batch", "length", "context", "return_scale", "columns", "prompt", "tasks"],
+            "transitions" => &["batch", "context", "tasks"],
+            _ => return Err(verr(format!("kind must be \"windows\" or \"transitions\", got {kind:?}"))),
+        };
+        if let Some(d) = kwargs {
+            for k in d.keys() {
+                let k: String = k.extract()?;
+                if !allowed.contains(&k.as_str()) {
+                    return Err(verr(format!("prefetch(kind={kind:?}): unexpected argument {k:?} (allowed: {allowed:?})")));
+                }
+            }
+        }
+        let batch: usize = get("batch")?.ok_or_else(|| verr("prefetch: batch is required"))?.extract()?;
+        let context: usize = match get("context")? { Some(v) => v.extract()?, None => if kind == "windows" { 0 } else { 4 } };
+        let tasks = opt_tasks(get("tasks")?.as_ref())?;
+        let k = if kind == "windows" {
+            let length: usize = match get("length")? { Some(v) => v.extract()?, None => 20 };
+            let rs: f32 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
+            let cols: Vec<String> = match get("columns")? { Some(v) => v.extract()?, None => Vec::new() };
+            let prompt = get("prompt")?;
+            self.window_kind(batch, length, context, rs, cols, prompt.as_ref(), tasks)?
+        } else {
+            Kind::Transitions(TransitionSpec { batch, context, tasks })
+        };
+        if depth == 0 {
+            return Err(verr("depth must be >= 1"));
+        }
+        let seed = {
+            let s = read(&self.inner);
+            k.plan(&s).map_err(to_py)?;
+            seed_arg(seed)?.unwrap_or_else(|| s.next_call_seed())
+        };
+        let p = Prefetch {
+            store: self.inner.clone(),
+            kind: Arc::new(k),
+            seed,
+            depth,
+            num_batches,
+            state: Mutex::new(PrefetchState { next: 0, worker: None, pid: 0, closed: false }),
+        };
+        Ok(p)
+    }
+}
+
+struct Worker {
+    rx: Receiver<crate::Result<Batch>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+struct PrefetchState {
+    /// Index of the next batch handed to Python.
+    next: u64,
+    worker: Option<Worker>,
+    pid: u32,
+    closed: bool,
+}
+
+/// Batches prepared on a background thread; batch `i` equals the sampler
+/// called with `seed=derive_seed(seed, i)`.
+#[pyclass(module = "metadt._core", frozen)]
+pub struct Prefetch {
+    store: Arc<RwLock<Store>>,
+    kind: Arc<Kind>,
+    seed: u64,
+    depth: usize,
+    num_batches: Option<u64>,
+    state: Mutex<PrefetchState>,
+}
+
+// SAFETY: Kind holds only owned, thread-safe data (specs).
+unsafe impl Send for Kind {}
+unsafe impl Sync for Kind {}
+
+impl Prefetch {
+    fn spawn(&self, start: u64) -> Worker {
+        let (tx, rx) = sync_channel(self.depth);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, kind, seed, total, stop2) = (self.store.clone(), self.kind.clone(), self.seed, self.num_batches, stop.clone());
+        let handle = std::thread::Builder::new().name("metadt-prefetch".into()).spawn(move || {
+            let mut i = start;
+            while total.is_none_or(|n| i < n) && !stop2.load(Ordering::Relaxed) {
+                let b = kind.sample(&read(&store), derive(seed, i));
+                if tx.send(b).is_err() {
+                    break;
+                }
+                i += 1;
+            }
+        }).expect("spawn prefetch thread");
+        Worker { rx, stop, handle: Some(handle) }
+    }
+
+    fn shutdown(st: &mut PrefetchState, join: bool) {
+        if let Some(mut w) = st.worker.take() {
+            w.stop.store(true, Ordering::Relaxed);
+            let h = w.handle.take();
+            drop(w); // drops the receiver: a blocked send fails and the thread ends
+            if let Some(h) = h {
+                if join && st.pid == std::process::id() {
+                    let _ = h.join();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.state.lock() {
+            Prefetch::shutdown(&mut st, false);
+        }
+    }
+}
+
+#[pymethods]
+impl Prefetch {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let res = py.detach(|| {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.closed || self.num_batches.is_some_and(|n| st.next >= n) {
+                return None;
+            }
+            let me = std::process::id();
+            if st.worker.is_none() || st.pid != me {
+                if st.pid != me {
+                    // forked: the parent's thread does not exist here
+                    if let Some(mut w) = st.worker.take() {
+                        std::mem::forget(w.handle.take());
+                    }
+                }
+                st.pid = me;
+                let w = self.spawn(st.next);
+                st.worker = Some(w);
+            }
+            let r = st.worker.as_ref().map(|w| w.rx.recv());
+            match r {
+                Some(Ok(b)) => {
+                    st.next += 1;
+                    Some(b)
+                }
+                _ => Some(Err(Error::invalid("prefetch thread ended unexpectedly"))),
+            }
+        });
+        match res {
+            None => Err(PyStopIteration::new_err(())),
+            Some(Ok(b)) => batch_to_dict(py, b),
+            Some(Err(e)) => Err(to_py(e)),
+        }
+    }
+
+    /// Stop the background thread (idempotent).
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.closed = true;
+            Prefetch::shutdown(&mut st, true);
+        });
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    /// Index of the next batch to be returned.
+    #[getter]
+    fn index(&self) -> u64 {
+        self.state.lock().map(|s| s.next).unwrap_or(0)
+    }
+    #[getter]
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+}
+
+/// The seed of batch `index` of `prefetch(seed=seed)`.
+#[pyfunction]
+fn derive_seed(seed: u64, index: u64) -> u64 {
+    derive(seed, index)
+}
+
+/// Whether rayon parallelism is available in this process (False in a child
+/// forked after the parent used it).
+#[pyfunction]
+fn parallel_available() -> bool {
+    crate::sample::parallel_ok()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStore>()?;
+    m.add_class::<Prefetch>()?;
+    m.add_function(wrap_pyfunction!(derive_seed, m)?)?;
+    m.add_function(wrap_pyfunction!(parallel_available, m)?)?;
+    m.add("FORMAT_VERSION", crate::format::FORMAT_VERSION)?;
+    m.add("ACTION_PAD", crate::sample::ACTION_PAD)?;
+    Ok(())
+}

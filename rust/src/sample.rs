@@ -1,0 +1,663 @@
+//! Batch sampling: transitions (with per-step context), Decision-Transformer
+//! windows (with the context of every step, attached columns and prompts).
+//!
+//! A batch is described by a *plan* (field names, dtypes and shapes, in a
+//! fixed order) and filled in place through raw output pointers, so the same
+//! code writes into NumPy arrays (Python) or into Rust vectors ([`Batch`]).
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rayon::prelude::*;
+
+use crate::error::{bail, Result};
+use crate::rng::Rng;
+use crate::segments::{choose_start, Strategy};
+use crate::store::{OpenEpisode, Store};
+
+/// Padding value of actions in windows and prompts.
+pub const ACTION_PAD: f32 = -10.0;
+
+/// Element type of a batch field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    I64,
+    Bool,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::I64 => 8,
+            DType::Bool => 1,
+        }
+    }
+}
+
+/// Name, dtype and shape of one output array.
+#[derive(Clone, Debug)]
+pub struct FieldSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl FieldSpec {
+    fn new(name: &str, dtype: DType, shape: &[usize]) -> Self {
+        FieldSpec { name: name.to_string(), dtype, shape: shape.to_vec() }
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The data of one field of a [`Batch`].
+#[derive(Clone, Debug)]
+pub enum FieldData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+}
+
+/// A batch as plain Rust vectors (row-major, shapes in the specs).
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub fields: Vec<(FieldSpec, FieldData)>,
+}
+
+impl Batch {
+    pub(crate) fn alloc(plan: Vec<FieldSpec>) -> (Batch, Vec<RawOut>) {
+        let mut fields = Vec::with_capacity(plan.len());
+        for f in plan {
+            let n = f.numel();
+            let d = match f.dtype {
+                DType::F32 => FieldData::F32(vec![0.0; n]),
+                DType::I64 => FieldData::I64(vec![0; n]),
+                DType::Bool => FieldData::Bool(vec![false; n]),
+            };
+            fields.push((f, d));
+        }
+        let mut b = Batch { fields };
+        let outs = b.fields.iter_mut().map(|(_, d)| RawOut(match d {
+            FieldData::F32(v) => v.as_mut_ptr() as *mut u8,
+            FieldData::I64(v) => v.as_mut_ptr() as *mut u8,
+            FieldData::Bool(v) => v.as_mut_ptr() as *mut u8,
+        })).collect();
+        (b, outs)
+    }
+    pub fn spec(&self, name: &str) -> Option<&FieldSpec> {
+        self.fields.iter().find(|(s, _)| s.name == name).map(|(s, _)| s)
+    }
+    pub fn f32(&self, name: &str) -> Option<&[f32]> {
+        self.fields.iter().find_map(|(s, d)| match d {
+            FieldData::F32(v) if s.name == name => Some(v.as_slice()),
+            _ => None,
+        })
+    }
+    pub fn i64(&self, name: &str) -> Option<&[i64]> {
+        self.fields.iter().find_map(|(s, d)| match d {
+            FieldData::I64(v) if s.name == name => Some(v.as_slice()),
+            _ => None,
+        })
+    }
+    pub fn bool(&self, name: &str) -> Option<&[bool]> {
+        self.fields.iter().find_map(|(s, d)| match d {
+            FieldData::Bool(v) if s.name == name => Some(v.as_slice()),
+            _ => None,
+        })
+    }
+    pub fn names(&self) -> Vec<&str> {
+        self.fields.iter().map(|(s, _)| s.name.as_str()).collect()
+    }
+}
+
+/// A raw pointer to the start of an output array (written by one sample
+/// each at disjoint offsets).
+#[derive(Clone, Copy, Debug)]
+pub struct RawOut(pub *mut u8);
+// SAFETY: each sample writes a disjoint region of the arrays, which outlive the fill.
+unsafe impl Send for RawOut {}
+unsafe impl Sync for RawOut {}
+
+impl RawOut {
+    #[inline]
+    fn f32(self) -> *mut f32 {
+        self.0 as *mut f32
+    }
+    #[inline]
+    fn i64(self) -> *mut i64 {
+        self.0 as *mut i64
+    }
+}
+
+#[inline]
+unsafe fn put(dst: *mut f32, src: &[f32]) {
+    std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+}
+#[inline]
+unsafe fn fill(dst: *mut f32, n: usize, v: f32) {
+    for i in 0..n {
+        *dst.add(i) = v;
+    }
+}
+#[inline]
+unsafe fn mask(dst: *mut u8, pad: usize, n: usize) {
+    std::ptr::write_bytes(dst, 0, pad);
+    std::ptr::write_bytes(dst.add(pad), 1, n);
+}
+
+// ---------------------------------------------------------------- parallelism
+
+static POOL_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Whether rayon may be used in this process: rayon's global pool does not
+/// survive `fork`, so a child forked after the parent used it runs serially.
+pub fn parallel_ok() -> bool {
+    let me = std::process::id();
+    match POOL_PID.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => true,
+        Err(p) => p == me,
+    }
+}
+
+/// Output bytes above which a batch is filled in parallel.
+pub const PARALLEL_MIN_BYTES: usize = 512 * 1024;
+
+fn run<F: Fn(usize) + Sync + Send>(n: usize, bytes: usize, f: F) {
+    if n > 1 && bytes >= PARALLEL_MIN_BYTES && rayon::current_num_threads() > 1 && parallel_ok() {
+        let chunk = (n / (4 * rayon::current_num_threads())).max(1);
+        (0..n).into_par_iter().with_min_len(chunk).for_each(f);
+    } else {
+        for b in 0..n {
+            f(b);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- specs
+
+/// How to choose prompt segments (see [`Store::sample_windows`]).
+#[derive(Clone, Debug)]
+pub struct PromptSpec {
+    /// Segment length k (>= 1).
+    pub length: usize,
+    /// Attached column scoring each step (summed over its width); None = all 0.
+    pub score: Option<String>,
+    pub strategy: Strategy,
+    /// Smallest start (usually the context length h).
+    pub start_min: usize,
+    /// Restrict prompt episodes to these indices (still of the window's task).
+    pub pool: Option<Vec<usize>>,
+}
+
+/// A request for Decision-Transformer windows.
+#[derive(Clone, Debug)]
+pub struct WindowSpec {
+    pub batch: usize,
+    pub length: usize,
+    pub context: usize,
+    pub return_scale: f32,
+    pub columns: Vec<String>,
+    pub prompt: Option<PromptSpec>,
+    pub tasks: Option<Vec<i64>>,
+}
+
+impl WindowSpec {
+    pub fn new(batch: usize, length: usize) -> Self {
+        WindowSpec { batch, length, context: 0, return_scale: 1.0, columns: Vec::new(), prompt: None, tasks: None }
+    }
+}
+
+/// A request for transitions.
+#[derive(Clone, Debug)]
+pub struct TransitionSpec {
+    pub batch: usize,
+    pub context: usize,
+    pub tasks: Option<Vec<i64>>,
+}
+
+// ---------------------------------------------------------------- domain
+
+/// The steps a sample is drawn from: episodes (closed, then open), each a
+/// contiguous range of a virtual index.
+struct Domain<'a> {
+    cum: Cow<'a, [usize]>,
+    eps: Option<Vec<usize>>,
+    n_closed: usize,
+    open: Vec<&'a OpenEpisode>,
+    total: usize,
+}
+
+impl Domain<'_> {
+    /// (slot, step within the episode) of virtual index r.
+    #[inline]
+    fn locate(&self, r: usize) -> (usize, usize) {
+        let slot = self.cum.partition_point(|&c| c <= r) - 1;
+        (slot, r - self.cum[slot])
+    }
+    #[inline]
+    fn closed(&self, slot: usize) -> usize {
+        match &self.eps {
+            Some(v) => v[slot],
+            None => slot,
+        }
+    }
+}
+
+struct EpView<'a> {
+    obs: &'a [f32],
+    act: &'a [f32],
+    rew: &'a [f32],
+    next_obs: &'a [f32],
+    term: &'a [f32],
+}
+
+impl Store {
+    fn check_tasks(&self, tasks: &Option<Vec<i64>>) -> Result<()> {
+        if let Some(ts) = tasks {
+            if ts.is_empty() {
+                bail!("tasks is empty (pass None for all tasks)");
+            }
+            for t in ts {
+                let closed = self.task_eps.contains_key(t);
+                let open = self.open.values().any(|e| e.task == *t && !e.is_empty());
+                if !closed && !open {
+                    bail!("unknown task {t} (tasks in the store: {:?})", self.tasks());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn domain(&self, tasks: &Option<Vec<i64>>, with_open: bool) -> Domain<'_> {
+        let open: Vec<&OpenEpisode> = if with_open {
+            self.open.values().filter(|e| !e.is_empty()
+                && tasks.as_ref().is_none_or(|ts| ts.contains(&e.task))).collect()
+        } else {
+            Vec::new()
+        };
+        match tasks {
+            None if open.is_empty() => Domain {
+                cum: Cow::Borrowed(&self.ep_off),
+                eps: None,
+                n_closed: self.ep_off.len(),
+                open,
+                total: self.num_steps(),
+            },
+            _ => {
+                let eps: Vec<usize> = match tasks {
+                    None => (0..self.num_episodes()).collect(),
+                    Some(ts) => {
+                        let mut v: Vec<usize> = self.task_eps.iter()
+                            .filter(|(t, _)| ts.contains(t)).flat_map(|(_, e)| e.iter().copied()).collect();
+                        v.sort_unstable();
+                        v
+                    }
+                };
+                let mut cum = Vec::with_capacity(eps.len() + open.len());
+                let mut acc = 0usize;
+                for &e in &eps {
+                    cum.push(acc);
+                    acc += self.ep_len[e];
+                }
+                for o in &open {
+                    cum.push(acc);
+                    acc += o.len();
+                }
+                Domain { cum: Cow::Owned(cum), n_closed: eps.len(), eps: Some(eps), open, total: acc }
+            }
+        }
+    }
+
+    #[inline]
+    fn closed_view(&self, e: usize) -> EpView<'_> {
+        let (od, ad) = (self.obs_dim, self.act_dim);
+        let (o, l) = (self.ep_off[e], self.ep_len[e]);
+        let h = self.head;
+        EpView {
+            obs: &self.obs.raw()[(h + o) * od..(h + o + l) * od],
+            act: &self.actions.raw()[(h + o) * ad..(h + o + l) * ad],
+            rew: &self.rewards.raw()[h + o..h + o + l],
+            next_obs: &self.next_obs.raw()[(h + o) * od..(h + o + l) * od],
+            term: &self.terminals.raw()[h + o..h + o + l],
+        }
+    }
+
+    // ------------------------------------------------------------ transitions
+
+    /// Fields of a transition batch, in fill order (validates the request).
+    pub fn plan_transitions(&self, spec: &TransitionSpec) -> Result<Vec<FieldSpec>> {
+        if spec.batch == 0 {
+            bail!("batch must be >= 1");
+        }
+        if self.num_steps() + self.num_open_steps() == 0 {
+            bail!("the store is empty: add episodes before sampling");
+        }
+        self.check_tasks(&spec.tasks)?;
+        let (b, h, od, ad) = (spec.batch, spec.context, self.obs_dim, self.act_dim);
+        let mut p = vec![
+            FieldSpec::new("obs", DType::F32, &[b, od]),
+            FieldSpec::new("actions", DType::F32, &[b, ad]),
+            FieldSpec::new("rewards", DType::F32, &[b]),
+            FieldSpec::new("next_obs", DType::F32, &[b, od]),
+            FieldSpec::new("terminals", DType::F32, &[b]),
+            FieldSpec::new("tasks", DType::I64, &[b]),
+            FieldSpec::new("episodes", DType::I64, &[b]),
+            FieldSpec::new("timesteps", DType::I64, &[b]),
+        ];
+        if h > 0 {
+            p.push(FieldSpec::new("ctx_obs", DType::F32, &[b, h, od]));
+            p.push(FieldSpec::new("ctx_actions", DType::F32, &[b, h, ad]));
+            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, h]));
+            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, h]));
+        }
+        Ok(p)
+    }
+
+    /// Fill a planned transition batch.
+    ///
+    /// # Safety
+    /// `outs` must point to writable arrays of the plan's sizes, in plan order.
+    pub unsafe fn fill_transitions(&self, spec: &TransitionSpec, seed: u64, outs: &[RawOut]) {
+        let dom = self.domain(&spec.tasks, true);
+        let (h, od, ad) = (spec.context, self.obs_dim, self.act_dim);
+        let bytes = spec.batch * (4 * (2 * od + ad + 2) + 24 + h * (4 * (od + ad + 1) + 1));
+        let o = outs.to_vec();
+        run(spec.batch, bytes, |b| {
+            let mut rng = Rng::for_sample(seed, b);
+            let r = rng.below(dom.total as u64) as usize;
+            let (slot, t) = dom.locate(r);
+            let (v, task, ep) = if slot < dom.n_closed {
+                let e = dom.closed(slot);
+                (self.closed_view(e), self.ep_task[e], e as i64)
+            } else {
+                let oe = dom.open[slot - dom.n_closed];
+                (EpView { obs: &oe.obs, act: &oe.actions, rew: &oe.rewards, next_obs: &oe.next_obs,
+                    term: &oe.terminals }, oe.task, -1)
+            };
+            put(o[0].f32().add(b * od), &v.obs[t * od..(t + 1) * od]);
+            put(o[1].f32().add(b * ad), &v.act[t * ad..(t + 1) * ad]);
+            *o[2].f32().add(b) = v.rew[t];
+            put(o[3].f32().add(b * od), &v.next_obs[t * od..(t + 1) * od]);
+            *o[4].f32().add(b) = v.term[t];
+            *o[5].i64().add(b) = task;
+            *o[6].i64().add(b) = ep;
+            *o[7].i64().add(b) = t as i64;
+            if h > 0 {
+                let pad = h.saturating_sub(t);
+                let n = h - pad;
+                let t0 = t - n;
+                let co = o[8].f32().add(b * h * od);
+                fill(co, pad * od, 0.0);
+                put(co.add(pad * od), &v.obs[t0 * od..t * od]);
+                let ca = o[9].f32().add(b * h * ad);
+                fill(ca, pad * ad, 0.0);
+                put(ca.add(pad * ad), &v.act[t0 * ad..t * ad]);
+                let cr = o[10].f32().add(b * h);
+                fill(cr, pad, 0.0);
+                put(cr.add(pad), &v.rew[t0..t]);
+                mask(o[11].0.add(b * h), pad, n);
+            }
+        });
+    }
+
+    /// Sample transitions uniformly over the steps (closed and open episodes)
+    /// of `spec.tasks` (all if None); `seed` None draws from the store's own
+    /// generator.
+    pub fn sample_transitions(&self, spec: &TransitionSpec, seed: Option<u64>) -> Result<Batch> {
+        let plan = self.plan_transitions(spec)?;
+        let seed = seed.unwrap_or_else(|| self.next_call_seed());
+        let (batch, outs) = Batch::alloc(plan);
+        // SAFETY: outs point into `batch`, allocated from the plan.
+        unsafe { self.fill_transitions(spec, seed, &outs) };
+        Ok(batch)
+    }
+
+    // ------------------------------------------------------------ windows
+
+    fn prompt_pools(&self, spec: &WindowSpec, p: &PromptSpec) -> Result<BTreeMap<i64, Vec<usize>>> {
+        if let Some(pool) = &p.pool {
+            for &e in pool {
+                if e >= self.num_episodes() {
+                    bail!("prompt pool: episode {e} out of range (the store has {} episodes)", self.num_episodes());
+                }
+            }
+        }
+        let tasks: Vec<i64> = match &spec.tasks {
+            Some(t) => t.clone(),
+            None => self.tasks(),
+        };
+        let mut m = BTreeMap::new();
+        for t in tasks {
+            let eps = self.episodes_of_task(t);
+            let v: Vec<usize> = match &p.pool {
+                None => eps.to_vec(),
+                Some(pool) => {
+                    let mut v: Vec<usize> = pool.iter().copied().filter(|e| self.ep_task[*e] == t).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                }
+            };
+            if v.is_empty() {
+                bail!("prompt: task {t} has no episode in the prompt pool");
+            }
+            m.insert(t, v);
+        }
+        Ok(m)
+    }
+
+    /// Fields of a window batch, in fill order (validates the request).
+    pub fn plan_windows(&self, spec: &WindowSpec) -> Result<Vec<FieldSpec>> {
+        if spec.batch == 0 {
+            bail!("batch must be >= 1");
+        }
+        if spec.length == 0 {
+            bail!("length (K) must be >= 1");
+        }
+        if !spec.return_scale.is_finite() || spec.return_scale == 0.0 {
+            bail!("return_scale must be finite and non-zero (got {})", spec.return_scale);
+        }
+        if self.num_steps() == 0 {
+            bail!("the store has no complete episode: add episodes before sampling windows");
+        }
+        if let Some(ts) = &spec.tasks {
+            if ts.is_empty() {
+                bail!("tasks is empty (pass None for all tasks)");
+            }
+            for t in ts {
+                if !self.task_eps.contains_key(t) {
+                    bail!("unknown task {t} (tasks with complete episodes: {:?})", self.tasks());
+                }
+            }
+        }
+        let (b, k, h, od, ad) = (spec.batch, spec.length, spec.context, self.obs_dim, self.act_dim);
+        let mut p = vec![
+            FieldSpec::new("obs", DType::F32, &[b, k, od]),
+            FieldSpec::new("actions", DType::F32, &[b, k, ad]),
+            FieldSpec::new("rewards", DType::F32, &[b, k]),
+            FieldSpec::new("rtg", DType::F32, &[b, k]),
+            FieldSpec::new("timesteps", DType::I64, &[b, k]),
+            FieldSpec::new("mask", DType::Bool, &[b, k]),
+            FieldSpec::new("tasks", DType::I64, &[b]),
+            FieldSpec::new("episodes", DType::I64, &[b]),
+        ];
+        for (i, name) in spec.columns.iter().enumerate() {
+            if spec.columns[..i].contains(name) {
+                bail!("column {name:?} requested twice");
+            }
+            let a = self.attached(name)?;
+            p.push(FieldSpec::new(name, DType::F32, &[b, k, a.col.width()]));
+        }
+        if h > 0 {
+            p.push(FieldSpec::new("ctx_obs", DType::F32, &[b, k + h, od]));
+            p.push(FieldSpec::new("ctx_actions", DType::F32, &[b, k + h, ad]));
+            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, k + h]));
+            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, k + h]));
+        }
+        if let Some(pr) = &spec.prompt {
+            let kp = pr.length;
+            if kp == 0 {
+                bail!("prompt length must be >= 1");
+            }
+            if let Some(s) = &pr.score {
+                let a = self.attached(s)?;
+                if !a.nonneg {
+                    bail!("prompt score column {s:?} has negative values (scores must be >= 0 and finite)");
+                }
+            }
+            self.prompt_pools(spec, pr)?;
+            p.push(FieldSpec::new("prompt_obs", DType::F32, &[b, kp, od]));
+            p.push(FieldSpec::new("prompt_actions", DType::F32, &[b, kp, ad]));
+            p.push(FieldSpec::new("prompt_rewards", DType::F32, &[b, kp]));
+            p.push(FieldSpec::new("prompt_rtg", DType::F32, &[b, kp]));
+            p.push(FieldSpec::new("prompt_timesteps", DType::I64, &[b, kp]));
+            p.push(FieldSpec::new("prompt_mask", DType::Bool, &[b, kp]));
+            p.push(FieldSpec::new("prompt_episodes", DType::I64, &[b]));
+            p.push(FieldSpec::new("prompt_starts", DType::I64, &[b]));
+        }
+        Ok(p)
+    }
+
+    /// Fill a planned window batch.
+    ///
+    /// # Safety
+    /// `outs` must point to writable arrays of the plan's sizes, in plan order,
+    /// and `spec` must have been validated by [`Store::plan_windows`].
+    pub unsafe fn fill_windows(&self, spec: &WindowSpec, seed: u64, outs: &[RawOut]) {
+        let dom = self.domain(&spec.tasks, false);
+        let (k, h, od, ad) = (spec.length, spec.context, self.obs_dim, self.act_dim);
+        let scale = spec.return_scale;
+        let hd = self.head;
+        let (obs, act, rew, rtg) = (self.obs.raw(), self.actions.raw(), self.rewards.raw(), self.rtg.raw());
+        let cols: Vec<(&[f32], usize)> = spec.columns.iter()
+            .map(|n| {
+                let a = self.attached(n).expect("validated");
+                (a.col.raw(), a.col.width())
+            }).collect();
+        let nc = cols.len();
+        let prompt = spec.prompt.as_ref().map(|p| {
+            let pools = self.prompt_pools(spec, p).expect("validated");
+            let score = p.score.as_ref().map(|s| {
+                let a = self.attached(s).expect("validated");
+                (&a.col.raw()[hd * a.col.width()..], a.col.width())
+            });
+            (p, pools, score)
+        });
+        let per_sample = 4 * k * (od + ad + 2) + 9 * k + 16
+            + cols.iter().map(|c| 4 * k * c.1).sum::<usize>()
+            + if h > 0 { (k + h) * (4 * (od + ad + 1) + 1) } else { 0 }
+            + spec.prompt.as_ref().map_or(0, |p| p.length * (4 * (od + ad + 2) + 9) + 16);
+        let o = outs.to_vec();
+        run(spec.batch, spec.batch * per_sample, |b| {
+            let mut rng = Rng::for_sample(seed, b);
+            let r = rng.below(dom.total as u64) as usize;
+            let (slot, end) = dom.locate(r);
+            let e = dom.closed(slot);
+            let off = hd + self.ep_off[e];
+            // main window: steps [end-k+1, end]
+            let pad = (k - 1).saturating_sub(end);
+            let n = k - pad;
+            let t0 = end + 1 - n;
+            let (r0, r1) = (off + t0, off + end + 1);
+            let p = o[0].f32().add(b * k * od);
+            fill(p, pad * od, 0.0);
+            put(p.add(pad * od), &obs[r0 * od..r1 * od]);
+            let p = o[1].f32().add(b * k * ad);
+            fill(p, pad * ad, ACTION_PAD);
+            put(p.add(pad * ad), &act[r0 * ad..r1 * ad]);
+            let p = o[2].f32().add(b * k);
+            fill(p, pad, 0.0);
+            put(p.add(pad), &rew[r0..r1]);
+            let p = o[3].f32().add(b * k);
+            fill(p, pad, 0.0);
+            for (i, &x) in rtg[r0..r1].iter().enumerate() {
+                *p.add(pad + i) = x / scale;
+            }
+            let p = o[4].i64().add(b * k);
+            for i in 0..pad {
+                *p.add(i) = 0;
+            }
+            for i in 0..n {
+                *p.add(pad + i) = (t0 + i) as i64;
+            }
+            mask(o[5].0.add(b * k), pad, n);
+            *o[6].i64().add(b) = self.ep_task[e];
+            *o[7].i64().add(b) = e as i64;
+            for (c, &(data, w)) in cols.iter().enumerate() {
+                let p = o[8 + c].f32().add(b * k * w);
+                fill(p, pad * w, 0.0);
+                put(p.add(pad * w), &data[r0 * w..r1 * w]);
+            }
+            let mut next = 8 + nc;
+            if h > 0 {
+                let l = k + h;
+                let pad = (l - 1).saturating_sub(end);
+                let n = l - pad;
+                let r0 = off + end + 1 - n;
+                let p = o[next].f32().add(b * l * od);
+                fill(p, pad * od, 0.0);
+                put(p.add(pad * od), &obs[r0 * od..r1 * od]);
+                let p = o[next + 1].f32().add(b * l * ad);
+                fill(p, pad * ad, 0.0);
+                put(p.add(pad * ad), &act[r0 * ad..r1 * ad]);
+                let p = o[next + 2].f32().add(b * l);
+                fill(p, pad, 0.0);
+                put(p.add(pad), &rew[r0..r1]);
+                mask(o[next + 3].0.add(b * l), pad, n);
+                next += 4;
+            }
+            if let Some((ps, pools, score)) = &prompt {
+                let kp = ps.length;
+                let pool = &pools[&self.ep_task[e]];
+                let pe = pool[rng.below(pool.len() as u64) as usize];
+                let tl = self.ep_len[pe];
+                let sc = score.map(|(d, w)| (&d[self.ep_off[pe] * w..(self.ep_off[pe] + tl) * w], w));
+                let (start, pad) = if tl < kp {
+                    (0, kp - tl)
+                } else {
+                    (choose_start(tl, kp, ps.start_min, ps.strategy, sc, &mut rng), 0)
+                };
+                let n = kp - pad;
+                let r0 = hd + self.ep_off[pe] + start;
+                let r1 = r0 + n;
+                let p = o[next].f32().add(b * kp * od);
+                fill(p, pad * od, 0.0);
+                put(p.add(pad * od), &obs[r0 * od..r1 * od]);
+                let p = o[next + 1].f32().add(b * kp * ad);
+                fill(p, pad * ad, ACTION_PAD);
+                put(p.add(pad * ad), &act[r0 * ad..r1 * ad]);
+                let p = o[next + 2].f32().add(b * kp);
+                fill(p, pad, 0.0);
+                put(p.add(pad), &rew[r0..r1]);
+                let p = o[next + 3].f32().add(b * kp);
+                fill(p, pad, 0.0);
+                for (i, &x) in rtg[r0..r1].iter().enumerate() {
+                    *p.add(pad + i) = x / scale;
+                }
+                let p = o[next + 4].i64().add(b * kp);
+                for i in 0..pad {
+                    *p.add(i) = 0;
+                }
+                for i in 0..n {
+                    *p.add(pad + i) = (start + i) as i64;
+                }
+                mask(o[next + 5].0.add(b * kp), pad, n);
+                *o[next + 6].i64().add(b) = pe as i64;
+                *o[next + 7].i64().add(b) = start as i64;
+            }
+        });
+    }
+
+    /// Sample Decision-Transformer windows (see the crate docs for the layout).
+    pub fn sample_windows(&self, spec: &WindowSpec, seed: Option<u64>) -> Result<Batch> {
+        let plan = self.plan_windows(spec)?;
+        let seed = seed.unwrap_or_else(|| self.next_call_seed());
+        let (batch, outs) = Batch::alloc(plan);
+        // SAFETY: outs point into `batch`, allocated from the validated plan.
+        unsafe { self.fill_windows(spec, seed, &outs) };
+        Ok(batch)
+    }
+}

@@ -1,0 +1,657 @@
+//! Columns, episodes, online mode (open episodes, capacity eviction).
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::error::{bail, Result};
+
+/// The memory behind one column: owned, or a window of a memory-mapped file.
+pub enum Buf {
+    Owned(Vec<f32>),
+    Mapped { map: Arc<Mmap>, off: usize, len: usize },
+}
+
+impl Buf {
+    /// The elements (row-major, every row of the column including evicted ones
+    /// not yet compacted away).
+    #[inline]
+    pub fn as_slice(&self) -> &[f32] {
+        match self {
+            Buf::Owned(v) => v,
+            // SAFETY: `off` is 4-byte aligned and `off + 4*len <= map.len()`,
+            // both checked when the file was mapped (format.rs); the map is
+            // read-only and lives as long as this Buf.
+            Buf::Mapped { map, off, len } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(*off) as *const f32, *len)
+            },
+        }
+    }
+}
+
+/// A per-step float32 column of `width` values per step.
+///
+/// The buffer is reference counted: zero-copy views handed out (e.g. to NumPy)
+/// keep the buffer they were taken from alive; a later mutation of the store
+/// copies the column first if a view is still alive (copy-on-write), so views
+/// are immutable snapshots. Memory-mapped columns are copied into owned memory
+/// on their first mutation.
+#[derive(Clone)]
+pub struct Column {
+    buf: Arc<Buf>,
+    width: usize,
+}
+
+impl Column {
+    pub fn new(width: usize) -> Self {
+        Column { buf: Arc::new(Buf::Owned(Vec::new())), width }
+    }
+    pub(crate) fn from_vec(v: Vec<f32>, width: usize) -> Self {
+        Column { buf: Arc::new(Buf::Owned(v)), width }
+    }
+    pub(crate) fn from_buf(buf: Buf, width: usize) -> Self {
+        Column { buf: Arc::new(buf), width }
+    }
+    #[inline]
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    /// All physical elements.
+    #[inline]
+    pub fn raw(&self) -> &[f32] {
+        self.buf.as_slice()
+    }
+    /// The shared buffer (for zero-copy views).
+    pub fn buffer(&self) -> Arc<Buf> {
+        self.buf.clone()
+    }
+    pub fn is_mapped(&self) -> bool {
+        matches!(*self.buf, Buf::Mapped { .. })
+    }
+    /// Heap bytes this column holds (0 for a memory-mapped one).
+    pub fn owned_bytes(&self) -> usize {
+        match &*self.buf {
+            Buf::Owned(v) => v.capacity() * 4,
+            Buf::Mapped { .. } => 0,
+        }
+    }
+    fn vec_mut(&mut self) -> &mut Vec<f32> {
+        let owned_unique = matches!(Arc::get_mut(&mut self.buf), Some(Buf::Owned(_)));
+        if !owned_unique {
+            let v = self.buf.as_slice().to_vec();
+            self.buf = Arc::new(Buf::Owned(v));
+        }
+        match Arc::get_mut(&mut self.buf) {
+            Some(Buf::Owned(v)) => v,
+            _ => unreachable!("column buffer is unique and owned"),
+        }
+    }
+    /// Make room for `extra` more elements, growing by at most 1/8 beyond
+    /// what is needed (keeps memory close to the raw bytes).
+    fn reserve(v: &mut Vec<f32>, extra: usize) {
+        if v.capacity() - v.len() < extra {
+            let grow = extra.max(v.len() / 8).max(1024);
+            v.reserve_exact(grow);
+        }
+    }
+    pub(crate) fn extend(&mut self, src: &[f32]) {
+        let v = self.vec_mut();
+        Self::reserve(v, src.len());
+        v.extend_from_slice(src);
+    }
+    pub(crate) fn extend_fill(&mut self, n: usize, val: f32) {
+        let v = self.vec_mut();
+        Self::reserve(v, n);
+        v.resize(v.len() + n, val);
+    }
+    fn drain_front(&mut self, elems: usize) {
+        if elems > 0 {
+            self.vec_mut().drain(..elems);
+        }
+    }
+    fn shrink(&mut self) {
+        if let Some(Buf::Owned(v)) = Arc::get_mut(&mut self.buf) {
+            v.shrink_to_fit();
+        }
+    }
+}
+
+/// An attached (user) column.
+#[derive(Clone)]
+pub struct Attached {
+    pub name: String,
+    pub col: Column,
+    /// Every value is >= 0 (so the column can score prompt segments).
+    pub nonneg: bool,
+}
+
+/// An episode still being written by `add_step`.
+#[derive(Clone, Default)]
+pub struct OpenEpisode {
+    pub task: i64,
+    pub obs: Vec<f32>,
+    pub actions: Vec<f32>,
+    pub rewards: Vec<f32>,
+    pub next_obs: Vec<f32>,
+    pub terminals: Vec<f32>,
+}
+
+impl OpenEpisode {
+    pub fn len(&self) -> usize {
+        self.rewards.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rewards.is_empty()
+    }
+}
+
+/// Names of the built-in columns, in on-disk order.
+pub const BUILTIN: [&str; 6] = ["obs", "actions", "rewards", "next_obs", "terminals", "rtg"];
+
+/// Episodes of transitions in columns: the trajectory store.
+///
+/// Steps of an episode are contiguous rows of every column; episode `i`
+/// covers rows `episode_offsets()[i] .. + episode_lengths()[i]`.
+pub struct Store {
+    pub(crate) obs_dim: usize,
+    pub(crate) act_dim: usize,
+    pub(crate) capacity: Option<usize>,
+    pub(crate) obs: Column,
+    pub(crate) actions: Column,
+    pub(crate) rewards: Column,
+    pub(crate) next_obs: Column,
+    pub(crate) terminals: Column,
+    pub(crate) rtg: Column,
+    pub(crate) extra: Vec<Attached>,
+    /// Evicted rows still at the front of every column (compacted lazily).
+    pub(crate) head: usize,
+    pub(crate) ep_off: Vec<usize>,
+    pub(crate) ep_len: Vec<usize>,
+    pub(crate) ep_task: Vec<i64>,
+    pub(crate) ep_ret: Vec<f64>,
+    pub(crate) task_eps: BTreeMap<i64, Vec<usize>>,
+    pub(crate) open: BTreeMap<i64, OpenEpisode>,
+    pub(crate) num_evicted: u64,
+    pub(crate) metadata: String,
+    rng: AtomicU64,
+}
+
+fn check_finite(name: &str, v: &[f32]) -> Result<()> {
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        bail!("{name} contains a non-finite value ({}) at flat index {i}", v[i]);
+    }
+    Ok(())
+}
+
+impl Store {
+    /// An empty store for observations of `obs_dim` and actions of `act_dim`
+    /// floats. With `capacity`, the oldest whole episodes are evicted when
+    /// the number of steps (closed plus open) exceeds it.
+    pub fn new(obs_dim: usize, act_dim: usize, capacity: Option<usize>) -> Result<Self> {
+        if obs_dim == 0 || act_dim == 0 {
+            bail!("obs_dim and act_dim must be >= 1 (got {obs_dim}, {act_dim})");
+        }
+        if capacity == Some(0) {
+            bail!("capacity must be >= 1 (or None for unbounded)");
+        }
+        Ok(Store {
+            obs_dim,
+            act_dim,
+            capacity,
+            obs: Column::new(obs_dim),
+            actions: Column::new(act_dim),
+            rewards: Column::new(1),
+            next_obs: Column::new(obs_dim),
+            terminals: Column::new(1),
+            rtg: Column::new(1),
+            extra: Vec::new(),
+            head: 0,
+            ep_off: Vec::new(),
+            ep_len: Vec::new(),
+            ep_task: Vec::new(),
+            ep_ret: Vec::new(),
+            task_eps: BTreeMap::new(),
+            open: BTreeMap::new(),
+            num_evicted: 0,
+            metadata: "{}".to_string(),
+            rng: AtomicU64::new(0x853C_49E6_748F_EA9B),
+        })
+    }
+
+    pub fn obs_dim(&self) -> usize {
+        self.obs_dim
+    }
+    pub fn act_dim(&self) -> usize {
+        self.act_dim
+    }
+    pub fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+    /// Number of closed (complete) episodes.
+    pub fn num_episodes(&self) -> usize {
+        self.ep_len.len()
+    }
+    /// Number of steps in closed episodes (rows of every column).
+    pub fn num_steps(&self) -> usize {
+        match (self.ep_off.last(), self.ep_len.last()) {
+            (Some(o), Some(l)) => o + l,
+            _ => 0,
+        }
+    }
+    /// Number of steps in episodes still open (`add_step` without `done`).
+    pub fn num_open_steps(&self) -> usize {
+        self.open.values().map(|e| e.len()).sum()
+    }
+    /// Number of episodes evicted so far (capacity): the episode now at index
+    /// `i` was added as the `i + num_evicted()`-th episode.
+    pub fn num_evicted(&self) -> u64 {
+        self.num_evicted
+    }
+    /// The metadata JSON text saved in the manifest.
+    pub fn metadata(&self) -> &str {
+        &self.metadata
+    }
+    /// Set the metadata (must be a JSON object).
+    pub fn set_metadata(&mut self, json: &str) -> Result<()> {
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(serde_json::Value::Object(_)) => {
+                self.metadata = json.to_string();
+                Ok(())
+            }
+            Ok(_) => bail!("metadata must be a JSON object (a dict)"),
+            Err(e) => bail!("metadata is not valid JSON: {e}"),
+        }
+    }
+
+    pub(crate) fn next_call_seed(&self) -> u64 {
+        let s = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        crate::rng::mix64(s)
+    }
+    /// Reseed the internal generator used when no seed is given.
+    pub fn reseed(&self, seed: u64) {
+        self.rng.store(crate::rng::mix64(seed), Ordering::Relaxed);
+    }
+
+    fn check_episode(&self, i: usize) -> Result<()> {
+        if i >= self.num_episodes() {
+            bail!("episode index {i} out of range (the store has {} episodes)", self.num_episodes());
+        }
+        Ok(())
+    }
+    pub fn episode_task(&self, i: usize) -> Result<i64> {
+        self.check_episode(i)?;
+        Ok(self.ep_task[i])
+    }
+    /// Episodes of task `t`, ascending (empty if the task has none).
+    pub fn episodes_of_task(&self, t: i64) -> &[usize] {
+        self.task_eps.get(&t).map(|v| v.as_slice()).unwrap_or(&[])
+    }
+    pub fn episode_returns(&self) -> &[f64] {
+        &self.ep_ret
+    }
+    pub fn episode_lengths(&self) -> &[usize] {
+        &self.ep_len
+    }
+    pub fn episode_offsets(&self) -> &[usize] {
+        &self.ep_off
+    }
+    pub fn episode_tasks(&self) -> &[i64] {
+        &self.ep_task
+    }
+    /// Sorted unique task ids of the closed episodes.
+    pub fn tasks(&self) -> Vec<i64> {
+        self.task_eps.keys().copied().collect()
+    }
+    /// Up to `n` episodes of `task`, by return descending (ties: lower index first).
+    pub fn top_episodes(&self, task: i64, n: usize) -> Vec<usize> {
+        let mut v = self.episodes_of_task(task).to_vec();
+        v.sort_by(|&a, &b| self.ep_ret[b].total_cmp(&self.ep_ret[a]).then(a.cmp(&b)));
+        v.truncate(n);
+        v
+    }
+
+    /// A built-in or attached column by name: (column, rows are live from `head`).
+    pub fn column_ref(&self, name: &str) -> Result<&Column> {
+        Ok(match name {
+            "obs" => &self.obs,
+            "actions" => &self.actions,
+            "rewards" => &self.rewards,
+            "next_obs" => &self.next_obs,
+            "terminals" => &self.terminals,
+            "rtg" => &self.rtg,
+            _ => match self.extra.iter().find(|a| a.name == name) {
+                Some(a) => &a.col,
+                None => {
+                    let names: Vec<&str> = BUILTIN.iter().copied()
+                        .chain(self.extra.iter().map(|a| a.name.as_str())).collect();
+                    bail!("unknown column {name:?} (columns: {})", names.join(", "))
+                }
+            },
+        })
+    }
+    /// The live rows of a column (`num_steps * width` floats).
+    pub fn column(&self, name: &str) -> Result<&[f32]> {
+        let c = self.column_ref(name)?;
+        Ok(self.live(c))
+    }
+    #[inline]
+    pub(crate) fn live<'a>(&self, c: &'a Column) -> &'a [f32] {
+        &c.raw()[self.head * c.width()..]
+    }
+    /// Names of the attached columns, in attach order.
+    pub fn attached_columns(&self) -> Vec<String> {
+        self.extra.iter().map(|a| a.name.clone()).collect()
+    }
+    pub(crate) fn attached(&self, name: &str) -> Result<&Attached> {
+        match self.extra.iter().find(|a| a.name == name) {
+            Some(a) => Ok(a),
+            None => {
+                if BUILTIN.contains(&name) {
+                    bail!("column {name:?} is built in; only attached columns can be used here")
+                }
+                let names: Vec<&str> = self.extra.iter().map(|a| a.name.as_str()).collect();
+                bail!("unknown column {name:?} (attached columns: [{}])", names.join(", "))
+            }
+        }
+    }
+
+    /// Attach (or replace) a per-step column of `width` floats per step:
+    /// `values.len() == num_steps * width`, all finite. Rows of episodes added
+    /// later are filled with 0 until the column is attached again.
+    pub fn attach_column(&mut self, name: &str, values: &[f32], width: usize) -> Result<()> {
+        if name.is_empty() || BUILTIN.contains(&name) || name.starts_with('_') {
+            bail!("invalid column name {name:?} (must be non-empty, not start with '_', not be one of {BUILTIN:?})");
+        }
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+            bail!("invalid column name {name:?}: use letters, digits, '_', '-', '.' only");
+        }
+        if width == 0 {
+            bail!("column {name:?}: width must be >= 1");
+        }
+        let n = self.num_steps();
+        if values.len() != n * width {
+            bail!("column {name:?}: expected {n} rows of {width} values ({} floats), got {} floats",
+                n * width, values.len());
+        }
+        check_finite(&format!("column {name:?}"), values)?;
+        let nonneg = values.iter().all(|&x| x >= 0.0);
+        let col = Column::from_vec(values.to_vec(), width);
+        // evicted-but-not-compacted rows: keep the physical layout aligned
+        let col = if self.head > 0 {
+            let mut v = vec![0.0f32; self.head * width];
+            v.extend_from_slice(values);
+            Column::from_vec(v, width)
+        } else {
+            col
+        };
+        let a = Attached { name: name.to_string(), col, nonneg };
+        match self.extra.iter_mut().find(|x| x.name == name) {
+            Some(x) => *x = a,
+            None => self.extra.push(a),
+        }
+        Ok(())
+    }
+
+    /// Remove an attached column.
+    pub fn detach_column(&mut self, name: &str) -> Result<()> {
+        self.attached(name)?;
+        self.extra.retain(|a| a.name != name);
+        Ok(())
+    }
+
+    /// Append a complete episode of `T = rewards.len()` steps; returns its index.
+    ///
+    /// `obs`, `actions`: `T*obs_dim`, `T*act_dim` floats (row-major).
+    /// `next_obs`: `T*obs_dim` or `None` (then `next_obs[t] = obs[t+1]` and the
+    /// last step's `next_obs` is `obs[T-1]`). `terminals`: `T` values or `None`
+    /// (all 0). Everything is validated before anything is stored.
+    pub fn add_episode(
+        &mut self,
+        obs: &[f32],
+        actions: &[f32],
+        rewards: &[f32],
+        next_obs: Option<&[f32]>,
+        task: i64,
+        terminals: Option<&[f32]>,
+    ) -> Result<usize> {
+        let t = rewards.len();
+        let (od, ad) = (self.obs_dim, self.act_dim);
+        if t == 0 {
+            bail!("an episode needs at least one step (rewards is empty)");
+        }
+        if obs.len() != t * od {
+            bail!("obs: expected {t} steps of {od} values ({} floats) to match rewards, got {} floats",
+                t * od, obs.len());
+        }
+        if actions.len() != t * ad {
+            bail!("actions: expected {t} steps of {ad} values ({} floats) to match rewards, got {} floats",
+                t * ad, actions.len());
+        }
+        if let Some(n) = next_obs {
+            if n.len() != t * od {
+                bail!("next_obs: expected {t} steps of {od} values ({} floats), got {} floats", t * od, n.len());
+            }
+            check_finite("next_obs", n)?;
+        }
+        if let Some(term) = terminals {
+            if term.len() != t {
+                bail!("terminals: expected {t} values, got {}", term.len());
+            }
+            check_finite("terminals", term)?;
+        }
+        check_finite("obs", obs)?;
+        check_finite("actions", actions)?;
+        check_finite("rewards", rewards)?;
+        // rtg and return, in f64
+        let mut rtg = vec![0f32; t];
+        let mut acc = 0f64;
+        for i in (0..t).rev() {
+            acc += rewards[i] as f64;
+            rtg[i] = acc as f32;
+        }
+        if !acc.is_finite() || rtg.iter().any(|x| !x.is_finite()) {
+            bail!("rewards: the return-to-go overflows float32");
+        }
+        // ---- validated: mutate ----
+        let off = self.num_steps();
+        self.obs.extend(obs);
+        self.actions.extend(actions);
+        self.rewards.extend(rewards);
+        match next_obs {
+            Some(n) => self.next_obs.extend(n),
+            None => {
+                self.next_obs.extend(&obs[od..]);
+                self.next_obs.extend(&obs[(t - 1) * od..]);
+            }
+        }
+        match terminals {
+            Some(term) => self.terminals.extend(term),
+            None => self.terminals.extend_fill(t, 0.0),
+        }
+        self.rtg.extend(&rtg);
+        for a in &mut self.extra {
+            let w = a.col.width();
+            a.col.extend_fill(t * w, 0.0);
+        }
+        let idx = self.ep_len.len();
+        self.ep_off.push(off);
+        self.ep_len.push(t);
+        self.ep_task.push(task);
+        self.ep_ret.push(acc);
+        self.task_eps.entry(task).or_default().push(idx);
+        let evicted = self.evict_to_capacity();
+        Ok(idx - evicted)
+    }
+
+    /// Append one transition to the open episode of `stream` (default: the
+    /// task id). The episode closes when `done`; then its index is returned.
+    /// `terminal` (stored in the terminals column) defaults to `done`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_step(
+        &mut self,
+        obs: &[f32],
+        action: &[f32],
+        reward: f32,
+        next_obs: &[f32],
+        done: bool,
+        task: i64,
+        terminal: Option<bool>,
+        stream: Option<i64>,
+    ) -> Result<Option<usize>> {
+        let (od, ad) = (self.obs_dim, self.act_dim);
+        if obs.len() != od {
+            bail!("obs: expected {od} values, got {}", obs.len());
+        }
+        if next_obs.len() != od {
+            bail!("next_obs: expected {od} values, got {}", next_obs.len());
+        }
+        if action.len() != ad {
+            bail!("action: expected {ad} values, got {}", action.len());
+        }
+        check_finite("obs", obs)?;
+        check_finite("next_obs", next_obs)?;
+        check_finite("action", action)?;
+        check_finite("reward", &[reward])?;
+        let key = stream.unwrap_or(task);
+        if let Some(e) = self.open.get(&key) {
+            if e.task != task {
+                bail!("stream {key} has an open episode of task {} but this step is for task {task}", e.task);
+            }
+        }
+        let term = if terminal.unwrap_or(done) { 1.0 } else { 0.0 };
+        let e = self.open.entry(key).or_insert_with(|| OpenEpisode { task, ..Default::default() });
+        e.obs.extend_from_slice(obs);
+        e.actions.extend_from_slice(action);
+        e.rewards.push(reward);
+        e.next_obs.extend_from_slice(next_obs);
+        e.terminals.push(term);
+        if done {
+            return self.close_episode(key).map(Some);
+        }
+        self.evict_to_capacity();
+        Ok(None)
+    }
+
+    /// Close the open episode of `stream` (e.g. at a time limit when
+    /// `add_step` was never called with `done`); returns its index.
+    pub fn close_episode(&mut self, stream: i64) -> Result<usize> {
+        let e = match self.open.remove(&stream) {
+            Some(e) => e,
+            None => bail!("no open episode on stream {stream}"),
+        };
+        match self.add_episode(&e.obs, &e.actions, &e.rewards, Some(&e.next_obs), e.task, Some(&e.terminals)) {
+            Ok(i) => Ok(i),
+            Err(err) => {
+                self.open.insert(stream, e);
+                Err(err)
+            }
+        }
+    }
+
+    /// The open episodes: (stream, episode).
+    pub fn open_episodes(&self) -> impl Iterator<Item = (&i64, &OpenEpisode)> {
+        self.open.iter()
+    }
+
+    /// Evict the oldest closed episodes (never the newest) while the number
+    /// of steps exceeds the capacity; returns how many were evicted.
+    fn evict_to_capacity(&mut self) -> usize {
+        let cap = match self.capacity {
+            Some(c) => c,
+            None => return 0,
+        };
+        let total = self.num_steps() + self.num_open_steps();
+        let (mut n, mut rows) = (0usize, 0usize);
+        while total - rows > cap && n + 1 < self.ep_len.len() {
+            rows += self.ep_len[n];
+            n += 1;
+        }
+        if n == 0 {
+            return 0;
+        }
+        self.ep_off.drain(..n);
+        self.ep_len.drain(..n);
+        self.ep_task.drain(..n);
+        self.ep_ret.drain(..n);
+        for o in &mut self.ep_off {
+            *o -= rows;
+        }
+        self.head += rows;
+        self.num_evicted += n as u64;
+        self.rebuild_task_index();
+        if self.head * 8 >= self.num_steps().max(1) {
+            self.compact();
+        }
+        n
+    }
+
+    /// Drop evicted rows physically and release unused capacity.
+    pub fn compact(&mut self) {
+        let h = self.head;
+        for c in [&mut self.obs, &mut self.actions, &mut self.rewards, &mut self.next_obs,
+                  &mut self.terminals, &mut self.rtg] {
+            let w = c.width();
+            c.drain_front(h * w);
+        }
+        for a in &mut self.extra {
+            let w = a.col.width();
+            a.col.drain_front(h * w);
+        }
+        self.head = 0;
+    }
+
+    /// Release spare capacity of every column (after bulk loading).
+    pub fn shrink_to_fit(&mut self) {
+        self.compact();
+        for c in [&mut self.obs, &mut self.actions, &mut self.rewards, &mut self.next_obs,
+                  &mut self.terminals, &mut self.rtg] {
+            c.shrink();
+        }
+        for a in &mut self.extra {
+            a.col.shrink();
+        }
+    }
+
+    pub(crate) fn rebuild_task_index(&mut self) {
+        self.task_eps.clear();
+        for (i, &t) in self.ep_task.iter().enumerate() {
+            self.task_eps.entry(t).or_default().push(i);
+        }
+    }
+
+    /// Bytes of the raw columns (built-in and attached, live rows).
+    pub fn raw_bytes(&self) -> usize {
+        let n = self.num_steps();
+        let w: usize = 2 * self.obs_dim + self.act_dim + 3 + self.extra.iter().map(|a| a.col.width()).sum::<usize>();
+        n * w * 4
+    }
+    /// Heap bytes held by the store (columns' allocations and episode tables;
+    /// memory-mapped columns count 0).
+    pub fn memory_bytes(&self) -> usize {
+        let cols: usize = [&self.obs, &self.actions, &self.rewards, &self.next_obs, &self.terminals, &self.rtg]
+            .iter().map(|c| c.owned_bytes()).sum::<usize>()
+            + self.extra.iter().map(|a| a.col.owned_bytes()).sum::<usize>();
+        let eps = self.ep_off.capacity() * 8 + self.ep_len.capacity() * 8 + self.ep_task.capacity() * 8
+            + self.ep_ret.capacity() * 8 + self.ep_len.len() * 8;
+        let open: usize = self.open.values()
+            .map(|e| 4 * (e.obs.capacity() + e.actions.capacity() + e.rewards.capacity()
+                + e.next_obs.capacity() + e.terminals.capacity())).sum();
+        cols + eps + open
+    }
+    /// Bytes of the columns that are memory-mapped.
+    pub fn mapped_bytes(&self) -> usize {
+        let mut b = 0;
+        for c in [&self.obs, &self.actions, &self.rewards, &self.next_obs, &self.terminals, &self.rtg] {
+            if c.is_mapped() {
+                b += c.raw().len() * 4;
+            }
+        }
+        for a in &self.extra {
+            if a.col.is_mapped() {
+                b += a.col.raw().len() * 4;
+            }
+        }
+        b
+    }
+}
