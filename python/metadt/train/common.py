@@ -1,0 +1,81 @@
+"""Shared pieces of the trainers: input checks, batch conversion, progress, run dirs."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metadt.data.dataset import Dataset
+from metadt.fileio import read_json
+
+
+def open_dataset(path, family: str, quality: str) -> Dataset:
+    """Open a dataset and check it belongs to ``family`` and has ``quality``."""
+    ds = Dataset.open(path)
+    if ds.card.family != family:
+        raise ValueError(f"{path}: dataset is of family {ds.card.family!r} but the config is for "
+                         f"{family!r} (pick the preset of the dataset's family)")
+    if quality not in ds.card.qualities:
+        have = ", ".join(sorted(ds.card.qualities)) or "none"
+        raise ValueError(f"{path}: dataset has no quality {quality!r} (it has: {have})")
+    return ds
+
+
+def to_tensors(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in batch.items():
+        a = np.asarray(v)
+        if a.dtype == np.float64:
+            a = a.astype(np.float32)
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        out[k] = t.to(device, non_blocking=True)
+    return out
+
+
+def obs_stats(table, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    obs = table.obs[idx].astype(np.float64)
+    return obs.mean(0).astype(np.float32), (obs.std(0) + 1e-6).astype(np.float32)
+
+
+def check_resume_config(out: Path, cfg_dict: dict[str, Any], what: str) -> bool:
+    """True when ``out`` holds a checkpoint of the same config (resume); error if different."""
+    ckpt, cfg_file = out / "checkpoint.pt", out / "config.json"
+    if not ckpt.is_file():
+        return False
+    if cfg_file.is_file():
+        old = read_json(cfg_file)
+        if old != cfg_dict:
+            diff = sorted(k for k in set(old) | set(cfg_dict) if old.get(k) != cfg_dict.get(k))
+            raise ValueError(f"{out}: holds an unfinished {what} with a different config "
+                             f"(fields {', '.join(diff)}); use another --out or --overwrite")
+    return True
+
+
+class Progress:
+    """tqdm bar (when enabled) showing loss and steps/s."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool):
+        self.bar = None
+        self.t0, self.s0 = time.perf_counter(), initial
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+
+    def steps_per_s(self, step: int) -> float:
+        dt = time.perf_counter() - self.t0
+        return (step - self.s0) / dt if dt > 0 else 0.0
+
+    def update(self, n: int, **post: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if post:
+                self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                                      for k, v in post.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

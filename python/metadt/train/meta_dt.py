@@ -1,0 +1,234 @@
+"""The one trainer of Meta-DT and of every baseline/ablation (protocol sections 4, 5, 7).
+
+What a method does is decided by its config flags only (``use_z``,
+``use_prompt``, ``prompt_strategy``, ``warm_train``; presets in
+:data:`metadt.config.meta_dt.METHODS`). Batches come from
+``TrajectoryStore.sample_windows`` on the training tasks; batch ``i`` is drawn
+with seed ``batch_seed(cfg.seed, i)``, so a resumed run reproduces the
+uninterrupted one exactly.
+
+Before the first step: the dataset's family and dims are checked against the
+config and the world model, z (``z_source="column"``) and the per-step
+world-model errors (complementary prompt) are computed for every step and
+attached as store columns, and every column the run needs is checked.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from metadt.config.meta_dt import MetaDTConfig
+from metadt.fileio import atomic_torch_save, atomic_write_json
+from metadt.models import MetaDT, WorldModel
+from metadt.seeding import seed_everything
+from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
+from metadt.train.columns import StepTable, attach_z
+from metadt.train.common import Progress, check_resume_config, obs_stats, open_dataset, to_tensors
+from metadt.train.metrics import MetricsLogger, plot_curves
+from metadt.train.prompts import attach_step_errors, prompt_spec
+from metadt.train.run import RUN_FORMAT, load_world_model, resolve_device, world_model_payload
+
+BASE_COLUMNS = ("obs", "actions", "rewards", "next_obs", "rtg")
+
+
+def _has_column(store, name: str) -> bool:
+    try:
+        store.column(name)
+    except Exception:
+        return False
+    return True
+
+
+def uses_scores(cfg: MetaDTConfig) -> bool:
+    """Whether the prompt strategy reads the world-model error column."""
+    return cfg.use_prompt and cfg.prompt_strategy in ("argmax", "proportional")
+
+
+def check_world_model(wm: WorldModel, family: str, obs_dim: int, act_dim: int, where: str) -> None:
+    """Clear errors for a world model of another family or with other dims."""
+    wm_family = getattr(wm, "family", wm.cfg.family)
+    if wm_family != family:
+        raise ValueError(f"{where}: world model was trained on family {wm_family!r}, "
+                         f"the dataset is {family!r}")
+    if (wm.obs_dim, wm.act_dim) != (obs_dim, act_dim):
+        raise ValueError(f"{where}: world model dims (obs {wm.obs_dim}, act {wm.act_dim}) differ "
+                         f"from the dataset's (obs {obs_dim}, act {act_dim})")
+
+
+def prepare(data: str | Path, cfg: MetaDTConfig, world_model: str | Path | WorldModel | None,
+            device: torch.device) -> tuple[Any, Any, MetaDTConfig, WorldModel | None, dict]:
+    """Open and check everything a run needs; attach the z / error columns.
+
+    Returns ``(dataset, store, resolved config, world model or None, info)``.
+    """
+    cfg.validate()
+    ds = open_dataset(data, cfg.family, cfg.quality)
+    store = ds.store(cfg.quality, mmap=False)
+    obs_dim, act_dim = int(store.obs_dim), int(store.act_dim)
+    info: dict[str, Any] = {}
+    wm = None
+    if cfg.needs_world_model:
+        if world_model is None:
+            raise ValueError(f"method {cfg.method!r} (use_z={cfg.use_z}, prompt_strategy="
+                             f"{cfg.prompt_strategy!r}) needs a world model: pass --world-model WM")
+        wm = world_model if isinstance(world_model, WorldModel) else load_world_model(world_model)
+        check_world_model(wm, ds.card.family, obs_dim, act_dim, str(world_model if not
+                                                                 isinstance(world_model, WorldModel)
+                                                                 else "world model"))
+        wm = wm.to(device).eval()
+        for p in wm.parameters():
+            p.requires_grad_(False)
+    missing = [c for c in BASE_COLUMNS if not _has_column(store, c)]
+    if missing:
+        raise ValueError(f"{data}/{cfg.quality}: store lacks column(s) {', '.join(missing)}")
+    fam = ds.family
+    cfg = cfg.replace(
+        return_scale=float(cfg.return_scale if cfg.return_scale is not None else fam.return_scale),
+        max_timestep=int(cfg.max_timestep if cfg.max_timestep is not None else ds.card.horizon),
+        action_scale=float(cfg.action_scale if cfg.action_scale is not None else fam.action_bound),
+        z_dim=int(wm.z_dim) if wm is not None else cfg.z_dim,
+        prompt_start_min=int(cfg.prompt_start_min if cfg.prompt_start_min is not None
+                             else (wm.context_len if wm is not None else 0)),
+    )
+    if cfg.max_timestep < ds.card.horizon:
+        raise ValueError(f"max_timestep {cfg.max_timestep} < the dataset's horizon {ds.card.horizon}")
+    t0 = time.perf_counter()
+    if cfg.use_z and cfg.z_source == "column":
+        attach_z(store, wm, cfg.z_column, cfg.column_batch_size)
+    info["time_z_column_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if cfg.use_prompt:
+        if uses_scores(cfg):
+            attach_step_errors(store, wm, cfg.prompt_score_column, cfg.column_batch_size)
+    info["time_error_column_s"] = time.perf_counter() - t0
+    needed = ([cfg.z_column] if cfg.use_z and cfg.z_source == "column" else []) + \
+             ([cfg.prompt_score_column] if uses_scores(cfg) else [])
+    missing = [c for c in needed if not _has_column(store, c)]
+    if missing:
+        raise ValueError(f"store lacks the column(s) {', '.join(missing)} this run needs")
+    return ds, store, cfg, wm, info
+
+
+def sampler_kwargs(cfg: MetaDTConfig, wm: WorldModel | None, train_ids: list[int],
+                   with_prompt: bool) -> dict[str, Any]:
+    """Keyword arguments of ``store.sample_windows`` for one phase of training."""
+    kw: dict[str, Any] = {"length": cfg.seq_len, "return_scale": cfg.return_scale,
+                          "tasks": train_ids, "context": 0, "columns": ()}
+    if cfg.use_z:
+        if cfg.z_source == "column":
+            kw["columns"] = (cfg.z_column,)
+        else:
+            kw["context"] = wm.context_len
+    if with_prompt:
+        kw["prompt"] = prompt_spec(cfg.prompt_len,
+                                   cfg.prompt_score_column if uses_scores(cfg) else None,
+                                   cfg.prompt_strategy, cfg.prompt_start_min)
+    return kw
+
+
+def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
+                  world_model: str | Path | WorldModel | None = None, *, overwrite: bool = False,
+                  progress: bool = True,
+                  on_log: Callable[[dict[str, Any]], None] | None = None,
+                  stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume) Meta-DT / a baseline into ``out``; returns the run summary.
+
+    ``stop_after`` stops (after checkpointing) once that many steps are done, as
+    an interruption would (for tests of resuming).
+    """
+    dev = resolve_device(cfg.device)
+    out = Path(out)
+    ds, store, cfg, wm, info = prepare(data, cfg, world_model, dev)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = check_resume_config(out, cfg.to_dict(), "training run")
+    if not resume and (out / "model.pt").is_file():
+        raise FileExistsError(f"{out}: already holds a finished run; use --overwrite")
+    atomic_write_json(out / "config.json", cfg.to_dict())
+    run_info = {"dataset": str(Path(data).resolve()), "quality": cfg.quality,
+                "family": ds.card.family, "method": cfg.method,
+                "world_model": None if wm is None or isinstance(world_model, WorldModel)
+                else str(Path(world_model).resolve()),
+                "obs_dim": int(store.obs_dim), "act_dim": int(store.act_dim), **info}
+
+    seed_everything(cfg.seed)
+    train_ids = [int(t) for t in ds.card.train_ids]
+    table = StepTable.of(store)
+    model = MetaDT(store.obs_dim, store.act_dim, cfg)
+    model.set_normalization(*obs_stats(table, table.steps_of_tasks(train_ids)))
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = cfg.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0)
+    start = 0
+    if resume:
+        start = int(load_checkpoint(out / "checkpoint.pt", model=model, optimizer=opt,
+                                    scheduler=sched, map_location=dev)["step"])
+    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None)
+    kw_plain = sampler_kwargs(cfg, wm, train_ids, with_prompt=False)
+    kw_prompt = sampler_kwargs(cfg, wm, train_ids, with_prompt=True) if cfg.use_prompt else None
+
+    end = cfg.num_steps if stop_after is None else min(cfg.num_steps, stop_after)
+    bar = Progress(cfg.num_steps, start, cfg.method, progress)
+    model.train()
+    t_train = time.perf_counter()
+    running: dict[str, float] = {}
+    losses: list[float] = []
+    for i in range(start, end):
+        with_prompt = cfg.use_prompt and i >= cfg.warm_train
+        raw = store.sample_windows(cfg.batch_size, seed=batch_seed(cfg.seed, i),
+                                   **(kw_prompt if with_prompt else kw_plain))
+        b = to_tensors(raw, dev)
+        z = None
+        if cfg.use_z:
+            z = b[cfg.z_column] if cfg.z_source == "column" else model.compute_z(b, wm)
+        loss = model.loss(b, z)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        lv = float(loss.detach())
+        losses.append(lv)
+        running["loss"] = running.get("loss", 0.0) + lv
+        running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)
+        step = i + 1
+        if step % cfg.log_every == 0 or step == cfg.num_steps:
+            n = (step - start) % cfg.log_every or min(cfg.log_every, step - start)
+            rec = {k: v / n for k, v in running.items()}
+            rec.update(lr=float(sched.get_last_lr()[0]), prompt=int(with_prompt),
+                       steps_per_s=bar.steps_per_s(step))
+            log.log(step, rec)
+            if on_log is not None:
+                on_log({"step": step, **rec})
+            running = {}
+        bar.update(1, loss=lv, steps_s=bar.steps_per_s(step))
+        if step % cfg.checkpoint_every == 0 or step == end:
+            save_checkpoint(out / "checkpoint.pt", step=step, model=model, optimizer=opt,
+                            scheduler=sched)
+    bar.close()
+    log.close()
+    train_time = time.perf_counter() - t_train
+    summary = {**run_info, "steps_done": end, "start_step": start, "train_time_s": train_time,
+               "steps_per_s": (end - start) / train_time if train_time > 0 else None,
+               "losses": losses}
+    if end < cfg.num_steps:
+        return summary
+    payload = {"format": RUN_FORMAT, "config": cfg.to_dict(), "obs_dim": int(store.obs_dim),
+               "act_dim": int(store.act_dim), "family": ds.card.family,
+               "dataset": run_info["dataset"],
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "world_model": None if wm is None else
+               world_model_payload(wm, getattr(wm, "family", ds.card.family),
+                                   getattr(wm, "dataset", None))}
+    atomic_torch_save(payload, out / "model.pt")
+    atomic_write_json(out / "run.json", {k: v for k, v in summary.items() if k != "losses"})
+    plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr"),
+                title=f"{cfg.method} ({cfg.family}, {cfg.quality})")
+    return summary

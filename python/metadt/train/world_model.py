@@ -1,0 +1,249 @@
+"""World-model training (protocol section 3) and its report.
+
+Batches come from ``TrajectoryStore.sample_transitions`` restricted to the
+training tasks; batch ``i`` is drawn with seed ``batch_seed(cfg.seed, i)`` so a
+resumed run sees the same batches. No model selection: the final weights are
+saved. Test-task data is used only for the report (:func:`world_model_report`).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from metadt.config.world_model import WorldModelConfig
+from metadt.fileio import atomic_torch_save, atomic_write_json
+from metadt.models import WorldModel
+from metadt.seeding import seed_everything
+from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
+from metadt.train.columns import StepTable, compute_z
+from metadt.train.common import Progress, check_resume_config, obs_stats, open_dataset, to_tensors
+from metadt.train.metrics import MetricsLogger, plot_curves
+from metadt.train.run import resolve_device, world_model_payload
+
+
+def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, *,
+                      overwrite: bool = False, progress: bool = True,
+                      on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) a world model into ``out``; returns the report dict."""
+    cfg.validate()
+    ds = open_dataset(data, cfg.family, cfg.quality)
+    store = ds.store(cfg.quality)
+    out = Path(out)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = check_resume_config(out, cfg.to_dict(), "world-model training")
+    if not resume and (out / "model.pt").is_file():
+        raise FileExistsError(f"{out}: already holds a trained world model; use --overwrite")
+    atomic_write_json(out / "config.json", cfg.to_dict())
+
+    dev = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    train_ids = [int(t) for t in ds.card.train_ids]
+    table = StepTable.of(store)
+    train_idx = table.steps_of_tasks(train_ids)
+    if len(train_idx) == 0:
+        raise ValueError(f"{data}/{cfg.quality}: no steps of the training tasks")
+    wm = WorldModel(store.obs_dim, store.act_dim, cfg)
+    mean, std = obs_stats(table, train_idx)
+    r = table.rewards[train_idx].astype(np.float64)
+    wm.set_normalization(mean, std, r.mean(), r.std() + 1e-6)
+    wm.to(dev)
+    opt = torch.optim.Adam(wm.parameters(), lr=cfg.lr)
+    start = 0
+    if resume:
+        start = int(load_checkpoint(out / "checkpoint.pt", model=wm, optimizer=opt,
+                                    map_location=dev)["step"])
+    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None)
+    test_ids = [int(t) for t in ds.card.test_ids]
+    test_idx = _subsample_steps(table, table.steps_of_tasks(test_ids), 4096, cfg.seed)
+
+    bar = Progress(cfg.num_steps, start, "world model", progress)
+    wm.train()
+    running: dict[str, float] = {}
+    for i in range(start, cfg.num_steps):
+        raw = store.sample_transitions(cfg.batch_size, context=cfg.context_len, tasks=train_ids,
+                                       seed=batch_seed(cfg.seed, i))
+        loss, parts = wm.loss(to_tensors(raw, dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(wm.parameters(), cfg.grad_clip)
+        opt.step()
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + v
+        running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)
+        step = i + 1
+        n_run = (step - start) % cfg.log_every or cfg.log_every
+        if step % cfg.log_every == 0 or step == cfg.num_steps:
+            rec = {k: v / n_run for k, v in running.items()}
+            rec["steps_per_s"] = bar.steps_per_s(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+                rec["test_task_loss"] = _loss_on(wm, table, test_idx, cfg)  # report only
+                wm.train()
+            log.log(step, rec)
+            if on_log is not None:
+                on_log({"step": step, **rec})
+            running = {}
+        bar.update(1, loss=parts["loss"], steps_s=bar.steps_per_s(step))
+        if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+            save_checkpoint(out / "checkpoint.pt", step=step, model=wm, optimizer=opt)
+    bar.close()
+    log.close()
+    wm.eval()
+    atomic_torch_save(world_model_payload(wm, ds.card.family, str(Path(data).resolve())),
+                      out / "model.pt")
+    report = world_model_report(wm, ds, cfg)
+    atomic_write_json(out / "report.json", report)
+    plot_curves(out / "metrics.jsonl", out / "curves.png",
+                keys=("loss", "reward_loss", "transition_loss", "test_task_loss"),
+                title=f"world model ({cfg.family}, {cfg.quality})")
+    return report
+
+
+# --------------------------------------------------------------------------- report
+def _subsample_steps(table: StepTable, idx: np.ndarray, max_steps: int, seed: int) -> np.ndarray:
+    """At most ~max_steps of ``idx``, by whole episodes (deterministic)."""
+    if len(idx) <= max_steps:
+        return idx
+    eps = np.unique(table.episode[idx])
+    rng = np.random.default_rng(seed)
+    rng.shuffle(eps)
+    per_ep = max(1, len(idx) // len(eps))
+    keep = eps[: max(1, max_steps // per_ep)]
+    return idx[np.isin(table.episode[idx], keep)]
+
+
+@torch.no_grad()
+def _loss_on(wm: WorldModel, table: StepTable, idx: np.ndarray, cfg: WorldModelConfig) -> float | None:
+    if len(idx) == 0:
+        return None
+    wm.eval()
+    dev = next(wm.parameters()).device
+    total = 0.0
+    for part, b in table.batches(cfg.context_len, cfg.report_batch_size, idx, dev):
+        loss, _ = wm.loss(b)
+        total += float(loss) * len(part)
+    return total / len(idx)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    xb = np.concatenate([x, np.ones((len(x), 1))], 1)
+    reg = lam * len(x) * np.eye(xb.shape[1])
+    reg[-1, -1] = 0.0
+    return np.linalg.solve(xb.T @ xb + reg, xb.T @ y)
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination, averaged over output dims."""
+    ss_res = ((y - pred) ** 2).sum(0)
+    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
+    ok = ss_tot > 0
+    return float(np.mean(1.0 - ss_res[ok] / ss_tot[ok])) if ok.any() else float("nan")
+
+
+def _predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, np.ones((len(x), 1))], 1) @ w
+
+
+def task_features(ds, task_id: int) -> np.ndarray:
+    """The family's numeric task parameter (e.g. point-robot: the goal)."""
+    return np.asarray(ds.family.task_features(ds.card.tasks[int(task_id)]), dtype=np.float64).ravel()
+
+
+def _full_context(table: StepTable, idx: np.ndarray, h: int) -> np.ndarray:
+    return idx[table.timestep[idx] >= h]
+
+
+@torch.no_grad()
+def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, Any]:
+    """How well z identifies tasks (test tasks are used here only, never for selection).
+
+    - ``train_task_loss`` / ``test_task_loss``: the world-model loss on each split;
+    - ``probe``: a ridge-regression probe z -> task features fitted on training-task
+      steps and scored (R^2) on test-task steps (``r2_test``, the quality bar), also
+      with z averaged per episode (``r2_test_episode_mean``); steps with a full
+      h-step context only (z at t < h has seen less);
+    - ``behaviour_invariance``: per test task, the distance between the mean z of its
+      medium and its expert data vs. the distance to other tasks' mean z.
+    """
+    h = cfg.context_len
+    train_ids = [int(t) for t in ds.card.train_ids]
+    test_ids = [int(t) for t in ds.card.test_ids]
+    store = ds.store(cfg.quality)
+    table = StepTable.of(store)
+    rep: dict[str, Any] = {"family": ds.card.family, "quality": cfg.quality,
+                           "context_len": h, "z_dim": wm.z_dim}
+    tr = _subsample_steps(table, table.steps_of_tasks(train_ids), cfg.report_max_steps, cfg.seed)
+    te = _subsample_steps(table, table.steps_of_tasks(test_ids), cfg.report_max_steps, cfg.seed)
+    rep["train_task_loss"] = _loss_on(wm, table, tr, cfg)
+    rep["test_task_loss"] = _loss_on(wm, table, te, cfg)
+
+    feats = {t: task_features(ds, t) for t in train_ids + test_ids}
+    tr_f, te_f = _full_context(table, tr, h), _full_context(table, te, h)
+    if len(tr_f) and len(te_f):
+        z_tr = compute_z(table, wm, cfg.report_batch_size, tr_f).astype(np.float64)
+        z_te = compute_z(table, wm, cfg.report_batch_size, te_f).astype(np.float64)
+        y_tr = np.stack([feats[int(t)] for t in table.task[tr_f]])
+        y_te = np.stack([feats[int(t)] for t in table.task[te_f]])
+        w = _ridge(z_tr, y_tr, cfg.probe_ridge)
+        probe = {"fit_on": "train tasks", "scored_on": "test tasks",
+                 "r2_train": _r2(y_tr, _predict(w, z_tr)), "r2_test": _r2(y_te, _predict(w, z_te)),
+                 "train_steps": int(len(tr_f)), "test_steps": int(len(te_f))}
+
+        def ep_mean(z, idx):
+            eps = table.episode[idx]
+            u, inv = np.unique(eps, return_inverse=True)
+            zm = np.zeros((len(u), z.shape[1]))
+            np.add.at(zm, inv, z)
+            zm /= np.bincount(inv)[:, None]
+            first = np.zeros(len(u), dtype=np.int64)
+            first[inv[::-1]] = np.arange(len(idx))[::-1]
+            return zm, np.stack([feats[int(t)] for t in table.task[idx][first]])
+
+        zm_tr, ym_tr = ep_mean(z_tr, tr_f)
+        zm_te, ym_te = ep_mean(z_te, te_f)
+        wm_ep = _ridge(zm_tr, ym_tr, cfg.probe_ridge)
+        probe["r2_test_episode_mean"] = _r2(ym_te, _predict(wm_ep, zm_te))
+        rep["probe"] = probe
+    rep["behaviour_invariance"] = _invariance(wm, ds, cfg, test_ids)
+    return rep
+
+
+def _task_means(wm, ds, quality, task_ids, cfg) -> dict[int, np.ndarray]:
+    table = StepTable.of(ds.store(quality))
+    idx = _subsample_steps(table, table.steps_of_tasks(task_ids), cfg.report_max_steps, cfg.seed)
+    idx = _full_context(table, idx, cfg.context_len)
+    if len(idx) == 0:
+        return {}
+    z = compute_z(table, wm, cfg.report_batch_size, idx).astype(np.float64)
+    return {int(t): z[table.task[idx] == t].mean(0) for t in np.unique(table.task[idx])}
+
+
+def _invariance(wm, ds, cfg, task_ids) -> dict[str, Any] | None:
+    if not {"medium", "expert"} <= set(ds.card.qualities) or len(task_ids) < 2:
+        return None
+    med = _task_means(wm, ds, "medium", task_ids, cfg)
+    exp = _task_means(wm, ds, "expert", task_ids, cfg)
+    tasks = sorted(set(med) & set(exp))
+    if len(tasks) < 2:
+        return None
+    per_task = {}
+    wins = 0
+    ratios = []
+    for t in tasks:
+        same = float(np.linalg.norm(med[t] - exp[t]))
+        other = [float(np.linalg.norm(med[t] - exp[u])) for u in tasks if u != t]
+        other += [float(np.linalg.norm(exp[t] - med[u])) for u in tasks if u != t]
+        nearest = min(other)
+        wins += same < nearest
+        ratios.append(same / max(np.mean(other), 1e-12))
+        per_task[str(t)] = {"medium_vs_expert": same, "nearest_other_task": nearest,
+                            "mean_other_task": float(np.mean(other))}
+    return {"tasks": tasks, "fraction_same_task_closer": wins / len(tasks),
+            "mean_ratio_same_over_other": float(np.mean(ratios)), "per_task": per_task,
+            "note": "mean z per task (steps with full context) of medium vs expert data; "
+                    "'other' = cross-quality distances to every other task"}
