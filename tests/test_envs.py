@@ -486,3 +486,16 @@ def test_cli_lists_families(capsys):
     card = json.loads(capsys.readouterr().out)
     assert card["name"] == "point-robot" and len(card["tasks"]) == 3
     assert main(["envs", "--family", "nope"]) == 1
+
+
+@pytest.mark.parametrize("name", ["point-robot", "cheetah-dir", "hopper-param", "reach"])
+def test_envs_pickle_for_their_current_task(families, name):
+    import pickle
+
+    fam = families(name)
+    env = fam.make_env(fam.tasks[0])
+    env.set_task(fam.tasks[1])
+    clone = pickle.loads(pickle.dumps(env))
+    assert clone.task == fam.tasks[1]
+    a = _actions(fam, 3)
+    np.testing.assert_allclose(_rollout(clone, a)[1], _rollout(env, a)[1])

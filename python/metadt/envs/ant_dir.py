@@ -60,7 +60,9 @@ class AntDirEnv(MujocoTaskMixin, AntEnv):
                         include_cfrc_ext_in_observation=False, **kwargs)
         assert self.observation_space.shape == (27,)
         self._survive_reward = float(survive_reward)
-        self._init_task(task, horizon)
+        self._init_task(task, horizon, ctrl_cost_weight=ctrl_cost_weight,
+                        contact_cost_weight=contact_cost_weight,
+                        survive_reward=survive_reward, **kwargs)
 
     def _apply_task(self, task: Mapping[str, Any]) -> None:
         theta = _angle(task)

@@ -47,7 +47,8 @@ class CheetahTaskEnv(MujocoTaskMixin, HalfCheetahEnv):
         HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self.observation_space = spaces.Box(-np.inf, np.inf, (20,), np.float64)
         self._torso = self.model.body("torso").id
-        self._init_task(task, horizon)
+        self._init_task(task, horizon, family_name=family_name,
+                        ctrl_cost_weight=ctrl_cost_weight, **kwargs)
 
     def _apply_task(self, task: Mapping[str, Any]) -> None:
         if self.family_name == "cheetah-vel":

@@ -100,7 +100,17 @@ class MetaWorldTaskEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float64)
         self._low, self._high = self.action_space.low, self.action_space.high
         self._clock = EpisodeClock(self.horizon)
+        self._ctor = dict(kwargs)
         self.set_task(task)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickle/deepcopy rebuild the env for its current task (not its physics state)
+        return {"task": self.task, "family_name": self.family_name, "env_name": self.env_name,
+                "horizon": self.horizon, "ctor": self._ctor}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        MetaWorldTaskEnv.__init__(self, state["task"], state["family_name"], state["env_name"],
+                                  horizon=state["horizon"], **state["ctor"])
 
     @property
     def unwrapped_metaworld(self):

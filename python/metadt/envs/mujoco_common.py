@@ -18,13 +18,23 @@ from metadt.envs.base import EpisodeClock, Task, check_action
 class MujocoTaskMixin:
     family_name: str = ""
 
-    def _init_task(self, task: Mapping[str, Any], horizon: int) -> None:
+    def _init_task(self, task: Mapping[str, Any], horizon: int, **ctor: Any) -> None:
+        """Call at the end of __init__; `ctor` are the constructor's keyword
+        arguments (besides task and horizon), for pickling by reconstruction."""
+        self._ctor = dict(ctor)
         self.horizon = int(horizon)
         self._clock = EpisodeClock(self.horizon)
         self._act_low = np.asarray(self.action_space.low, dtype=np.float64)
         self._act_high = np.asarray(self.action_space.high, dtype=np.float64)
         self._act_dim = int(self.action_space.shape[0])
         self.set_task(task)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickle/deepcopy rebuild the env for its current task (not its physics state)
+        return {"task": self.task, "horizon": self.horizon, "ctor": self._ctor}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        type(self).__init__(self, state["task"], horizon=state["horizon"], **state["ctor"])
 
     @property
     def task(self) -> Task:

@@ -79,12 +79,12 @@ class _ParamEnvMixin(MujocoTaskMixin):
     """Parameter switching and the Meta-DT reward on top of a v5 env."""
 
     def _init_param(self, task: Mapping[str, Any], horizon: int, timestep: float,
-                    alive_bonus: float) -> None:
+                    alive_bonus: float, **ctor: Any) -> None:
         self.model.opt.timestep = float(timestep)
         self.metadata = {**self.metadata, "render_fps": int(np.round(1.0 / self.dt))}
         self._alive_bonus = float(alive_bonus)
         self._defaults = {name: np.array(getattr(self.model, name)) for name, _ in PARAMS}
-        self._init_task(task, horizon)
+        self._init_task(task, horizon, timestep=timestep, alive_bonus=alive_bonus, **ctor)
 
     def _apply_task(self, task: Mapping[str, Any]) -> None:
         for name, _ in PARAMS:
@@ -121,7 +121,8 @@ class HopperParamEnv(_ParamEnvMixin, HopperEnv):
         HopperEnv.__init__(self, xml_file="hopper.xml", frame_skip=FRAME_SKIP,
                            ctrl_cost_weight=ctrl_cost_weight, terminate_when_unhealthy=False,
                            **kwargs)
-        self._init_param(task, horizon, timestep, alive_bonus)
+        self._init_param(task, horizon, timestep, alive_bonus,
+                         ctrl_cost_weight=ctrl_cost_weight, **kwargs)
 
 
 class WalkerParamEnv(_ParamEnvMixin, Walker2dEnv):
@@ -133,7 +134,8 @@ class WalkerParamEnv(_ParamEnvMixin, Walker2dEnv):
         Walker2dEnv.__init__(self, xml_file="walker2d_v5.xml", frame_skip=FRAME_SKIP,
                              ctrl_cost_weight=ctrl_cost_weight, terminate_when_unhealthy=False,
                              **kwargs)
-        self._init_param(task, horizon, timestep, alive_bonus)
+        self._init_param(task, horizon, timestep, alive_bonus,
+                         ctrl_cost_weight=ctrl_cost_weight, **kwargs)
 
 
 class _ParamFamily(TaskFamily):
