@@ -89,7 +89,7 @@ fn as_strategy(s: &str) -> PyResult<Strategy> {
 fn parse_prompt(ob: &Bound<'_, PyAny>, default_start: usize) -> PyResult<PromptSpec> {
     let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
         if let Ok(d) = ob.cast::<PyDict>() {
-            return Ok(d.get_item(key)?);
+            return d.get_item(key);
         }
         if ob.hasattr(key)? {
             return Ok(Some(ob.getattr(key)?));
@@ -240,6 +240,7 @@ impl PyStore {
         Ok(dict)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn window_kind(&self, batch: usize, length: usize, context: usize, return_scale: f32, columns: Vec<String>,
                    prompt: Option<&Bound<'_, PyAny>>, tasks: Option<Vec<i64>>) -> PyResult<Kind> {
         let prompt = match prompt {
