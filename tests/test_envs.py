@@ -499,3 +499,16 @@ def test_envs_pickle_for_their_current_task(families, name):
     assert clone.task == fam.tasks[1]
     a = _actions(fam, 3)
     np.testing.assert_allclose(_rollout(clone, a)[1], _rollout(env, a)[1])
+
+
+def test_horizon_option_is_saved_in_the_card():
+    fam = make_family("cheetah-vel", num_tasks=2, horizon=5)
+    assert fam.horizon == 5 and type(fam).horizon == 200
+    again = family_from_card(json.loads(json.dumps(fam.to_json())))
+    assert again.horizon == 5
+    venv = again.make_vector_env()
+    venv.reset(seed=0)
+    truncs = [venv.step(np.zeros((2, 6)))[3].all() for _ in range(5)]
+    assert truncs == [False] * 4 + [True]
+    with pytest.raises(ValueError, match="horizon"):
+        make_family("point-robot", horizon=0)

@@ -117,17 +117,25 @@ class TaskFamily(ABC):
     default_num_tasks: ClassVar[int] = 50
     default_num_train: ClassVar[int] = 45
     action_bound: ClassVar[float] = 1.0
-    #: Names accepted in ``**options`` with their defaults.
+    #: Names accepted in ``**options`` with their defaults (every family also
+    #: accepts ``horizon``, overriding the protocol's episode length).
     option_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, seed: int | None = 0, num_tasks: int | None = None,
                  num_train: int | None = None, tasks: Sequence[Mapping[str, Any]] | None = None,
                  **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.option_defaults))
+        unknown = sorted(set(options) - set(self.option_defaults) - {"horizon"})
         if unknown:
-            valid = ", ".join(self.option_defaults) or "none"
+            valid = ", ".join(["horizon", *self.option_defaults])
             raise ValueError(f"{self.name}: unknown option(s) {', '.join(unknown)}; valid: {valid}")
+        horizon = options.pop("horizon", None)
         self.options: dict[str, Any] = {**self.option_defaults, **options}
+        if horizon is not None:
+            # episode length override (e.g. for smoke tests); recorded in the card
+            self.horizon = _check_count(horizon, "horizon")  # type: ignore[misc]
+            if self.horizon < 1:
+                raise ValueError("horizon must be at least 1")
+            self.options["horizon"] = self.horizon
         self.seed = None if seed is None else _check_count(seed, "seed")
         if tasks is None:
             if self.seed is None:
