@@ -151,6 +151,8 @@ def test_bad_input_raises_clear_errors(families, name):
         env.step(np.zeros(fam.act_dim + 1))
     with pytest.raises(ValueError, match="shape"):
         env.step(np.zeros((1, fam.act_dim)))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.full(fam.act_dim, np.nan))
     env.close()
 
 
@@ -407,6 +409,10 @@ def test_vector_env_matches_single_envs(families, name):
         np.testing.assert_allclose(np.array(vrew)[:, i], r, atol=1e-12)
     with pytest.raises(ValueError, match="shape"):
         venv.step(np.zeros((2, fam.act_dim)))
+    bad = np.zeros((3, fam.act_dim))
+    bad[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"\[1\]"):
+        venv.step(bad)
     with pytest.raises(ValueError, match="family"):
         venv.set_tasks([families("ant-dir").tasks[0]] * 3 if name != "ant-dir" else [])
     with pytest.raises(ValueError, match="3 tasks"):

@@ -287,10 +287,12 @@ def _short(task: Any, limit: int = 120) -> str:
 
 
 def check_action(action: Any, act_dim: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Validate an action's shape and clip it to the bounds (a float64 copy)."""
+    """Validate an action (shape, finite) and clip it to the bounds (a float64 copy)."""
     a = np.asarray(action, dtype=np.float64)
     if a.shape != (act_dim,):
         raise ValueError(f"action must have shape ({act_dim},), got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"action contains NaN or infinity: {a}")
     return np.clip(a, low, high)
 
 
@@ -300,6 +302,9 @@ def check_actions(actions: Any, num_envs: int, act_dim: int, low: np.ndarray,
     a = np.asarray(actions, dtype=np.float64)
     if a.shape != (num_envs, act_dim):
         raise ValueError(f"actions must have shape ({num_envs}, {act_dim}), got {a.shape}")
+    if not np.isfinite(a).all():
+        bad = np.flatnonzero(~np.isfinite(a).all(axis=1)).tolist()
+        raise ValueError(f"actions of env(s) {bad} contain NaN or infinity")
     return np.clip(a, low, high)
 
 
