@@ -187,12 +187,12 @@ def test_own_prompt_comes_from_the_best_own_episode():
                  context=2, return_scale=10.0)
     tr.rewards[1] += 1.0  # make the second episode the best
     tr.obs[1] += 100.0    # and recognizable
-    prompts, info = own_prompts(tr, length=2, context=2, return_scale=10.0, strategy="last",
+    prompts, info = own_prompts(tr, length=2, start_min=2, return_scale=10.0, strategy="last",
                                 rng=np.random.default_rng(0))
     assert list(prompts) == [1] and info[1]["source"] == "own"
     assert info[1]["start"] == 4 and info[1]["episode_return"] == pytest.approx(tr.returns[1])
     np.testing.assert_allclose(prompts[1].obs[0], tr.obs[1, 4:6])
-    rnd, _ = own_prompts(tr, length=2, context=2, return_scale=10.0, strategy="random",
+    rnd, _ = own_prompts(tr, length=2, start_min=2, return_scale=10.0, strategy="random",
                          rng=np.random.default_rng(0))
     assert 2 <= int(rnd[1].starts[0]) <= 4, "segment start in [h, T-k]"
     stacked = stack_prompts(prompts, np.array([1, 1, 1]))

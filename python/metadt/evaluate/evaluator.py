@@ -28,11 +28,12 @@ interrupted evaluation resumes with the next one)::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -73,6 +74,12 @@ class Subject:
     """The training seed of the run (offsets the evaluation seeds)."""
     prompt_strategy: str = "argmax"
     """Few-shot segment selection the policy was trained with (argmax, random, ...)."""
+    prompt_start_min: int | None = None
+    """Smallest prompt segment start (None: h, as in protocol section 5)."""
+
+    @property
+    def start_min(self) -> int:
+        return self.context if self.prompt_start_min is None else int(self.prompt_start_min)
 
 
 @dataclass
@@ -218,7 +225,7 @@ class Evaluator:
         # 2. best by return -> (world-model scored) segment -> prompt
         rng = np.random.default_rng(self._seed(3))
         prompts, info = own_prompts(
-            own, length=self.s.prompt_len, context=self.s.context,
+            own, length=self.s.prompt_len, start_min=self.s.start_min,
             return_scale=self.s.return_scale, strategy=self.cfg.few_shot_strategy or self.s.prompt_strategy,
             rng=rng, world_model=self.s.world_model, column=self.cfg.error_column,
             scorer=self._scorer)
@@ -234,7 +241,7 @@ class Evaluator:
         src = f"dataset:{self.cfg.expert_quality}"
         prompts, info = expert_prompts(
             self._expert_store(), self.targets.ids, length=self.s.prompt_len,
-            context=self.s.context, return_scale=self.s.return_scale,
+            start_min=self.s.start_min, return_scale=self.s.return_scale,
             strategy=self.cfg.expert_prompt_strategy, rng=rng, source=src)
         trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=6)
         return self._result(trajs, prompts={str(t): v for t, v in info.items()})
@@ -254,8 +261,9 @@ def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
     """A `Subject` from `metadt.train.run.load_run`'s `LoadedRun` and its dataset's family.
 
     K and k come from the run's `MetaDTConfig` (``seq_len``, ``prompt_len``),
-    h from its world model (``context_len``; the config's ``prompt_start_min``
-    or 4 without one), the few-shot segment strategy from ``prompt_strategy``.
+    h from its world model (``context_len``; 0 without one), the prompt
+    segments' smallest start and selection from ``prompt_start_min`` and
+    ``prompt_strategy`` (as the run was trained).
     """
     cfg = loaded.config
     wm = loaded.world_model if world_model is None else world_model
@@ -267,8 +275,8 @@ def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
         if wm is not None and hasattr(wm, "to"):
             wm = wm.to(dev)
     h = getattr(wm, "context_len", None) or getattr(loaded, "context_len", None)
-    if h is None:
-        h = cfg.prompt_start_min if getattr(cfg, "prompt_start_min", None) is not None else 4
+    if h is None:  # no world model (DT, Prompt-DT): no z, so no context windows
+        h = 0
     return Subject(
         method=str(cfg.method),
         policy=policy,
@@ -281,6 +289,7 @@ def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
         device=dev,
         seed=int(cfg.seed if seed is None else seed),
         prompt_strategy=str(getattr(cfg, "prompt_strategy", "argmax")),
+        prompt_start_min=getattr(cfg, "prompt_start_min", None),
     )
 
 
@@ -291,6 +300,27 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, *, out: str | Path | 
     Resumable: settings already in an existing results file with the same
     config are kept.
     """
+    with torch_threads(cfg.torch_threads):
+        return _evaluate_run(run_dir, cfg, out, progress, fresh)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (n <= 0: unchanged)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(old)
+
+
+def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | None,
+                  progress: Progress | None, fresh: bool) -> dict[str, Any]:
     from metadt.data.dataset import Dataset
     from metadt.train.run import load_run
 

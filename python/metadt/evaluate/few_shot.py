@@ -43,31 +43,17 @@ def segment_bounds(T: int, length: int, start_min: int) -> tuple[int, int]:
     return min(max(int(start_min), 0), hi), hi
 
 
-def _starts_from_store(segs: Any, task_ids: list[int], episode_of_task: dict[int, int]) -> dict[int, int]:
-    """Normalize `best_segments` output to {task: start} for our one-episode-per-task store."""
+def _starts_from_store(segs: Mapping[str, Any], task_ids: list[int],
+                       episode_of_task: dict[int, int]) -> dict[int, int]:
+    """`best_segments(per="task")` output ({"keys", "episodes", "starts", "scores"}) ->
+    {task: start}, checking each segment lies in that task's own kept episode."""
     out: dict[int, int] = {}
-    if isinstance(segs, Mapping):
-        if "starts" in segs:  # columnar: {"tasks"|"episodes", "starts", "scores"}
-            starts = np.asarray(segs["starts"]).tolist()
-            if "episodes" in segs:
-                eps = np.asarray(segs["episodes"]).tolist()
-                task_of_ep = {e: t for t, e in episode_of_task.items()}
-                for e, s in zip(eps, starts):
-                    out[task_of_ep[int(e)]] = int(s)
-            else:
-                for t, s in zip(np.asarray(segs["tasks"]).tolist(), starts):
-                    out[int(t)] = int(s)
-        else:  # {task: (episode, start, ...)} or {task: start}
-            for t, v in segs.items():
-                out[int(t)] = int(v[1] if isinstance(v, (tuple, list)) else
-                                  v["start"] if isinstance(v, Mapping) else v)
-    else:  # sequence of (task or episode, start, ...) / objects with .start
-        for item in segs:
-            if hasattr(item, "start"):
-                key = int(getattr(item, "task", getattr(item, "episode", -1)))
-                out[key] = int(item.start)
-            else:
-                out[int(item[0])] = int(item[1])
+    for key, ep, start in zip(np.asarray(segs["keys"]).tolist(),
+                              np.asarray(segs["episodes"]).tolist(),
+                              np.asarray(segs["starts"]).tolist()):
+        if episode_of_task.get(int(key)) != int(ep):
+            raise ValueError(f"best_segments gave episode {ep} for task {key}")
+        out[int(key)] = int(start)
     missing = [t for t in task_ids if t not in out]
     if missing:
         raise ValueError(f"best_segments returned no segment for task(s) {missing}")
@@ -102,24 +88,12 @@ def select_starts(trajs: Trajectories, rows: dict[int, int], *, length: int, sta
             next_obs=np.ascontiguousarray(trajs.next_obs[r], dtype=np.float32),
             task=int(t)))
     (scorer or default_scorer)(store, world_model, column)
-    if strategy == "argmax":
-        segs = store.best_segments(column, length=length, start_min=lo, per="task", mode="argmax")
-        return _starts_from_store(segs, tasks, episode_of_task)
-    # proportional: sample a start with probability proportional to its summed error
-    errors = np.asarray(store.column(column), dtype=np.float64) if hasattr(store, "column") else None
-    if errors is None:
-        raise ValueError("proportional prompt selection needs TrajectoryStore.column")
-    out = {}
-    for t in tasks:
-        ep = episode_of_task[t]
-        e = errors[ep * T:(ep + 1) * T].reshape(-1)
-        scores = np.array([e[s:s + length].sum() for s in range(lo, hi + 1)])
-        p = scores / scores.sum() if scores.sum() > 0 else None
-        out[t] = int(lo + rng.choice(len(scores), p=p))
-    return out
+    segs = store.best_segments(column, length=length, start_min=lo, per="task", mode=strategy,
+                               seed=int(rng.integers(2**31)))
+    return _starts_from_store(segs, tasks, episode_of_task)
 
 
-def own_prompts(trajs: Trajectories, *, length: int, context: int, return_scale: float,
+def own_prompts(trajs: Trajectories, *, length: int, start_min: int, return_scale: float,
                 strategy: str, rng: np.random.Generator, world_model: Any = None,
                 column: str = "wm_error", scorer: Scorer | None = None
                 ) -> tuple[dict[int, Prompt], dict[int, dict[str, Any]]]:
@@ -131,7 +105,7 @@ def own_prompts(trajs: Trajectories, *, length: int, context: int, return_scale:
     info})``, info giving the kept episode's return and the segment start.
     """
     rows = trajs.best_per_task()
-    starts = select_starts(trajs, rows, length=length, start_min=context, strategy=strategy,
+    starts = select_starts(trajs, rows, length=length, start_min=start_min, strategy=strategy,
                            rng=rng, world_model=world_model, column=column, scorer=scorer)
     prompts: dict[int, Prompt] = {}
     info: dict[int, dict[str, Any]] = {}
@@ -146,12 +120,13 @@ def own_prompts(trajs: Trajectories, *, length: int, context: int, return_scale:
 
 
 def episode_arrays(store: Any, episode: int) -> dict[str, np.ndarray]:
-    """obs, actions, rewards of one stored episode."""
-    ep = store.episode(int(episode))
-    return {k: np.asarray(ep[k]) for k in ("obs", "actions", "rewards")}
+    """obs, actions, rewards of one stored episode (views of the store's columns)."""
+    off = int(np.asarray(store.episode_offsets())[int(episode)])
+    n = int(np.asarray(store.episode_lengths())[int(episode)])
+    return {k: np.asarray(store.column(k))[off:off + n] for k in ("obs", "actions", "rewards")}
 
 
-def expert_prompts(store: Any, task_ids: list[int], *, length: int, context: int,
+def expert_prompts(store: Any, task_ids: list[int], *, length: int, start_min: int,
                    return_scale: float, strategy: str, rng: np.random.Generator,
                    source: str = "dataset:expert"
                    ) -> tuple[dict[int, Prompt], dict[int, dict[str, Any]]]:
@@ -165,7 +140,7 @@ def expert_prompts(store: Any, task_ids: list[int], *, length: int, context: int
         ep = int(top[0])
         arr = episode_arrays(store, ep)
         T = int(arr["rewards"].shape[0])
-        lo, hi = segment_bounds(T, length, context)
+        lo, hi = segment_bounds(T, length, start_min)
         start = hi if strategy == "last" else int(rng.integers(lo, hi + 1))
         prompts[task] = segment_prompt(arr["obs"][None], arr["actions"][None],
                                        arr["rewards"][None], np.array([start]), length,

@@ -102,6 +102,24 @@ def _curves(results: list[dict[str, Any]]) -> dict[str, list[tuple[str, list[dic
     return curves
 
 
+def pipeline_timing(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Seconds per stage kind from a pipeline directory's ``stages.jsonl`` (None if absent)."""
+    from metadt.train.metrics import read_metrics
+
+    f = Path(path) / "stages.jsonl"
+    if not f.is_file():
+        return None
+    recs = read_metrics(f)
+    per: dict[str, float] = {}
+    for r in recs:
+        per[r["stage"]] = per.get(r["stage"], 0.0) + float(r.get("seconds", 0.0))
+    detail = {}
+    for r in recs:
+        key = "/".join(str(r[k]) for k in ("stage", "seed", "method") if k in r)
+        detail[key] = detail.get(key, 0.0) + float(r.get("seconds", 0.0))
+    return {"per_stage_seconds": per, "total_seconds": sum(per.values()), "detail": detail}
+
+
 def _group_report(name: str, results: list[dict[str, Any]], out_dir: Path, slug: str,
                   ) -> dict[str, Any]:
     rows = task_rows(results)
@@ -146,6 +164,11 @@ def _group_markdown(g: dict[str, Any], heading: str = "##") -> str:
     pt = per_task_table(g["rows"], "test")
     if pt:
         out += ["Per test task (mean over seeds):", "", pt, ""]
+    tm = g.get("pipeline_timing")
+    if tm:
+        parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in tm["per_stage_seconds"].items())
+        out += [f"Pipeline wall time (stages run so far, summed over resumes): "
+                f"{tm['total_seconds'] / 60:.1f} min ({parts}).", ""]
     for key, title in (("returns_plot", "returns"), ("learning_curves_plot", "learning curves")):
         if key in g["plots"]:
             out += [f"![{title}]({g['plots'][key]})", ""]
@@ -171,7 +194,10 @@ def build_report(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
         if not files:
             raise FileNotFoundError(f"{inp}: no {EVAL_FILE} found (run `metadt evaluate` first)")
         results = load_results(files)
-        groups.append(_group_report(name, results, out_dir, "" if single else f"{_slug(name)}-"))
+        g = _group_report(name, results, out_dir, "" if single else f"{_slug(name)}-")
+        if Path(inp).is_dir():
+            g["pipeline_timing"] = pipeline_timing(inp)
+        groups.append(g)
     report = {"format": REPORT_FORMAT, "version": REPORT_VERSION, "title": title,
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "inputs": [str(i) for i in inputs], "groups": groups}

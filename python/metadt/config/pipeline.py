@@ -1,0 +1,53 @@
+"""Config of `metadt run`: the whole pipeline for one family and preset."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metadt.config.base import Config, check_preset
+from metadt.config.meta_dt import METHODS
+
+
+@dataclass
+class PipelineConfig(Config):
+    """Collect (if missing) -> world model -> Meta-DT and baselines -> evaluate -> report."""
+
+    family: str = "point-robot"
+    """Task family."""
+    preset: str = "cpu"
+    """Preset of every stage (`paper`, `cpu`, `smoke`)."""
+    seeds: int = 1
+    """Training seeds (each gets its own world model and policies)."""
+    first_seed: int = 0
+    """Seeds are first_seed .. first_seed + seeds - 1."""
+    methods: tuple[str, ...] = tuple(METHODS)
+    """Methods trained and evaluated (Meta-DT, baselines and ablations)."""
+    data: str = ""
+    """Dataset directory (collected there if missing); empty: data/<family>-<preset>."""
+    collect_seed: int = 0
+    """Seed of the data collection (shared by every training seed)."""
+    collect_overrides: tuple[str, ...] = ()
+    """``field=value`` overrides of the CollectConfig."""
+    world_model_overrides: tuple[str, ...] = ()
+    """``field=value`` overrides of the WorldModelConfig."""
+    train_overrides: tuple[str, ...] = ()
+    """``field=value`` overrides of every method's MetaDTConfig."""
+    evaluate_overrides: tuple[str, ...] = ()
+    """``field=value`` overrides of the EvaluateConfig."""
+
+    def validate(self) -> "PipelineConfig":
+        check_preset(self.preset)
+        if self.seeds < 1 or self.first_seed < 0:
+            raise ValueError("pipeline: seeds must be >= 1 and first_seed >= 0")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"pipeline: unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        if not self.methods:
+            raise ValueError("pipeline: no methods")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def data_dir(self) -> str:
+        return self.data or f"data/{self.family}-{self.preset}"
