@@ -271,3 +271,70 @@ def test_eval_task_ids_and_normalized():
     assert [t for t, s in ids.items() if s == "train"] == [0, 22, 44]
     assert normalized(-4.0, -20.0, -4.0) == 1.0 and normalized(-20.0, -20.0, -4.0) == 0.0
     assert np.isnan(normalized(1.0, None, 2.0))
+
+
+# ------------------------------------------------ prompts with the real store
+def test_complementary_prompt_is_argmax_error_segment_of_own_best_episode():
+    """argmax: the kept (best) own episode is scored; the largest-error k-segment wins."""
+    fam = TwoTaskFamily()
+    tr = rollout(ConstantPolicy(1.0), fam, [0, 1, 1, 0], target_returns=[0.0] * 4, window=2,
+                 context=2, return_scale=10.0)
+    tr.rewards[2] += 0.5  # row 2 is task 1's best, row 0 task 0's (first on ties)
+    seen = []
+
+    def scorer(store, world_model, column):
+        # error = 1 at steps 3 and 4 of the episodes, 0 elsewhere: argmax k=2 start = 3
+        n = store.num_steps
+        err = np.zeros((n, 1), np.float32)
+        for off in np.asarray(store.episode_offsets()):
+            err[off + 3:off + 5] = 1.0
+        seen.append((store.num_episodes, sorted(np.asarray(store.tasks()).tolist())))
+        store.attach_column(column, err)
+
+    prompts, info = own_prompts(tr, length=2, start_min=2, return_scale=10.0, strategy="argmax",
+                                rng=np.random.default_rng(0), world_model=object(), scorer=scorer)
+    assert seen == [(2, [0, 1])], "one kept episode per task, nothing else"
+    assert info[1]["start"] == 3 and info[0]["start"] == 3
+    assert info[1]["episode_return"] == pytest.approx(tr.returns[2])
+    np.testing.assert_allclose(prompts[1].rewards[0], tr.rewards[2, 3:5])
+
+
+def test_complementary_prompt_with_a_real_world_model():
+    from metadt.config.world_model import WorldModelConfig
+    from metadt.models import WorldModel
+
+    fam = TwoTaskFamily()
+    tr = rollout(ConstantPolicy(1.0), fam, [0, 1], target_returns=[0.0, 0.0], window=2,
+                 context=2, return_scale=10.0)
+    wm = WorldModel(1, 1, WorldModelConfig(context_len=2, gru_hidden=8, decoder_hidden=8,
+                                           z_dim=4, input_embed_dim=4)).eval()
+    prompts, info = own_prompts(tr, length=2, start_min=2, return_scale=10.0, strategy="argmax",
+                                rng=np.random.default_rng(0), world_model=wm)
+    from metadt.train.columns import StepTable  # the same errors, computed independently
+    from metadt import TrajectoryStore
+    from metadt.train.columns import compute_step_errors
+
+    s = TrajectoryStore(1, 1)
+    s.add_episode(tr.obs[1].astype(np.float32), tr.actions[1].astype(np.float32),
+                  tr.rewards[1].astype(np.float32), next_obs=tr.next_obs[1].astype(np.float32),
+                  task=1)
+    err = compute_step_errors(StepTable.of(s), wm)
+    scores = [err[i:i + 2].sum() for i in range(2, 5)]
+    assert info[1]["start"] == 2 + int(np.argmax(scores))
+
+
+def test_expert_prompt_is_a_segment_of_the_best_dataset_episode():
+    from metadt import TrajectoryStore
+    from metadt.evaluate.few_shot import expert_prompts
+
+    s = TrajectoryStore(1, 1)
+    for task, ret in ((1, -5.0), (1, -1.0), (0, -2.0)):
+        s.add_episode(np.full((6, 1), ret, np.float32), np.zeros((6, 1), np.float32),
+                      np.full(6, ret / 6, np.float32), next_obs=np.zeros((6, 1), np.float32),
+                      task=task)
+    prompts, info = expert_prompts(s, [1, 0], length=2, start_min=2, return_scale=10.0,
+                                   strategy="last", rng=np.random.default_rng(0))
+    assert info[1]["episode"] == 1 and info[1]["start"] == 4
+    np.testing.assert_allclose(prompts[1].obs[0, :, 0], [-1.0, -1.0])
+    np.testing.assert_allclose(prompts[1].rtg[0], [(-1.0 / 6) * 2 / 10, (-1.0 / 6) / 10], rtol=1e-5)
+    assert prompts[0].source == "dataset:expert"

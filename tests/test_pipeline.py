@@ -1,0 +1,71 @@
+"""The `smoke` pipeline end to end, interrupted once and resumed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metadt.config.meta_dt import METHODS
+from metadt.config.pipeline import PipelineConfig
+from metadt.pipeline import runner
+
+
+def _stages(out):
+    return [json.loads(line) for line in (out / "stages.jsonl").read_text().splitlines()]
+
+
+def test_smoke_pipeline_end_to_end_and_resume(tmp_path, monkeypatch):
+    out, data = tmp_path / "run", tmp_path / "data"
+    cfg = PipelineConfig(preset="smoke", data=str(data))
+    real_train = runner.Pipeline.stage_train
+
+    def interrupted(self, method, seed, have_wm):
+        if method == "prompt-dt":
+            raise KeyboardInterrupt
+        return real_train(self, method, seed, have_wm)
+
+    monkeypatch.setattr(runner.Pipeline, "stage_train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_pipeline(cfg, out)
+    done = _stages(out)
+    assert [s["stage"] for s in done][:2] == ["collect", "world-model"]
+    assert (out / "seed-0" / "meta-dt" / "eval.json").is_file()
+    assert not (out / "seed-0" / "prompt-dt" / "model.pt").exists()
+
+    monkeypatch.setattr(runner.Pipeline, "stage_train", real_train)
+    messages = []
+    rep = runner.run_pipeline(cfg, out, progress=messages.append)
+    again = _stages(out)[len(done):]
+    # resumed: nothing finished before is redone
+    assert not any(s["stage"] in ("collect", "world-model") for s in again)
+    assert not any(s.get("method") in ("meta-dt", "dt") and s["stage"] != "report" for s in again)
+    assert any("meta-dt seed 0: done, skipped" in m for m in messages)
+    trained = {s["method"] for s in _stages(out) if s["stage"] == "train"}
+    assert trained == set(METHODS)
+
+    g = rep["groups"][0]
+    got = {(e["method"], e["setting"]) for e in g["summary"]["test"]}
+    assert {("meta-dt", "zero-shot"), ("meta-dt", "few-shot"), ("dt", "zero-shot"),
+            ("prompt-dt", "expert-prompt"), ("prompt-dt", "few-shot"),
+            ("meta-dt-no-z", "few-shot"), ("meta-dt-no-prompt", "zero-shot"),
+            ("meta-dt-random-prompt", "few-shot")} <= got
+    ev = json.loads((out / "seed-0" / "meta-dt" / "eval.json").read_text())
+    card = json.loads((data / "card.json").read_text())
+    for t, info in ev["tasks"].items():
+        assert info["target"] == pytest.approx(card["qualities"][ev["quality"]]["returns"][t]["max"])
+    assert {int(t) for t, i in ev["tasks"].items() if i["split"] == "test"} == set(card["test_ids"])
+    assert all(p["source"] == "own" for p in ev["settings"]["few-shot"]["prompts"].values())
+    pdt = json.loads((out / "seed-0" / "prompt-dt" / "eval.json").read_text())
+    assert all(p["source"] == "dataset:expert"
+               for p in pdt["settings"]["expert-prompt"]["prompts"].values())
+    for name in ("results.json", "results.md", "returns.png", "learning_curves.png"):
+        assert (out / "report" / name).is_file(), name
+
+    # a third run does nothing but rebuild the report
+    n = len(_stages(out))
+    runner.run_pipeline(cfg, out)
+    assert [s["stage"] for s in _stages(out)[n:]] == ["report"]
+
+    # a different family/preset for the same OUT is refused
+    with pytest.raises(ValueError, match="different"):
+        runner.run_pipeline(cfg.replace(preset="cpu"), out)
