@@ -1,7 +1,7 @@
 """metadt.kernels on the CPU: the PyTorch fallbacks against plain references, and dispatch.
 
 The Triton kernels themselves are tested under Triton's interpreter in a
-separate process (tests/test_kernels_interpret.py, launched from here).
+separate process (tests/kernels_interpret_cases.py, launched from here).
 """
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def test_dispatch_forced_torch_on_any_device(monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 def test_triton_kernels_under_interpreter():
-    """Run tests/test_kernels_interpret.py in a process that starts with TRITON_INTERPRET=1.
+    """Run tests/kernels_interpret_cases.py in a process that starts with TRITON_INTERPRET=1.
 
     The interpreter must be switched on before ``triton`` is imported, so it
     cannot be toggled inside this (interpreter-free) pytest process.
@@ -203,9 +203,79 @@ def test_triton_kernels_under_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", **{K.ENV_VAR: "triton"})
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(HERE / "test_kernels_interpret.py")],
+         str(HERE / "kernels_interpret_cases.py")],
         cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900,
     )
     tail = proc.stdout[-6000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, tail
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, tail
+
+
+AOT_SHARED_LIMIT = 99 * 1024  # max shared memory per block on sm_86/sm_89 (sm_80: 163 KB)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_triton_kernels_compile_for_gpu_ahead_of_time():
+    """No GPU here: compile the kernels to cubin for sm_80 (the real compiler, not the
+    interpreter) with the launch configuration the wrappers would pick, and check that
+    each fits consumer GPUs' shared memory."""
+    proc = subprocess.run([sys.executable, "-c", AOT_CHECK], cwd=HERE, capture_output=True,
+                          text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
+    if proc.returncode == 3:
+        pytest.skip(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("shared ")]
+    assert len(lines) == 10, proc.stdout
+    for ln in lines:
+        assert int(ln.split()[-1]) <= AOT_SHARED_LIMIT, ln
+
+
+AOT_CHECK = r'''
+import sys
+import torch
+try:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    if "nvidia" not in triton.backends.backends:
+        raise ImportError("no nvidia backend")
+except Exception as exc:
+    print(f"cannot compile ahead of time: {exc}")
+    sys.exit(3)
+from metadt.kernels import _attention_triton as A, _prompt_scores_triton as P
+
+target = GPUTarget("cuda", 80, 32)
+
+def compile_one(fn, types, consts, options):
+    sig = {n: ("constexpr" if n in consts else types[n]) for n in fn.arg_names}
+    k = triton.compile(ASTSource(fn, sig, consts), target=target, options=options)
+    print("shared", fn.__name__, consts, k.metadata.shared)
+
+for tdt, d in [(torch.float32, 128), (torch.bfloat16, 128), (torch.float16, 256)]:
+    dt = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[tdt]
+    cfg = A.block_sizes(75, d, tdt, interpret=False)
+    options = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
+    prec = "ieee" if tdt == torch.float32 else "tf32"
+    for fn in (A._attn_fwd, A._attn_bwd_dkdv, A._attn_bwd_dq):
+        types = {}
+        for n in fn.arg_names:
+            if n in ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ"):
+                types[n] = "*" + dt
+            elif n == "KPM":
+                types[n] = "*u8"
+            elif n in ("LSE", "DELTA"):
+                types[n] = "*fp32"
+            elif n in ("dropout_p", "qk_scale", "sm_scale"):
+                types[n] = "fp32"
+            else:
+                types[n] = "i32"
+        consts = dict(HAS_KPM=True, CAUSAL=True, DROPOUT=True, DOT_F32=tdt == torch.float32,
+                      PRECISION=prec, **cfg)
+        compile_one(fn, types, consts, dict(options, enable_fp_fusion=True))
+types = dict(P="*fp32", G="*fp32", W="*fp32", LEN="*i64", MAT="*fp32", IDX="*i64",
+             SCORE="*fp32", T="i32", d="i32", k="i32", start_min="i32", width="i32")
+compile_one(P._prompt_scores_kernel, types,
+            dict(HAS_W=True, WRITE_MAT=True, BLOCK_S=256, BLOCK_D=16),
+            dict(num_warps=4, enable_fp_fusion=False))
+'''

@@ -103,6 +103,8 @@ def prompt_scores_triton(pred: torch.Tensor, target: torch.Tensor, lengths: torc
             t, d, int(k), int(start_min), width,
             HAS_W=weights is not None, WRITE_MAT=bool(return_matrix),
             BLOCK_S=block_s, BLOCK_D=block_d, num_warps=num_warps,
+            # no FMA contraction: w * |p - g| rounds as in the PyTorch path
+            enable_fp_fusion=False,
         )
     if return_matrix:
         return PromptScoresWithMatrix(index, score, matrix)

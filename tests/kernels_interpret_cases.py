@@ -1,12 +1,13 @@
 """The Triton kernels under Triton's CPU interpreter, against float32 / NumPy references.
 
 These tests need ``TRITON_INTERPRET=1`` in the environment before ``triton``
-is imported, so they only run in a process started that way; in any other
-process they skip. ``tests/test_kernels.py::test_triton_kernels_under_interpreter``
-launches this file in such a subprocess (with ``METADT_KERNELS=triton``), so
-a plain ``pytest`` run covers them. By hand::
+is imported, so they only run in a process started that way (in any other
+process they skip). The file is not named ``test_*.py``, so the main pytest
+run does not collect it; ``tests/test_kernels.py::test_triton_kernels_under_interpreter``
+runs it in a subprocess with ``TRITON_INTERPRET=1 METADT_KERNELS=triton``, so
+a plain ``pytest`` run covers it. By hand::
 
-    TRITON_INTERPRET=1 METADT_KERNELS=triton python -m pytest tests/test_kernels_interpret.py
+    TRITON_INTERPRET=1 METADT_KERNELS=triton python -m pytest tests/kernels_interpret_cases.py
 
 Tolerances (kernel vs float32 reference computed from the same inputs):
 float32 1e-5 abs + 1e-5 rel on outputs and gradients (observed <= 2e-6);
