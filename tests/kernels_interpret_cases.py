@@ -206,3 +206,11 @@ def test_attention_strided_inputs_like_fused_qkv(causal):
     (gx,) = torch.autograd.grad(out, x, go)
     (rx,) = torch.autograd.grad(ref, x, go)
     torch.testing.assert_close(gx, rx, **TOL[torch.float32])
+
+
+def test_attention_empty_batch_keeps_graph():
+    q, k, v = (torch.zeros(0, 2, 5, 16, requires_grad=True) for _ in range(3))
+    out = K.attention(q, k, v)
+    assert out.shape == (0, 2, 5, 16)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    assert all(g.shape == q.shape for g in grads)

@@ -391,8 +391,8 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         raise TypeError(f"Triton attention supports float32/float16/bfloat16, not {q.dtype}")
     if q.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(f"Triton attention supports head dim <= {MAX_HEAD_DIM}; got {q.shape[-1]}")
-    if q.numel() == 0:
-        return torch.zeros_like(q).requires_grad_(q.requires_grad)
+    if q.numel() == 0:  # nothing to launch; keep q, k, v in the graph
+        return q * 0 + k * 0 + v * 0
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if dropout_p > 0.0 and seed is None:
         seed = _new_seed()
