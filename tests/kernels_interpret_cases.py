@@ -214,3 +214,15 @@ def test_attention_empty_batch_keeps_graph():
     assert out.shape == (0, 2, 5, 16)
     grads = torch.autograd.grad(out.sum(), (q, k, v))
     assert all(g.shape == q.shape for g in grads)
+
+
+def test_forced_triton_refuses_what_the_kernels_cannot_take():
+    x = torch.zeros(1, 1, 4, 16, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="cannot take this call"):
+        K.attention(x, x, x)
+    wide = torch.zeros(1, 1, 4, 512)
+    with pytest.raises(RuntimeError, match="head dim"):
+        K.attention(wide, wide, wide)
+    p = torch.zeros(2, 8, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="float64"):
+        K.prompt_scores(p, p, torch.tensor([8, 8]), 3, 0)

@@ -186,6 +186,14 @@ def test_dispatch_env_var(monkeypatch):
         K.attention(*_qkv(1, 1, 3, 16))
 
 
+def test_dispatch_routes_unsupported_calls_to_torch_in_auto(monkeypatch):
+    monkeypatch.setenv(K.ENV_VAR, "auto")
+    cpu = torch.zeros(1)
+    assert not dispatch.use_triton(cpu, unsupported="float64")
+    monkeypatch.setenv(K.ENV_VAR, "torch")
+    assert not dispatch.use_triton(cpu, unsupported="float64")
+
+
 def test_dispatch_forced_torch_on_any_device(monkeypatch):
     monkeypatch.setenv(K.ENV_VAR, "torch")
     q, k, v = _qkv(1, 1, 4, 16)

@@ -33,12 +33,12 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention import MAX_HEAD_DIM, TRITON_DTYPES
 from .dispatch import interpreter_enabled
 
 __all__ = ["attention_triton", "dropout_keep_mask", "block_sizes"]
 
 LOG2E = 1.4426950408889634
-MAX_HEAD_DIM = 256
 
 
 @triton.jit
@@ -387,7 +387,7 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     generator); ``blocks = (BLOCK_M, BLOCK_N)`` overrides the tile sizes
     (powers of two >= 16), for tests.
     """
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if q.dtype not in TRITON_DTYPES:
         raise TypeError(f"Triton attention supports float32/float16/bfloat16, not {q.dtype}")
     if q.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(f"Triton attention supports head dim <= {MAX_HEAD_DIM}; got {q.shape[-1]}")

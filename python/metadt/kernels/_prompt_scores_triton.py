@@ -21,10 +21,9 @@ import triton
 import triton.language as tl
 
 from .dispatch import interpreter_enabled
+from .prompt_scores import MAX_TRITON_WIDTH, PromptScores, PromptScoresWithMatrix
 
-__all__ = ["prompt_scores_triton", "MAX_WIDTH"]
-
-MAX_WIDTH = 1 << 16  # segment starts per trajectory that fit one program's block
+__all__ = ["prompt_scores_triton"]
 
 
 @triton.jit
@@ -74,16 +73,11 @@ def prompt_scores_triton(pred: torch.Tensor, target: torch.Tensor, lengths: torc
                          k: int, start_min: int, weights: torch.Tensor | None = None,
                          return_matrix: bool = False):
     """Triton implementation of :func:`metadt.kernels.prompt_scores` (inputs already checked)."""
-    from .prompt_scores import PromptScores, PromptScoresWithMatrix
-
     n, t, d = pred.shape
     dev = pred.device
     width = max(t - k + 1, 0)
-    if width > MAX_WIDTH:
-        raise ValueError(
-            f"prompt_scores: T - k + 1 = {width} exceeds the fused kernel's {MAX_WIDTH} starts; "
-            "use METADT_KERNELS=torch"
-        )
+    if width > MAX_TRITON_WIDTH:  # the dispatch point routes these to PyTorch
+        raise ValueError(f"T - k + 1 = {width} > {MAX_TRITON_WIDTH} starts")
     index = torch.empty(n, dtype=torch.int64, device=dev)
     score = torch.empty(n, dtype=torch.float32, device=dev)
     matrix = torch.empty(n, width, dtype=torch.float32, device=dev) if return_matrix else score

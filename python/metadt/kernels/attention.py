@@ -26,7 +26,11 @@ import torch.nn.functional as F
 
 from .dispatch import use_triton
 
-__all__ = ["attention", "attention_torch", "attention_reference", "allowed_mask"]
+__all__ = ["attention", "attention_torch", "attention_reference", "allowed_mask",
+           "MAX_HEAD_DIM", "TRITON_DTYPES"]
+
+MAX_HEAD_DIM = 256  # widest head the Triton kernel takes
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -107,6 +111,14 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return probs @ vf
 
 
+def _triton_unsupported(q: torch.Tensor) -> str | None:
+    if q.dtype not in TRITON_DTYPES:
+        return f"dtype {q.dtype} (the kernel takes float32, float16, bfloat16)"
+    if q.shape[-1] > MAX_HEAD_DIM:
+        return f"head dim {q.shape[-1]} > {MAX_HEAD_DIM}"
+    return None
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               key_padding_mask: torch.Tensor | None = None, causal: bool = True,
               dropout_p: float = 0.0, training: bool = True,
@@ -118,9 +130,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     says so, otherwise :func:`attention_torch`. Returns ``[B, H, T, D]`` in
     the dtype of ``q``.
     """
+    _check(q, k, v, key_padding_mask, dropout_p)
     tensors = (q, k, v) if key_padding_mask is None else (q, k, v, key_padding_mask)
-    if use_triton(*tensors):
-        _check(q, k, v, key_padding_mask, dropout_p)
+    if use_triton(*tensors, unsupported=_triton_unsupported(q)):
         from ._attention_triton import attention_triton
 
         return attention_triton(q, k, v, key_padding_mask, causal,

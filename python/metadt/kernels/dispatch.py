@@ -5,11 +5,15 @@ call. The decision is:
 
 * ``METADT_KERNELS=torch``  -> always the PyTorch implementation;
 * ``METADT_KERNELS=triton`` -> always Triton (raises if Triton cannot be
-  imported, or if the tensors are on the CPU and Triton's interpreter,
-  ``TRITON_INTERPRET=1``, is not switched on);
+  imported, if the tensors are on the CPU and Triton's interpreter,
+  ``TRITON_INTERPRET=1``, is not switched on, or if the kernel does not
+  support the call);
 * ``METADT_KERNELS=auto`` (the default, also when unset or empty) -> Triton
-  when it is importable and every tensor lives on a CUDA device, PyTorch
-  otherwise.
+  when it is importable, every tensor lives on a CUDA device and the kernel
+  supports the call (dtype, sizes); PyTorch otherwise.
+
+A caller states what its kernel cannot do through ``unsupported`` (a reason,
+or ``None``); the decision itself is made only here.
 
 The variable is read on every call, so it can be flipped at run time (handy
 for debugging a single call); the result of importing Triton is cached.
@@ -55,8 +59,13 @@ def triton_available() -> bool:
     return _triton_import_error() is None
 
 
-def use_triton(*tensors: torch.Tensor) -> bool:
-    """Decide, for one call on ``tensors``, whether to run the Triton kernel."""
+def use_triton(*tensors: torch.Tensor, unsupported: str | None = None) -> bool:
+    """Decide, for one call on ``tensors``, whether to run the Triton kernel.
+
+    ``unsupported``: why the Triton kernel cannot take this call (e.g. a
+    dtype it lacks), or ``None``. In ``auto`` mode such calls go to PyTorch;
+    with ``METADT_KERNELS=triton`` they raise.
+    """
     requested = mode()
     if requested == "torch":
         return False
@@ -70,8 +79,11 @@ def use_triton(*tensors: torch.Tensor) -> bool:
                 f"{ENV_VAR}=triton on CPU tensors needs Triton's interpreter: "
                 "set TRITON_INTERPRET=1 before triton is imported"
             )
+        if unsupported is not None:
+            raise RuntimeError(f"{ENV_VAR}=triton but the Triton kernel cannot take this call: "
+                               f"{unsupported}")
         return True
-    return on_cuda and triton_available()
+    return on_cuda and unsupported is None and triton_available()
 
 
 def backend(*tensors: torch.Tensor) -> str:

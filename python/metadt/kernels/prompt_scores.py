@@ -17,10 +17,11 @@ invalid start. Scores are float32 (float64 when the inputs are float64 on the
 PyTorch path); indices are int64. Lengths are clamped to ``[0, T]``.
 
 CUDA tensors run one Triton kernel launch (:mod:`._prompt_scores_triton`);
-CPU tensors run :func:`prompt_scores_torch`. Both sum the error over ``c``
-first and then over the window in order ``s, s+1, ..., s+k-1``, so the two
-agree to float rounding (1e-5) in score and exactly in index except for
-near-ties closer than that rounding.
+CPU tensors, float64 inputs and trajectories with more than
+:data:`MAX_TRITON_WIDTH` starts run :func:`prompt_scores_torch`. Both sum the
+error over ``c`` first and then over the window in order ``s, s+1, ...,
+s+k-1``, so the two agree to float rounding (1e-5) in score and exactly in
+index except for near-ties closer than that rounding.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ __all__ = [
 
 NO_SEGMENT = -1
 NO_SCORE = float("-inf")
+MAX_TRITON_WIDTH = 1 << 16  # segment starts per trajectory that fit one Triton program
 
 
 class PromptScores(NamedTuple):
@@ -123,9 +125,14 @@ def prompt_scores(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tenso
     ``PromptScoresWithMatrix(index, score, matrix)`` with ``return_matrix``;
     see the module docs for the definitions and the "no segment" sentinels.
     """
+    _check(pred, target, lengths, k, start_min, weights)
     tensors = (pred, target, lengths) if weights is None else (pred, target, lengths, weights)
-    if pred.dtype != torch.float64 and use_triton(*tensors):
-        _check(pred, target, lengths, k, start_min, weights)
+    unsupported = None
+    if pred.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        unsupported = f"dtype {pred.dtype} (the kernel takes float32, float16, bfloat16)"
+    elif pred.shape[1] - int(k) + 1 > MAX_TRITON_WIDTH:
+        unsupported = f"T - k + 1 = {pred.shape[1] - int(k) + 1} > {MAX_TRITON_WIDTH} starts"
+    if use_triton(*tensors, unsupported=unsupported):
         from ._prompt_scores_triton import prompt_scores_triton
 
         return prompt_scores_triton(pred, target, lengths, int(k), int(start_min), weights,
