@@ -20,8 +20,9 @@ so the backward regenerates the forward's pattern bit for bit;
 :func:`dropout_keep_mask` materializes the same pattern for tests.
 
 Precision: products accumulate in float32. For float32 inputs the matrix
-products use TF32 only when ``torch.backends.cuda.matmul.allow_tf32`` is on
-(PyTorch's own switch), IEEE float32 otherwise. Under Triton's interpreter
+products use TF32 only when PyTorch's own switch allows it for float32
+matmuls (``torch.backends.cuda.matmul.fp32_precision``/``allow_tf32``), IEEE
+float32 otherwise. Under Triton's interpreter
 (``TRITON_INTERPRET=1``) all products run in float32 (the interpreter's
 bf16 ``tl.dot`` is wrong).
 """
@@ -31,6 +32,7 @@ import math
 
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 import triton.language as tl
 
 from .attention import MAX_HEAD_DIM, TRITON_DTYPES
@@ -297,11 +299,20 @@ def _config(t: int, d: int, dtype: torch.dtype, interpret: bool,
     return cfg
 
 
+def _tf32_allowed() -> bool:
+    # PyTorch's own switch for float32 matmuls on CUDA (new and legacy spellings).
+    matmul = torch.backends.cuda.matmul
+    setting = str(getattr(matmul, "fp32_precision", "none")).lower()
+    if setting in ("tf32", "ieee"):
+        return setting == "tf32"
+    return bool(matmul.allow_tf32)
+
+
 def _flags(q: torch.Tensor) -> tuple[bool, str]:
     interpret = interpreter_enabled()
     dot_f32 = interpret or q.dtype == torch.float32
     if q.dtype == torch.float32 and not interpret:
-        precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+        precision = "tf32" if _tf32_allowed() else "ieee"
     else:
         precision = "ieee" if interpret else "tf32"  # ignored for 16-bit inputs
     return dot_f32, precision
@@ -351,10 +362,11 @@ class _FlashAttention(torch.autograd.Function):
         return o
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, do):
         q, k, v, kpm, o, lse = ctx.saved_tensors
         b, h, t, d = q.shape
-        do = _inner_contiguous(do)
+        do = _inner_contiguous(do.to(q.dtype))
         delta = (do.float() * o.float()).sum(dim=-1).contiguous()  # [B, H, T]
         dq, dk, dv = (torch.empty(b, h, t, d, dtype=q.dtype, device=q.device) for _ in range(3))
         interpret = interpreter_enabled()
