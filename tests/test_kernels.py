@@ -264,7 +264,7 @@ for tdt, d in [(torch.float32, 128), (torch.bfloat16, 128), (torch.float16, 256)
     dt = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[tdt]
     cfg = A.block_sizes(75, d, tdt, interpret=False)
     options = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
-    prec = "ieee" if tdt == torch.float32 else "tf32"
+    prec = "ieee" if tdt == torch.float32 else None
     for fn in (A._attn_fwd, A._attn_bwd_dkdv, A._attn_bwd_dq):
         types = {}
         for n in fn.arg_names:

@@ -308,14 +308,18 @@ def _tf32_allowed() -> bool:
     return bool(matmul.allow_tf32)
 
 
-def _flags(q: torch.Tensor) -> tuple[bool, str]:
+def _flags(q: torch.Tensor) -> tuple[bool, str | None]:
+    """(DOT_F32, PRECISION): products in float32? and ``tl.dot``'s ``input_precision``.
+
+    ``None`` leaves Triton's default (TF32 for float32 on NVIDIA tensor cores;
+    irrelevant for 16-bit inputs), so no backend sees an option it lacks.
+    """
     interpret = interpreter_enabled()
-    dot_f32 = interpret or q.dtype == torch.float32
-    if q.dtype == torch.float32 and not interpret:
-        precision = "tf32" if _tf32_allowed() else "ieee"
-    else:
-        precision = "ieee" if interpret else "tf32"  # ignored for 16-bit inputs
-    return dot_f32, precision
+    if interpret:
+        return True, None
+    if q.dtype == torch.float32:
+        return True, (None if _tf32_allowed() else "ieee")
+    return False, None
 
 
 def _inner_contiguous(x: torch.Tensor) -> torch.Tensor:
