@@ -11,6 +11,14 @@ import torch
 from metadt.data.dataset import Dataset
 from metadt.fileio import read_json
 
+#: Phases of a training step, in order; a step calls its ``timer`` hook with each
+#: name when that phase ends (``metadt profile`` times them, docs/profile.md).
+STEP_PHASES = ("sample", "h2d", "z", "forward", "backward", "optimizer")
+
+
+def no_timer(phase: str) -> None:
+    """The default phase hook of a training step: does nothing."""
+
 
 def open_dataset(path, family: str, quality: str) -> Dataset:
     """Open a dataset and check it belongs to ``family`` and has ``quality``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +28,8 @@ from metadt.models import MetaDT, WorldModel
 from metadt.seeding import seed_everything
 from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, attach_z
-from metadt.train.common import Progress, check_resume_config, obs_stats, open_dataset, to_tensors
+from metadt.train.common import (Progress, check_resume_config, no_timer, obs_stats, open_dataset,
+                                 to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.prompts import attach_step_errors, prompt_spec
 from metadt.train.run import RUN_FORMAT, load_world_model, resolve_device, world_model_payload
@@ -130,6 +132,81 @@ def sampler_kwargs(cfg: MetaDTConfig, wm: WorldModel | None, train_ids: list[int
     return kw
 
 
+@dataclass
+class MetaDTTrainer:
+    """Everything a training step needs (from :func:`build_trainer`)."""
+
+    cfg: MetaDTConfig
+    store: Any
+    model: MetaDT
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    world_model: WorldModel | None
+    device: torch.device
+    kw_plain: dict[str, Any]
+    kw_prompt: dict[str, Any] | None
+
+    def with_prompt(self, i: int) -> bool:
+        """Whether step ``i`` trains with the prompt (after ``warm_train`` steps)."""
+        return self.cfg.use_prompt and i >= self.cfg.warm_train
+
+    def sample_kwargs(self, i: int) -> dict[str, Any]:
+        """``sample_windows`` keyword arguments of step ``i``."""
+        return self.kw_prompt if self.with_prompt(i) else self.kw_plain  # type: ignore[return-value]
+
+    def sample(self, i: int) -> dict[str, Any]:
+        """Batch ``i`` (seed ``batch_seed(cfg.seed, i)``)."""
+        return self.store.sample_windows(self.cfg.batch_size, seed=batch_seed(self.cfg.seed, i),
+                                         **self.sample_kwargs(i))
+
+
+def build_trainer(ds, store, cfg: MetaDTConfig, wm: WorldModel | None,
+                  dev: torch.device) -> MetaDTTrainer:
+    """Policy (normalized on the training tasks), AdamW, warm-up schedule and sampler
+    arguments, from :func:`prepare`'s outputs (seed first for reproducible weights)."""
+    train_ids = [int(t) for t in ds.card.train_ids]
+    table = StepTable.of(store)
+    model = MetaDT(store.obs_dim, store.act_dim, cfg)
+    model.set_normalization(*obs_stats(table, table.steps_of_tasks(train_ids)))
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = cfg.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0)
+    kw_plain = sampler_kwargs(cfg, wm, train_ids, with_prompt=False)
+    kw_prompt = sampler_kwargs(cfg, wm, train_ids, with_prompt=True) if cfg.use_prompt else None
+    return MetaDTTrainer(cfg, store, model, opt, sched, wm, dev, kw_plain, kw_prompt)
+
+
+def train_step(tr: MetaDTTrainer, i: int, next_batch: Callable[[int], dict] | None = None,
+               timer: Callable[[str], None] = no_timer) -> tuple[float, float]:
+    """One gradient step on batch ``i``; returns ``(loss, grad norm)``.
+
+    Phases: sample batch -> host-to-device -> z -> forward+loss -> backward ->
+    optimizer step; ``timer(phase)`` is called as each ends (no-op by default).
+    ``next_batch(i)`` replaces the sampler (e.g. a ``store.prefetch`` iterator).
+    """
+    cfg, model = tr.cfg, tr.model
+    raw = tr.sample(i) if next_batch is None else next_batch(i)
+    timer("sample")
+    b = to_tensors(raw, tr.device)
+    timer("h2d")
+    z = None
+    if cfg.use_z:
+        z = b[cfg.z_column] if cfg.z_source == "column" else model.compute_z(b, tr.world_model)
+    timer("z")
+    loss = model.loss(b, z)
+    timer("forward")
+    tr.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    timer("backward")
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    tr.optimizer.step()
+    tr.scheduler.step()
+    timer("optimizer")
+    return float(loss.detach()), float(gnorm)
+
+
 def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                   world_model: str | Path | WorldModel | None = None, *, overwrite: bool = False,
                   progress: bool = True,
@@ -157,22 +234,13 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                 "obs_dim": int(store.obs_dim), "act_dim": int(store.act_dim), **info}
 
     seed_everything(cfg.seed)
-    train_ids = [int(t) for t in ds.card.train_ids]
-    table = StepTable.of(store)
-    model = MetaDT(store.obs_dim, store.act_dim, cfg)
-    model.set_normalization(*obs_stats(table, table.steps_of_tasks(train_ids)))
-    model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warm = cfg.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0)
+    tr = build_trainer(ds, store, cfg, wm, dev)
+    model, opt, sched = tr.model, tr.optimizer, tr.scheduler
     start = 0
     if resume:
         start = int(load_checkpoint(out / "checkpoint.pt", model=model, optimizer=opt,
                                     scheduler=sched, map_location=dev)["step"])
     log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None)
-    kw_plain = sampler_kwargs(cfg, wm, train_ids, with_prompt=False)
-    kw_prompt = sampler_kwargs(cfg, wm, train_ids, with_prompt=True) if cfg.use_prompt else None
 
     end = cfg.num_steps if stop_after is None else min(cfg.num_steps, stop_after)
     bar = Progress(cfg.num_steps, start, cfg.method, progress)
@@ -181,20 +249,8 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     running: dict[str, float] = {}
     losses: list[float] = []
     for i in range(start, end):
-        with_prompt = cfg.use_prompt and i >= cfg.warm_train
-        raw = store.sample_windows(cfg.batch_size, seed=batch_seed(cfg.seed, i),
-                                   **(kw_prompt if with_prompt else kw_plain))
-        b = to_tensors(raw, dev)
-        z = None
-        if cfg.use_z:
-            z = b[cfg.z_column] if cfg.z_source == "column" else model.compute_z(b, wm)
-        loss = model.loss(b, z)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        lv = float(loss.detach())
+        with_prompt = tr.with_prompt(i)
+        lv, gnorm = train_step(tr, i)
         losses.append(lv)
         running["loss"] = running.get("loss", 0.0) + lv
         running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)

@@ -8,6 +8,7 @@ saved. Test-task data is used only for the report (:func:`world_model_report`).
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,9 +21,73 @@ from metadt.models import WorldModel
 from metadt.seeding import seed_everything
 from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, compute_z
-from metadt.train.common import Progress, check_resume_config, obs_stats, open_dataset, to_tensors
+from metadt.train.common import (Progress, check_resume_config, no_timer, obs_stats, open_dataset,
+                                 to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.run import resolve_device, world_model_payload
+
+
+@dataclass
+class WorldModelTrainer:
+    """Everything a world-model training step needs (from :func:`build_world_model_trainer`)."""
+
+    cfg: WorldModelConfig
+    store: Any
+    model: WorldModel
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    train_ids: list[int]
+    table: StepTable
+
+    def sample_kwargs(self) -> dict[str, Any]:
+        """``sample_transitions`` keyword arguments (besides batch and seed)."""
+        return {"context": self.cfg.context_len, "tasks": self.train_ids}
+
+    def sample(self, i: int) -> dict[str, Any]:
+        """Batch ``i`` (seed ``batch_seed(cfg.seed, i)``)."""
+        return self.store.sample_transitions(self.cfg.batch_size, seed=batch_seed(self.cfg.seed, i),
+                                             **self.sample_kwargs())
+
+
+def build_world_model_trainer(ds, store, cfg: WorldModelConfig, dev: torch.device,
+                              where: str = "dataset") -> WorldModelTrainer:
+    """World model (normalized on the training tasks) and Adam (seed first)."""
+    train_ids = [int(t) for t in ds.card.train_ids]
+    table = StepTable.of(store)
+    train_idx = table.steps_of_tasks(train_ids)
+    if len(train_idx) == 0:
+        raise ValueError(f"{where}/{cfg.quality}: no steps of the training tasks")
+    wm = WorldModel(store.obs_dim, store.act_dim, cfg)
+    mean, std = obs_stats(table, train_idx)
+    r = table.rewards[train_idx].astype(np.float64)
+    wm.set_normalization(mean, std, r.mean(), r.std() + 1e-6)
+    wm.to(dev)
+    opt = torch.optim.Adam(wm.parameters(), lr=cfg.lr)
+    return WorldModelTrainer(cfg, store, wm, opt, dev, train_ids, table)
+
+
+def world_model_step(tr: WorldModelTrainer, i: int,
+                     next_batch: Callable[[int], dict] | None = None,
+                     timer: Callable[[str], None] = no_timer) -> tuple[dict[str, float], float]:
+    """One gradient step on batch ``i``; returns ``(loss parts, grad norm)``.
+
+    Phases: sample batch -> host-to-device -> forward+loss (z is computed inside
+    the forward) -> backward -> optimizer step; ``timer(phase)`` is called as each
+    ends (no-op by default). ``next_batch(i)`` replaces the sampler.
+    """
+    raw = tr.sample(i) if next_batch is None else next_batch(i)
+    timer("sample")
+    b = to_tensors(raw, tr.device)
+    timer("h2d")
+    loss, parts = tr.model.loss(b)
+    timer("forward")
+    tr.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    timer("backward")
+    gnorm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.grad_clip)
+    tr.optimizer.step()
+    timer("optimizer")
+    return parts, float(gnorm)
 
 
 def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, *,
@@ -43,17 +108,8 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
 
     dev = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    train_ids = [int(t) for t in ds.card.train_ids]
-    table = StepTable.of(store)
-    train_idx = table.steps_of_tasks(train_ids)
-    if len(train_idx) == 0:
-        raise ValueError(f"{data}/{cfg.quality}: no steps of the training tasks")
-    wm = WorldModel(store.obs_dim, store.act_dim, cfg)
-    mean, std = obs_stats(table, train_idx)
-    r = table.rewards[train_idx].astype(np.float64)
-    wm.set_normalization(mean, std, r.mean(), r.std() + 1e-6)
-    wm.to(dev)
-    opt = torch.optim.Adam(wm.parameters(), lr=cfg.lr)
+    tr = build_world_model_trainer(ds, store, cfg, dev, where=str(data))
+    wm, opt, table = tr.model, tr.optimizer, tr.table
     start = 0
     if resume:
         start = int(load_checkpoint(out / "checkpoint.pt", model=wm, optimizer=opt,
@@ -66,13 +122,7 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     wm.train()
     running: dict[str, float] = {}
     for i in range(start, cfg.num_steps):
-        raw = store.sample_transitions(cfg.batch_size, context=cfg.context_len, tasks=train_ids,
-                                       seed=batch_seed(cfg.seed, i))
-        loss, parts = wm.loss(to_tensors(raw, dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(wm.parameters(), cfg.grad_clip)
-        opt.step()
+        parts, gnorm = world_model_step(tr, i)
         for k, v in parts.items():
             running[k] = running.get(k, 0.0) + v
         running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)
