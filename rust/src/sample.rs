@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::error::{bail, Result};
 use crate::rng::Rng;
 use crate::segments::{choose_start, Strategy};
-use crate::store::{OpenEpisode, Store};
+use crate::store::{OpenEpisode, Store, NOT_COMPUTED};
 
 /// Padding value of actions in windows and prompts.
 pub const ACTION_PAD: f32 = -10.0;
@@ -86,6 +86,11 @@ impl Batch {
             FieldData::Bool(v) => v.as_mut_ptr() as *mut u8,
         })).collect();
         (b, outs)
+    }
+    /// Allocate a batch for a plan and return the raw output pointers (for benchmarks
+    /// that call `fill_*` directly).
+    pub fn alloc_for_bench(plan: Vec<FieldSpec>) -> (Batch, Vec<RawOut>) {
+        Self::alloc(plan)
     }
     pub fn spec(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|(s, _)| s.name == name).map(|(s, _)| s)
@@ -165,14 +170,64 @@ pub fn parallel_ok() -> bool {
 /// Output bytes above which a batch is filled in parallel.
 pub const PARALLEL_MIN_BYTES: usize = 512 * 1024;
 
-fn run<F: Fn(usize) + Sync + Send>(n: usize, bytes: usize, f: F) {
-    if n > 1 && bytes >= PARALLEL_MIN_BYTES && rayon::current_num_threads() > 1 && parallel_ok() {
-        let chunk = (n / (4 * rayon::current_num_threads())).max(1);
-        (0..n).into_par_iter().with_min_len(chunk).for_each(f);
-    } else {
-        for b in 0..n {
-            f(b);
+/// How many samples ahead the source rows are prefetched.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Hint the CPU to load `[p, p + len)` into the cache.
+#[inline(always)]
+fn prefetch<T>(s: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = s.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(s);
+        let mut i = 0;
+        while i < bytes {
+            // SAFETY: prefetch is a hint; the address is inside `s`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(i)) };
+            i += 64;
         }
+        if bytes > 0 {
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(bytes - 1)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
+
+/// Run `work(b, draw(b))` for every sample b in 0..n, serially or in parallel
+/// chunks (by output size), prefetching the rows of the samples a few ahead.
+fn run<T, D, P, W>(n: usize, bytes: usize, draw: D, pre: P, work: W)
+where
+    T: Send,
+    D: Fn(usize) -> T + Sync + Send,
+    P: Fn(&T) + Sync + Send,
+    W: Fn(usize, T) + Sync + Send,
+{
+    let chunk = |lo: usize, hi: usize| {
+        let mut items: std::collections::VecDeque<T> = (lo..(lo + PREFETCH_AHEAD).min(hi)).map(&draw).collect();
+        for it in &items {
+            pre(it);
+        }
+        let mut next = lo + items.len();
+        for b in lo..hi {
+            if next < hi {
+                let it = draw(next);
+                pre(&it);
+                items.push_back(it);
+                next += 1;
+            }
+            let it = items.pop_front().expect("drawn ahead");
+            work(b, it);
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if n > 1 && bytes >= PARALLEL_MIN_BYTES && threads > 1 && parallel_ok() {
+        let per = n.div_ceil(4 * threads).max(16);
+        let chunks = n.div_ceil(per);
+        (0..chunks).into_par_iter().for_each(|c| chunk(c * per, ((c + 1) * per).min(n)));
+    } else {
+        chunk(0, n);
     }
 }
 
@@ -365,10 +420,27 @@ impl Store {
         let (h, od, ad) = (spec.context, self.obs_dim, self.act_dim);
         let bytes = spec.batch * (4 * (2 * od + ad + 2) + 24 + h * (4 * (od + ad + 1) + 1));
         let o = outs.to_vec();
-        run(spec.batch, bytes, |b| {
+        let view = |slot: usize| if slot < dom.n_closed {
+            self.closed_view(dom.closed(slot))
+        } else {
+            let oe = dom.open[slot - dom.n_closed];
+            EpView { obs: &oe.obs, act: &oe.actions, rew: &oe.rewards, next_obs: &oe.next_obs, term: &oe.terminals }
+        };
+        let draw = |b: usize| {
             let mut rng = Rng::for_sample(seed, b);
             let r = rng.below(dom.total as u64) as usize;
-            let (slot, t) = dom.locate(r);
+            dom.locate(r)
+        };
+        let pre = |&(slot, t): &(usize, usize)| {
+            let v = view(slot);
+            let t0 = t.saturating_sub(h);
+            prefetch(&v.obs[t0 * od..(t + 1) * od]);
+            prefetch(&v.act[t0 * ad..(t + 1) * ad]);
+            prefetch(&v.rew[t0..t + 1]);
+            prefetch(&v.next_obs[t * od..(t + 1) * od]);
+            prefetch(&v.term[t..t + 1]);
+        };
+        run(spec.batch, bytes, draw, pre, |b, (slot, t)| {
             let (v, task, ep) = if slot < dom.n_closed {
                 let e = dom.closed(slot);
                 (self.closed_view(e), self.ep_task[e], e as i64)
@@ -508,7 +580,9 @@ impl Store {
                     bail!("prompt score column {s:?} has negative values (scores must be >= 0 and finite)");
                 }
             }
-            self.prompt_pools(spec, pr)?;
+            if pr.pool.is_some() {
+                self.prompt_pools(spec, pr)?;
+            }
             p.push(FieldSpec::new("prompt_obs", DType::F32, &[b, kp, od]));
             p.push(FieldSpec::new("prompt_actions", DType::F32, &[b, kp, ad]));
             p.push(FieldSpec::new("prompt_rewards", DType::F32, &[b, kp]));
@@ -539,23 +613,42 @@ impl Store {
             }).collect();
         let nc = cols.len();
         let prompt = spec.prompt.as_ref().map(|p| {
-            let pools = self.prompt_pools(spec, p).expect("validated");
+            let pools = p.pool.as_ref().map(|_| self.prompt_pools(spec, p).expect("validated"));
             let score = p.score.as_ref().map(|s| {
                 let a = self.attached(s).expect("validated");
                 (&a.col.raw()[hd * a.col.width()..], a.col.width())
             });
-            (p, pools, score)
+            let cache = match (&p.score, p.strategy) {
+                (Some(s), Strategy::Argmax) => Some(self.argmax_starts(s, p.length, p.start_min)),
+                _ => None,
+            };
+            (p, pools, score, cache)
         });
         let per_sample = 4 * k * (od + ad + 2) + 9 * k + 16
             + cols.iter().map(|c| 4 * k * c.1).sum::<usize>()
             + if h > 0 { (k + h) * (4 * (od + ad + 1) + 1) } else { 0 }
             + spec.prompt.as_ref().map_or(0, |p| p.length * (4 * (od + ad + 2) + 9) + 16);
         let o = outs.to_vec();
-        run(spec.batch, spec.batch * per_sample, |b| {
+        let draw = |b: usize| {
             let mut rng = Rng::for_sample(seed, b);
             let r = rng.below(dom.total as u64) as usize;
             let (slot, end) = dom.locate(r);
-            let e = dom.closed(slot);
+            (rng, dom.closed(slot), end)
+        };
+        let pre = |&(_, e, end): &(Rng, usize, usize)| {
+            let off = hd + self.ep_off[e];
+            let r0 = off + end + 1 - (k + h).min(end + 1);
+            let r1 = off + end + 1;
+            prefetch(&obs[r0 * od..r1 * od]);
+            prefetch(&act[r0 * ad..r1 * ad]);
+            prefetch(&rew[r0..r1]);
+            let r0 = off + end + 1 - k.min(end + 1);
+            prefetch(&rtg[r0..r1]);
+            for &(data, w) in &cols {
+                prefetch(&data[r0 * w..r1 * w]);
+            }
+        };
+        run(spec.batch, spec.batch * per_sample, draw, pre, |b, (mut rng, e, end)| {
             let off = hd + self.ep_off[e];
             // main window: steps [end-k+1, end]
             let pad = (k - 1).saturating_sub(end);
@@ -609,14 +702,26 @@ impl Store {
                 mask(o[next + 3].0.add(b * l), pad, n);
                 next += 4;
             }
-            if let Some((ps, pools, score)) = &prompt {
+            if let Some((ps, pools, score, cache)) = &prompt {
                 let kp = ps.length;
-                let pool = &pools[&self.ep_task[e]];
+                let pool = match pools {
+                    Some(m) => m[&self.ep_task[e]].as_slice(),
+                    None => self.episodes_of_task(self.ep_task[e]),
+                };
                 let pe = pool[rng.below(pool.len() as u64) as usize];
                 let tl = self.ep_len[pe];
                 let sc = score.map(|(d, w)| (&d[self.ep_off[pe] * w..(self.ep_off[pe] + tl) * w], w));
                 let (start, pad) = if tl < kp {
                     (0, kp - tl)
+                } else if let Some(c) = cache {
+                    let v = c[pe].load(Ordering::Relaxed);
+                    if v != NOT_COMPUTED {
+                        (v as usize, 0)
+                    } else {
+                        let s = choose_start(tl, kp, ps.start_min, ps.strategy, sc, &mut rng);
+                        c[pe].store(s as u32, Ordering::Relaxed);
+                        (s, 0)
+                    }
                 } else {
                     (choose_start(tl, kp, ps.start_min, ps.strategy, sc, &mut rng), 0)
                 };

@@ -62,6 +62,16 @@ fn step_score(d: &[f32], w: usize, t: usize) -> f64 {
 /// score rows `d` (width w).
 pub(crate) fn segment_sums(d: &[f32], w: usize, k: usize, lo: usize, hi: usize, out: &mut Vec<f64>) {
     out.clear();
+    if w == 1 {
+        for s in lo..=hi {
+            let mut acc = 0f64;
+            for &x in &d[s..s + k] {
+                acc += x as f64;
+            }
+            out.push(acc);
+        }
+        return;
+    }
     let steps: Vec<f64> = (lo..hi + k).map(|t| step_score(d, w, t)).collect();
     for s in 0..=(hi - lo) {
         let mut acc = 0f64;

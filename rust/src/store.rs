@@ -1,7 +1,7 @@
 //! Columns, episodes, online mode (open episodes, capacity eviction).
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use memmap2::Mmap;
 
@@ -79,7 +79,7 @@ impl Column {
     fn vec_mut(&mut self) -> &mut Vec<f32> {
         let owned_unique = matches!(Arc::get_mut(&mut self.buf), Some(Buf::Owned(_)));
         if !owned_unique {
-            let v = self.buf.as_slice().to_vec();
+            let v = huge_copy(self.buf.as_slice());
             self.buf = Arc::new(Buf::Owned(v));
         }
         match Arc::get_mut(&mut self.buf) {
@@ -88,11 +88,21 @@ impl Column {
         }
     }
     /// Make room for `extra` more elements, growing by at most 1/8 beyond
-    /// what is needed (keeps memory close to the raw bytes).
+    /// what is needed (keeps memory close to the raw bytes). Large buffers are
+    /// moved into fresh allocations backed by transparent huge pages where
+    /// the OS allows it (random window gathers are TLB-bound otherwise).
     fn reserve(v: &mut Vec<f32>, extra: usize) {
         if v.capacity() - v.len() < extra {
             let grow = extra.max(v.len() / 8).max(1024);
-            v.reserve_exact(grow);
+            let cap = v.len() + grow;
+            if cap * 4 >= HUGE_MIN_BYTES {
+                let mut nv = Vec::with_capacity(cap);
+                advise_huge(&nv);
+                nv.extend_from_slice(v);
+                *v = nv;
+            } else {
+                v.reserve_exact(grow);
+            }
         }
     }
     pub(crate) fn extend(&mut self, src: &[f32]) {
@@ -112,9 +122,42 @@ impl Column {
     }
     fn shrink(&mut self) {
         if let Some(Buf::Owned(v)) = Arc::get_mut(&mut self.buf) {
-            v.shrink_to_fit();
+            if v.capacity() != v.len() {
+                *v = huge_copy(v);
+            }
         }
     }
+}
+
+/// Buffers at least this large ask for transparent huge pages.
+const HUGE_MIN_BYTES: usize = 8 << 20;
+
+/// Ask the OS to back the (not yet touched) capacity of `v` with huge pages.
+pub(crate) fn advise_huge(v: &Vec<f32>) {
+    #[cfg(target_os = "linux")]
+    {
+        let start = v.as_ptr() as usize;
+        let end = start + v.capacity() * 4;
+        let huge = 2usize << 20;
+        let a = start.div_ceil(huge) * huge;
+        let b = end / huge * huge;
+        if b > a {
+            // SAFETY: advisory only, on pages of our own allocation.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
+}
+
+/// A vector holding a copy of `src`, huge-page backed when large.
+pub(crate) fn huge_copy(src: &[f32]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(src.len());
+    if src.len() * 4 >= HUGE_MIN_BYTES {
+        advise_huge(&v);
+    }
+    v.extend_from_slice(src);
+    v
 }
 
 /// An attached (user) column.
@@ -175,7 +218,20 @@ pub struct Store {
     pub(crate) num_evicted: u64,
     pub(crate) metadata: String,
     rng: AtomicU64,
+    /// Bumped by every mutation (invalidates `argmax_cache`).
+    pub(crate) version: u64,
+    /// Per-episode argmax prompt starts, filled lazily: (score column, k, start_min, version, starts).
+    pub(crate) argmax_cache: Mutex<Vec<ArgmaxEntry>>,
 }
+
+/// Cached argmax prompt starts of one (score column, k, start_min) at one store version.
+pub(crate) struct ArgmaxEntry {
+    pub key: (String, usize, usize, u64),
+    pub starts: Arc<Vec<AtomicU32>>,
+}
+
+/// Marks an uncomputed entry of the argmax cache.
+pub(crate) const NOT_COMPUTED: u32 = u32::MAX;
 
 fn check_finite(name: &str, v: &[f32]) -> Result<()> {
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
@@ -216,6 +272,8 @@ impl Store {
             num_evicted: 0,
             metadata: "{}".to_string(),
             rng: AtomicU64::new(0x853C_49E6_748F_EA9B),
+            version: 0,
+            argmax_cache: Mutex::new(Vec::new()),
         })
     }
 
@@ -385,6 +443,7 @@ impl Store {
         } else {
             col
         };
+        self.version += 1;
         let a = Attached { name: name.to_string(), col, nonneg };
         match self.extra.iter_mut().find(|x| x.name == name) {
             Some(x) => *x = a,
@@ -396,6 +455,7 @@ impl Store {
     /// Remove an attached column.
     pub fn detach_column(&mut self, name: &str) -> Result<()> {
         self.attached(name)?;
+        self.version += 1;
         self.extra.retain(|a| a.name != name);
         Ok(())
     }
@@ -480,6 +540,7 @@ impl Store {
         self.ep_task.push(task);
         self.ep_ret.push(acc);
         self.task_eps.entry(task).or_default().push(idx);
+        self.version += 1;
         let evicted = self.evict_to_capacity();
         Ok(idx - evicted)
     }
@@ -579,6 +640,7 @@ impl Store {
         }
         self.head += rows;
         self.num_evicted += n as u64;
+        self.version += 1;
         self.rebuild_task_index();
         if self.head * 8 >= self.num_steps().max(1) {
             self.compact();
@@ -653,5 +715,23 @@ impl Store {
             }
         }
         b
+    }
+}
+
+impl Store {
+    /// The lazily filled per-episode argmax starts for (column, k, start_min).
+    pub(crate) fn argmax_starts(&self, column: &str, k: usize, start_min: usize) -> Arc<Vec<AtomicU32>> {
+        let key = (column.to_string(), k, start_min, self.version);
+        let mut c = self.argmax_cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.retain(|e| e.key.3 == self.version);
+        if let Some(e) = c.iter().find(|e| e.key == key) {
+            return e.starts.clone();
+        }
+        let starts: Arc<Vec<AtomicU32>> = Arc::new((0..self.num_episodes()).map(|_| AtomicU32::new(NOT_COMPUTED)).collect());
+        if c.len() >= 8 {
+            c.remove(0);
+        }
+        c.push(ArgmaxEntry { key, starts: starts.clone() });
+        starts
     }
 }
