@@ -1,0 +1,200 @@
+//! The Rust side on its own (no Python): `cargo test -p metadt-core`.
+use metadt_core::{Error, Per, PromptSpec, Store, Strategy, TransitionSpec, WindowSpec};
+
+/// Episode `i` has T steps; obs[t] = [100*i + t, ...], actions = t, rewards = 1.
+fn store(lengths: &[usize]) -> Store {
+    let mut s = Store::new(2, 1, None).unwrap();
+    for (i, &t) in lengths.iter().enumerate() {
+        let obs: Vec<f32> = (0..t).flat_map(|k| [(100 * i + k) as f32, -1.0]).collect();
+        let act: Vec<f32> = (0..t).map(|k| k as f32).collect();
+        let rew = vec![1.0f32; t];
+        s.add_episode(&obs, &act, &rew, None, (i % 2) as i64, None).unwrap();
+    }
+    s
+}
+
+#[test]
+fn queries_and_rtg() {
+    let s = store(&[3, 5, 1]);
+    assert_eq!(s.num_episodes(), 3);
+    assert_eq!(s.num_steps(), 9);
+    assert_eq!(s.episode_offsets(), &[0, 3, 8]);
+    assert_eq!(s.episode_returns(), &[3.0, 5.0, 1.0]);
+    assert_eq!(s.episodes_of_task(0), &[0, 2]);
+    assert_eq!(s.top_episodes(0, 5), vec![0, 2]);
+    assert_eq!(s.tasks(), vec![0, 1]);
+    assert_eq!(s.column("rtg").unwrap(), &[3.0, 2.0, 1.0, 5.0, 4.0, 3.0, 2.0, 1.0, 1.0]);
+    // next_obs defaults to obs shifted, last step repeats obs[T-1]
+    assert_eq!(&s.column("next_obs").unwrap()[..6], &[1.0, -1.0, 2.0, -1.0, 2.0, -1.0]);
+}
+
+#[test]
+fn rejected_calls_leave_the_store_unchanged() {
+    let mut s = store(&[3, 5]);
+    let before = (s.num_steps(), s.column("obs").unwrap().to_vec(), s.episode_returns().to_vec());
+    let bad = [
+        s.add_episode(&[0.0; 6], &[0.0; 3], &[0.0, f32::NAN, 0.0], None, 0, None),
+        s.add_episode(&[0.0; 5], &[0.0; 3], &[0.0; 3], None, 0, None),
+        s.add_episode(&[], &[], &[], None, 0, None),
+        s.add_episode(&[0.0; 6], &[0.0; 3], &[0.0; 3], Some(&[0.0; 4]), 0, None),
+    ];
+    for r in bad {
+        assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+    }
+    assert!(s.attach_column("x", &[0.0; 7], 1).is_err());
+    assert!(s.attach_column("obs", &[0.0; 8], 1).is_err());
+    assert!(s.attach_column("x", &[f32::INFINITY; 8], 1).is_err());
+    assert_eq!(before, (s.num_steps(), s.column("obs").unwrap().to_vec(), s.episode_returns().to_vec()));
+}
+
+#[test]
+fn window_layout_with_padding_context_and_columns() {
+    let mut s = store(&[3]);
+    s.attach_column("z", &[1.0, 2.0, 3.0], 1).unwrap();
+    let mut spec = WindowSpec::new(64, 4);
+    spec.context = 2;
+    spec.return_scale = 2.0;
+    spec.columns = vec!["z".into()];
+    let b = s.sample_windows(&spec, Some(3)).unwrap();
+    let ts = b.i64("timesteps").unwrap();
+    let obs = b.f32("obs").unwrap();
+    let act = b.f32("actions").unwrap();
+    let rtg = b.f32("rtg").unwrap();
+    let mask = b.bool("mask").unwrap();
+    let z = b.f32("z").unwrap();
+    let cobs = b.f32("ctx_obs").unwrap();
+    let cmask = b.bool("ctx_mask").unwrap();
+    for i in 0..64 {
+        let end = ts[i * 4 + 3] as usize;
+        for j in 0..4 {
+            let t = end as i64 - 3 + j as i64;
+            if t < 0 {
+                assert!(!mask[i * 4 + j]);
+                assert_eq!(act[i * 4 + j], -10.0);
+                assert_eq!(obs[(i * 4 + j) * 2], 0.0);
+                assert_eq!(rtg[i * 4 + j], 0.0);
+                assert_eq!(z[i * 4 + j], 0.0);
+            } else {
+                assert!(mask[i * 4 + j]);
+                assert_eq!(obs[(i * 4 + j) * 2], t as f32);
+                assert_eq!(rtg[i * 4 + j], (3 - t) as f32 / 2.0);
+                assert_eq!(z[i * 4 + j], (t + 1) as f32);
+            }
+        }
+        for j in 0..6 {
+            let t = end as i64 - 5 + j as i64;
+            assert_eq!(cmask[i * 6 + j], t >= 0);
+            assert_eq!(cobs[(i * 6 + j) * 2], if t >= 0 { t as f32 } else { 0.0 });
+        }
+    }
+}
+
+#[test]
+fn transitions_context_and_determinism() {
+    let s = store(&[10, 20, 30]);
+    let spec = TransitionSpec { batch: 5000, context: 3, tasks: Some(vec![1]) };
+    let a = s.sample_transitions(&spec, Some(9)).unwrap();
+    let b = s.sample_transitions(&spec, Some(9)).unwrap();
+    assert_eq!(a.f32("ctx_obs"), b.f32("ctx_obs"));
+    let small = s.sample_transitions(&TransitionSpec { batch: 7, ..spec.clone() }, Some(9)).unwrap();
+    assert_eq!(&a.f32("obs").unwrap()[..14], small.f32("obs").unwrap());
+    let eps = a.i64("episodes").unwrap();
+    let ts = a.i64("timesteps").unwrap();
+    let obs = a.f32("obs").unwrap();
+    let cobs = a.f32("ctx_obs").unwrap();
+    let cm = a.bool("ctx_mask").unwrap();
+    for i in 0..5000 {
+        assert_eq!(eps[i], 1);
+        let t = ts[i];
+        assert_eq!(obs[i * 2], (100 + t) as f32);
+        for j in 0..3 {
+            let u = t - 3 + j as i64;
+            assert_eq!(cm[i * 3 + j], u >= 0);
+            assert_eq!(cobs[(i * 3 + j) * 2], if u >= 0 { (100 + u) as f32 } else { 0.0 });
+        }
+    }
+    assert!(s.sample_transitions(&TransitionSpec { batch: 0, context: 0, tasks: None }, None).is_err());
+    assert!(s.sample_transitions(&TransitionSpec { batch: 1, context: 0, tasks: Some(vec![5]) }, None).is_err());
+}
+
+#[test]
+fn prompts_and_segments() {
+    let mut s = store(&[8, 8, 2]);
+    let mut err = vec![0.0f32; 18];
+    err[5] = 3.0; // episode 0, step 5
+    err[8 + 2] = 1.0; // episode 1, step 2
+    s.attach_column("err", &err, 1).unwrap();
+    let seg = s.segment_scores("err", 2, 1, None).unwrap();
+    assert_eq!(seg.episodes.len(), 6 + 6);
+    let best = s.best_segments("err", 2, 1, Per::Task, Strategy::Argmax, None, None).unwrap();
+    assert_eq!(best.keys, vec![0, 1]);
+    assert_eq!((best.episodes[0], best.starts[0], best.scores[0]), (0, 4, 3.0));
+    assert_eq!((best.episodes[1], best.starts[1]), (1, 1));
+    let per_ep = s.best_segments("err", 2, 1, Per::Episode, Strategy::Proportional, Some(1), None).unwrap();
+    assert_eq!(per_ep.keys, vec![0, 1]); // episode 2 (T=2) has no segment starting at >= 1
+    assert!(per_ep.scores.iter().all(|&x| x > 0.0));
+    let mut spec = WindowSpec::new(32, 3);
+    spec.prompt = Some(PromptSpec { length: 2, score: Some("err".into()), strategy: Strategy::Argmax, start_min: 1, pool: Some(vec![0, 1]) });
+    let b = s.sample_windows(&spec, Some(0)).unwrap();
+    let tasks = b.i64("tasks").unwrap();
+    let pe = b.i64("prompt_episodes").unwrap();
+    let ps = b.i64("prompt_starts").unwrap();
+    for i in 0..32 {
+        assert_eq!(pe[i], tasks[i]);
+        assert_eq!(ps[i], if tasks[i] == 0 { 4 } else { 1 });
+    }
+    // a negative score column is rejected for prompts
+    s.attach_column("neg", &[-1.0; 18], 1).unwrap();
+    spec.prompt.as_mut().unwrap().score = Some("neg".into());
+    assert!(s.sample_windows(&spec, None).is_err());
+}
+
+#[test]
+fn online_mode_and_capacity() {
+    let mut s = Store::new(1, 1, Some(10)).unwrap();
+    for ep in 0..5 {
+        for t in 0..4 {
+            let done = t == 3;
+            let r = s.add_step(&[ep as f32], &[0.0], 1.0, &[0.0], done, 0, None, None).unwrap();
+            assert_eq!(r.is_some(), done);
+            let spec = TransitionSpec { batch: 8, context: 2, tasks: None };
+            s.sample_transitions(&spec, Some(1)).unwrap();
+        }
+    }
+    assert!(s.num_steps() <= 10);
+    assert_eq!(s.num_episodes(), 2);
+    assert_eq!(s.num_evicted(), 3);
+    assert_eq!(s.column("obs").unwrap(), &[3.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 4.0]);
+    assert_eq!(s.episode_offsets(), &[0, 4]);
+}
+
+#[test]
+fn save_load_roundtrip_and_corruption() {
+    let mut s = store(&[5, 7, 9]);
+    s.attach_column("z", &vec![0.5f32; 21 * 3], 3).unwrap();
+    s.set_metadata(r#"{"family": "test"}"#).unwrap();
+    let dir = std::env::temp_dir().join(format!("metadt-core-test-{}", std::process::id()));
+    s.save(&dir).unwrap();
+    for (mmap, verify) in [(true, true), (true, false), (false, true)] {
+        let mut t = Store::load(&dir, mmap, verify).unwrap();
+        assert_eq!(t.column("obs").unwrap(), s.column("obs").unwrap());
+        assert_eq!(t.column("z").unwrap(), s.column("z").unwrap());
+        assert_eq!(t.metadata(), r#"{"family":"test"}"#);
+        t.add_episode(&[1.0, 2.0], &[0.0], &[1.0], None, 3, None).unwrap(); // appendable
+        assert_eq!(t.num_episodes(), 4);
+    }
+    // flip one byte of obs.npy: detected with verify
+    let f = dir.join("obs.npy");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x55;
+    std::fs::write(&f, &bytes).unwrap();
+    let e = Store::load(&dir, true, true).err().expect("corruption detected").to_string();
+    assert!(e.contains("obs.npy") && e.contains("CRC"), "{e}");
+    // truncate
+    std::fs::write(&f, &bytes[..n - 4]).unwrap();
+    let e = Store::load(&dir, true, false).err().expect("truncation detected").to_string();
+    assert!(e.contains("obs.npy") && e.contains("truncated"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(matches!(Store::load(&dir, true, true), Err(Error::Format { missing: true, .. })));
+}
