@@ -1,0 +1,83 @@
+"""`metadt import-official`: convert the Meta-DT authors' datasets to a metadt dataset."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+ORDER = 26
+
+DESCRIPTION = """\
+Convert datasets in the format of the Meta-DT authors' code (NJU-RL/Meta-DT,
+get_datasets.py) into a metadt dataset directory (TrajectoryStores + card).
+
+Expected input (DIR is an environment directory, or one quality directory):
+
+  DIR/task_goals.npy                 point-robot: [num_tasks, 2] goals
+  DIR/task_goals.pkl                 other families: one entry per task
+  DIR/<quality>/dataset_task_<i>.pkl per task i: a dict of flat arrays
+      observations [M, obs], actions [M, act], rewards [M], next_observations
+      [M, obs], terminals [M], masks [M]
+
+Episodes are split at the horizon and after terminal steps. Goal entries:
+point-robot [x, y]; cheetah-vel {'velocity': v}; cheetah-dir {'direction': d};
+ant-dir {'goal': angle}; hopper/walker-param dicts of absolute body_mass,
+body_inertia, dof_damping, geom_friction. For Meta-World (or any family) pass
+the metadt tasks as JSON with --tasks. Pickles are read with a restricted
+unpickler (plain containers and NumPy arrays only).
+"""
+
+EPILOG = """\
+examples:
+  metadt import-official datasets/PointRobot-v0 --family point-robot --out data/pr-official
+  metadt import-official datasets/HalfCheetahVel-v0 --family cheetah-vel --out data/cv \\
+      --quality medium --quality expert
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("import-official", help="convert the Meta-DT authors' dataset "
+                              "pickles into a metadt dataset", description=DESCRIPTION,
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", metavar="DIR", help="the authors' environment (or quality) directory")
+    p.add_argument("--family", required=True, help="metadt task family of the data")
+    p.add_argument("--out", required=True, help="dataset directory to create")
+    p.add_argument("--quality", action="append", default=None,
+                   help="quality subdirectory to import (repeatable; default: every "
+                        "subdirectory holding dataset_task_*.pkl; for a quality directory "
+                        "given as DIR, its name unless set here)")
+    p.add_argument("--goals", default=None,
+                   help="task-goal file (default: DIR/task_goals.npy or .pkl, or in its parent)")
+    p.add_argument("--tasks", default=None, metavar="FILE.json",
+                   help="metadt task dicts (a JSON list, or a card/family JSON with 'tasks') "
+                        "instead of the goal file")
+    p.add_argument("--num-train", type=int, default=None,
+                   help="training tasks (the first ones; default: the family's split)")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="episode length used to split the flat arrays (default: the family's)")
+    p.add_argument("--random-episodes", type=int, default=10,
+                   help="episodes per task of a uniform-random policy for the card's random "
+                        "returns (0 = skip; default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-policy episodes")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from metadt.cli.info import format_card
+    from metadt.data.official import import_official
+    from metadt.fileio import read_json
+
+    tasks = None
+    if args.tasks:
+        data = read_json(args.tasks)
+        tasks = data.get("tasks") if isinstance(data, dict) else data
+        if not isinstance(tasks, list):
+            raise ValueError(f"{args.tasks}: expected a JSON list of tasks or an object with "
+                             f"'tasks'")
+    ds = import_official(args.dir, args.family, args.out, qualities=args.quality,
+                         goals=args.goals, tasks=tasks, num_train=args.num_train,
+                         horizon=args.horizon, random_episodes=args.random_episodes,
+                         seed=args.seed)
+    print(format_card(ds, tasks_table=False))
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,484 @@
+"""`metadt collect`: train one SAC agent per task (as one ensemble) and build datasets.
+
+Phases, each resumable (state under ``DIR/.work``, every file written
+atomically, finished work never redone):
+
+1. **train**: the batched SAC ensemble runs ``steps_per_task`` env steps in
+   every task at once. Policy checkpoints go to ``.work/checkpoints`` every
+   ``checkpoint_every`` steps; every ``resume_every`` steps (at an episode
+   boundary) the whole training state (weights, optimizers, replay memories,
+   RNG states, counters) is saved to ``.work/train`` as one atomic directory.
+   A rerun continues from the last saved state and gives the same result as
+   an uninterrupted run.
+2. **evaluate**: each checkpoint is scored per task (mean return of
+   ``eval_episodes`` stochastic episodes) and a uniform-random policy gives
+   the random return; one JSON file per checkpoint in ``.work/eval``.
+3. **choose and roll out**: expert = the final checkpoint; medium (per task) =
+   the checkpoint whose evaluation return is closest to the midpoint of the
+   random return and the final checkpoint's return (protocol section 2).
+   ``episodes_per_task`` episodes per task of each are rolled out with the
+   stochastic policy and saved to ``.work/rollouts``.
+4. **write**: the ``expert``, ``medium`` and ``mixed`` stores (mixed = the
+   first ``mixed_medium_fraction`` share of each task's medium episodes and
+   the first rest of its expert episodes) and, last, ``card.json``.
+
+A directory with ``card.json`` is complete; a rerun then does nothing.
+Progress is reported through ``progress(event: dict)``; events have a
+``"phase"`` key (``train``, ``evaluate``, ``rollout``, ``write``, ``done``) and
+phase-specific counters (see `collect`).
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from metadt.collect.replay import DEFAULT_LAYOUT, Replay
+from metadt.collect.rollout import Episodes, Roller, policy_act_fn, random_act_fn
+from metadt.collect.sac import PolicyParams, SACEnsemble, resolve_device
+from metadt.config.collect import CollectConfig
+from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
+from metadt.fileio import atomic_directory, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
+
+Progress = Callable[[dict[str, Any]], None]
+WORK = ".work"
+
+# seed offsets of the independent random streams of a run
+_ENV, _ACT, _SAMPLE, _EVAL, _RANDOM, _ROLLOUT = 1, 2, 3, 4, 5, 6
+
+
+def _sub_seed(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _emit(progress: Progress | None, **event: Any) -> None:
+    if progress is not None:
+        progress(event)
+
+
+def build_family(cfg: CollectConfig):
+    from metadt.envs import make_family
+
+    return make_family(cfg.family, seed=cfg.family_seed, num_tasks=cfg.num_tasks,
+                       num_train=cfg.num_train)
+
+
+def checkpoint_steps(cfg: CollectConfig) -> list[int]:
+    """Env steps per task at which policy checkpoints are saved (the last is the final one)."""
+    steps = list(range(cfg.checkpoint_every, cfg.steps_per_task + 1, cfg.checkpoint_every))
+    if not steps or steps[-1] != cfg.steps_per_task:
+        steps.append(cfg.steps_per_task)
+    return steps
+
+
+def choose_medium(eval_returns: Mapping[int, np.ndarray], random_returns: np.ndarray,
+                  final_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per task, the checkpoint closest to the midpoint of random and final returns.
+
+    ``eval_returns`` maps checkpoint step -> per-task mean returns. The final
+    checkpoint is not a candidate (unless it is the only one). Returns the
+    chosen steps ``[N]`` and the midpoints ``[N]``.
+    """
+    final = np.asarray(eval_returns[final_step], dtype=np.float64)
+    mid = (np.asarray(random_returns, dtype=np.float64) + final) / 2.0
+    candidates = [s for s in sorted(eval_returns) if s != final_step] or [final_step]
+    table = np.stack([np.asarray(eval_returns[s], dtype=np.float64) for s in candidates])
+    best = np.abs(table - mid[None, :]).argmin(axis=0)
+    return np.asarray(candidates, dtype=np.int64)[best], mid
+
+
+# --------------------------------------------------------------------------
+# the work directory
+
+
+class WorkDir:
+    """Files of a collection in progress (``DIR/.work``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.root = self.out / WORK
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def train_state(self) -> Path:
+        return self.root / "train"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.root / "checkpoints" / f"step_{step:09d}.pt"
+
+    def evaluation(self, name: str) -> Path:
+        return self.root / "eval" / f"{name}.json"
+
+    def rollout(self, quality: str) -> Path:
+        return self.root / "rollouts" / f"{quality}.npz"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_episodes(path: Path) -> Episodes:
+    with np.load(path) as z:
+        return Episodes(obs=z["obs"], actions=z["actions"], rewards=z["rewards"],
+                        next_obs=z["next_obs"], terminals=z["terminals"])
+
+
+class _Timer:
+    def __init__(self, work: WorkDir) -> None:
+        self.work = work
+        self.data: dict[str, float] = (read_json(work.timings) if work.timings.is_file() else {})
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.data[phase] = round(self.data.get(phase, 0.0) + seconds, 3)
+        atomic_write_json(self.work.timings, self.data)
+
+
+# --------------------------------------------------------------------------
+# phase 1: training
+
+
+def _rng_state(gen: torch.Generator) -> torch.Tensor:
+    return gen.get_state()
+
+
+def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,
+          progress: Progress | None = None) -> dict[str, Any]:
+    """Run (or resume) the SAC phase; returns the final training summary."""
+    n, od, ad, horizon = family.num_tasks, family.obs_dim, family.act_dim, family.horizon
+    total = int(cfg.steps_per_task)
+    ckpt_steps = set(checkpoint_steps(cfg))
+    low, high = np.asarray(family.action_low), np.asarray(family.action_high)
+
+    ens = SACEnsemble(n, od, ad, low, high, cfg.sac, device=device, seed=seed)
+    act_gen = torch.Generator(device=device).manual_seed(_sub_seed(seed, _ACT))
+    np_rng = np.random.default_rng(_sub_seed(seed, _ACT))
+    state: dict[str, Any] = {"step": 0, "episodes": 0, "credit": 0.0, "returns": []}
+    state_file = work.train_state / "state.pt"
+    if state_file.is_file():
+        saved = torch.load(state_file, map_location="cpu", weights_only=False)
+        ens.load_state_dict(saved["ensemble"])
+        act_gen.set_state(saved["act_gen"])
+        np_rng.bit_generator.state = saved["np_rng"]
+        state = saved["counters"]
+        replay = Replay.load(work.train_state / "replay", n, od, ad, cfg.replay_capacity,
+                             saved["layout"])
+    else:
+        replay = Replay(n, od, ad, cfg.replay_capacity, DEFAULT_LAYOUT)
+    if state["step"] >= total:
+        return state
+
+    env = family.make_vector_env(family.tasks)
+    env_seed = _sub_seed(seed, _ENV)
+    sample_seed = _sub_seed(seed, _SAMPLE)
+    step = int(state["step"])
+    last_saved = step
+    losses: dict[str, float] = {}
+    _emit(progress, phase="train", step=step, total=total, tasks=n, updates=ens.updates,
+          recent_return=_recent(state["returns"]))
+
+    def save_state() -> None:
+        with atomic_directory(work.train_state) as tmp:
+            buf = io.BytesIO()
+            torch.save({"ensemble": ens.state_dict(), "act_gen": _rng_state(act_gen),
+                        "np_rng": np_rng.bit_generator.state, "counters": state,
+                        "layout": replay.layout}, buf)
+            (tmp / "state.pt").write_bytes(buf.getvalue())
+            replay.save(tmp / "replay")
+
+    try:
+        while step < total:
+            # one episode in every task
+            obs, _ = env.reset(seed=env_seed + state["episodes"] * n)
+            ep_ret = np.zeros(n)
+            for t in range(horizon):
+                if step < cfg.start_steps:
+                    actions = np_rng.uniform(low, high, size=(n, ad))
+                else:
+                    o = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                    actions = ens.act(o, generator=act_gen).cpu().numpy().astype(np.float64)
+                nobs, rew, term, trunc, _ = env.step(actions)
+                done = bool(term.any() or trunc.any() or t == horizon - 1)
+                replay.add(obs, actions, rew, nobs, term, done)
+                ep_ret += rew
+                obs = nobs
+                step += 1
+                if step >= cfg.update_after:
+                    state["credit"] += cfg.updates_per_step
+                    while state["credit"] >= 1.0:
+                        state["credit"] -= 1.0
+                        batch = replay.sample(cfg.sac.batch_size, sample_seed, ens.updates, device)
+                        out = ens.update(batch, generator=act_gen)
+                        losses = {k: float(v.mean()) for k, v in out.items()}
+                if step in ckpt_steps and not work.checkpoint(step).is_file():
+                    atomic_torch_save(ens.policy_snapshot().state_dict(), work.checkpoint(step))
+                if step >= total:
+                    break
+            state["episodes"] += 1
+            state["returns"].append([float(x) for x in ep_ret])
+            state["step"] = step
+            state["updates"] = ens.updates
+            if step - last_saved >= cfg.resume_every or step >= total:
+                save_state()
+                last_saved = step
+            _emit(progress, phase="train", step=step, total=total, tasks=n,
+                  updates=ens.updates, recent_return=_recent(state["returns"]), **losses)
+    finally:
+        env.close()
+    return state
+
+
+def _recent(returns: list[list[float]]) -> float | None:
+    return None if not returns else float(np.mean(returns[-1]))
+
+
+# --------------------------------------------------------------------------
+# phase 2: evaluation
+
+
+def _load_policy(path: Path, device: torch.device) -> PolicyParams:
+    return PolicyParams.from_state_dict(torch.load(path, map_location="cpu",
+                                                   weights_only=False)).to(device)
+
+
+def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,
+             progress: Progress | None = None) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Per-checkpoint per-task mean returns, and the random policy's per-task returns."""
+    steps = checkpoint_steps(cfg)
+    todo = [s for s in steps if not work.evaluation(f"step_{s:09d}").is_file()]
+    rand_file = work.evaluation("random")
+    total = len(steps) + 1
+    done = total - len(todo) - (0 if rand_file.is_file() else 1)
+    _emit(progress, phase="evaluate", done=done, total=total)
+    if todo or not rand_file.is_file():
+        par = max(1, min(cfg.rollout_parallel, max(cfg.eval_episodes, cfg.random_episodes)))
+        with Roller(family, family.tasks, par) as roller:
+            if not rand_file.is_file():
+                rng = np.random.default_rng(_sub_seed(seed, _RANDOM))
+                eps = roller.run(random_act_fn(family.action_low, family.action_high, rng),
+                                 cfg.random_episodes, seed=_sub_seed(seed, _RANDOM))
+                atomic_write_json(rand_file, {"returns": eps.returns.mean(1).tolist(),
+                                              "episodes": cfg.random_episodes})
+                done += 1
+                _emit(progress, phase="evaluate", done=done, total=total, what="random")
+            for s in todo:
+                policy = _load_policy(work.checkpoint(s), device)
+                gen = torch.Generator(device=device).manual_seed(_sub_seed(seed + s, _EVAL))
+                eps = roller.run(policy_act_fn(policy, gen), cfg.eval_episodes,
+                                 seed=_sub_seed(seed + s, _EVAL))
+                atomic_write_json(work.evaluation(f"step_{s:09d}"),
+                                  {"step": s, "returns": eps.returns.mean(1).tolist(),
+                                   "episodes": cfg.eval_episodes})
+                done += 1
+                _emit(progress, phase="evaluate", done=done, total=total, what=f"step {s}",
+                      mean_return=float(eps.returns.mean()))
+    evals = {s: np.asarray(read_json(work.evaluation(f"step_{s:09d}"))["returns"]) for s in steps}
+    random_returns = np.asarray(read_json(rand_file)["returns"])
+    return evals, random_returns
+
+
+# --------------------------------------------------------------------------
+# phase 3: rollouts
+
+
+def rollouts(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,
+             chosen: dict[str, np.ndarray], progress: Progress | None = None) -> dict[str, Episodes]:
+    """Roll out ``episodes_per_task`` episodes per task for expert and medium."""
+    out: dict[str, Episodes] = {}
+    n = family.num_tasks
+    for qi, quality in enumerate(("expert", "medium")):
+        path = work.rollout(quality)
+        if path.is_file():
+            out[quality] = _load_episodes(path)
+            _emit(progress, phase="rollout", quality=quality, episodes=cfg.episodes_per_task * n,
+                  total=cfg.episodes_per_task * n)
+            continue
+        steps = chosen[quality]
+        cache: dict[int, PolicyParams] = {}
+        for s in sorted(set(int(x) for x in steps)):
+            cache[s] = _load_policy(work.checkpoint(s), device)
+        policy = PolicyParams.gather([cache[int(s)] for s in steps], list(range(n))) \
+            if len(cache) > 1 else cache[int(steps[0])]
+        gen = torch.Generator(device=device).manual_seed(_sub_seed(seed + qi, _ROLLOUT))
+        done = 0
+        _emit(progress, phase="rollout", quality=quality, episodes=0,
+              total=cfg.episodes_per_task * n)
+
+        def on_chunk(k: int, quality: str = quality) -> None:
+            nonlocal done
+            done += k * n
+            _emit(progress, phase="rollout", quality=quality, episodes=done,
+                  total=cfg.episodes_per_task * n)
+
+        par = min(cfg.rollout_parallel, cfg.episodes_per_task)
+        with Roller(family, family.tasks, par) as roller:
+            eps = roller.run(policy_act_fn(policy, gen), cfg.episodes_per_task,
+                             seed=_sub_seed(seed + qi, _ROLLOUT), on_chunk=on_chunk)
+        _save_npz(path, obs=eps.obs, actions=eps.actions, rewards=eps.rewards,
+                  next_obs=eps.next_obs, terminals=eps.terminals)
+        out[quality] = eps
+    return out
+
+
+def mixed_split(episodes_per_task: int, medium_fraction: float) -> tuple[int, int]:
+    """(medium, expert) episode counts per task of the mixed dataset."""
+    n_med = int(round(episodes_per_task * medium_fraction))
+    return n_med, episodes_per_task - n_med
+
+
+def build_stores(family: Any, episodes: dict[str, Episodes], n_medium: int,
+                 n_expert: int) -> dict[str, Any]:
+    """The expert, medium and mixed `TrajectoryStore`s (task id = index into family.tasks)."""
+    from metadt import TrajectoryStore
+
+    od, ad = family.obs_dim, family.act_dim
+    stores = {q: TrajectoryStore(od, ad) for q in QUALITIES}
+    n = family.num_tasks
+    for quality in ("expert", "medium"):
+        eps = episodes[quality]
+        for i in range(n):
+            for e in range(eps.obs.shape[1]):
+                stores[quality].add_episode(eps.obs[i, e], eps.actions[i, e], eps.rewards[i, e],
+                                            next_obs=eps.next_obs[i, e], task=i,
+                                            terminals=eps.terminals[i, e])
+    for i in range(n):
+        for quality, count in (("medium", n_medium), ("expert", n_expert)):
+            eps = episodes[quality]
+            for e in range(count):
+                stores["mixed"].add_episode(eps.obs[i, e], eps.actions[i, e], eps.rewards[i, e],
+                                            next_obs=eps.next_obs[i, e], task=i,
+                                            terminals=eps.terminals[i, e])
+    return stores
+
+
+# --------------------------------------------------------------------------
+# the whole thing
+
+
+def collect(cfg: CollectConfig, out: str | Path, seed: int = 0,
+            progress: Progress | None = None) -> Dataset:
+    """Collect the datasets of ``cfg.family`` into ``out`` (resuming if started).
+
+    Rerunning with the same config, seed and ``out`` continues an interrupted
+    collection; a different config for an existing ``out`` is an error.
+    Progress events (dicts, all with ``phase``):
+
+    - ``train``: ``step``/``total`` (env steps per task), ``tasks``, ``updates``,
+      ``recent_return`` (mean over tasks of the last episode), losses;
+    - ``evaluate``: ``done``/``total`` (checkpoints + the random policy);
+    - ``rollout``: ``quality``, ``episodes``/``total`` (over all tasks);
+    - ``write`` and ``done`` (with ``path``).
+    """
+    cfg.validate()
+    out = Path(out)
+    work = WorkDir(out)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    family = build_family(cfg)
+    identity = {"config": cfg.to_dict(), "seed": int(seed), "family": family.to_json()}
+    if (out / "card.json").is_file():
+        ds = Dataset.open(out)
+        made = ds.card.collection
+        if made.get("config") != cfg.to_dict() or made.get("seed") != int(seed):
+            raise FileExistsError(
+                f"{out} already holds a dataset made with a different config or seed; "
+                f"choose another --out (or delete it)")
+        _emit(progress, phase="done", path=str(out), already=True)
+        return ds
+    if work.config.is_file():
+        prev = read_json(work.config)
+        if prev != json.loads(json.dumps(identity)):
+            raise FileExistsError(
+                f"{out} holds an unfinished collection with a different config, seed or tasks "
+                f"({work.config}); rerun with the same settings to resume, or choose another --out")
+    else:
+        if out.exists() and any(p.name != WORK for p in out.iterdir()):
+            raise FileExistsError(f"{out} exists and is not an unfinished collection; "
+                                  f"choose an empty or new directory")
+        atomic_write_json(work.config, identity)
+    device = resolve_device(cfg.device)
+    timer = _Timer(work)
+
+    t0 = time.perf_counter()
+    summary = train(cfg, family, work, seed, device, progress)
+    timer.add("train", time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    evals, random_returns = evaluate(cfg, family, work, seed, device, progress)
+    timer.add("evaluate", time.perf_counter() - t0)
+
+    final = cfg.steps_per_task
+    medium_steps, midpoints = choose_medium(evals, random_returns, final)
+    chosen = {"expert": np.full(family.num_tasks, final, dtype=np.int64), "medium": medium_steps}
+
+    t0 = time.perf_counter()
+    episodes = rollouts(cfg, family, work, seed, device, chosen, progress)
+    timer.add("rollout", time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    _emit(progress, phase="write", path=str(out))
+    n_med, n_exp = mixed_split(cfg.episodes_per_task, cfg.mixed_medium_fraction)
+    stores = build_stores(family, episodes, n_med, n_exp)
+
+    def ckpt_record(quality: str) -> dict[str, Any]:
+        return {str(i): {"step": int(chosen[quality][i]),
+                         "eval_return": float(evals[int(chosen[quality][i])][i])}
+                for i in range(family.num_tasks)}
+
+    qualities = {
+        "expert": {"episodes_per_task": cfg.episodes_per_task, "checkpoints": ckpt_record("expert"),
+                   "rule": "final checkpoint"},
+        "medium": {"episodes_per_task": cfg.episodes_per_task, "checkpoints": ckpt_record("medium"),
+                   "rule": "checkpoint whose evaluation return is closest to the midpoint of "
+                           "the random return and the final checkpoint's return",
+                   "midpoints": {str(i): float(m) for i, m in enumerate(midpoints)}},
+        "mixed": {"episodes_per_task": n_med + n_exp,
+                  "composition": {"medium": n_med, "expert": n_exp},
+                  "rule": f"first {n_med} medium and first {n_exp} expert episodes of each task",
+                  "checkpoints": {"medium": ckpt_record("medium"),
+                                  "expert": ckpt_record("expert")}},
+    }
+    from metadt import __version__
+
+    timings = dict(timer.data)
+    card = DatasetCard(
+        family=family.name, family_seed=int(cfg.family_seed), obs_dim=family.obs_dim,
+        act_dim=family.act_dim, horizon=family.horizon, tasks=[dict(t) for t in family.tasks],
+        train_ids=list(family.train_ids), test_ids=list(family.test_ids), qualities=qualities,
+        random_returns={str(i): float(r) for i, r in enumerate(random_returns)},
+        collection={
+            "preset": cfg.preset, "seed": int(seed), "config": cfg.to_dict(),
+            "budget": {"steps_per_task": cfg.steps_per_task,
+                       "env_steps_total": cfg.steps_per_task * family.num_tasks,
+                       "updates": int(summary.get("updates", 0)) or None},
+            "random_episodes": cfg.random_episodes, "eval_episodes": cfg.eval_episodes,
+            "checkpoint_evals": {str(s): [float(x) for x in evals[s]] for s in sorted(evals)},
+            "family_options": dict(family.options), "device": str(device),
+            "timings_s": timings, "metadt_version": __version__,
+        },
+        source="metadt collect",
+    )
+    ds = write_dataset(out, card, stores)
+    timer.add("write", time.perf_counter() - t0)
+    if not cfg.keep_replay:
+        shutil.rmtree(work.train_state, ignore_errors=True)
+    _emit(progress, phase="done", path=str(out), already=False)
+    return ds
+
+
+__all__ = ["collect", "choose_medium", "checkpoint_steps", "mixed_split", "build_stores",
+           "train", "evaluate", "rollouts", "WorkDir"]

@@ -1,0 +1,306 @@
+"""Soft Actor-Critic for many tasks at once: one ensemble, stacked weights.
+
+Agent ``i`` of an ensemble of ``N`` is an ordinary SAC agent (tanh-Gaussian
+policy, twin Q critics with Polyak-averaged targets, fixed entropy weight
+``alpha``), but the weights of all agents are stacked along a leading axis and
+every layer is one ``torch.baddbmm`` over the ``N`` agents. An update is a
+single batched forward/backward: the loss is the *sum* of the per-agent mean
+losses, so each agent's gradient is exactly its own, and Adam (elementwise) is
+exactly per-agent Adam. ``N = 1`` is the per-task reference; the tests check
+that an ensemble of 3 follows three single agents update for update.
+
+Shapes: observations ``[N, B, obs_dim]``, actions ``[N, B, act_dim]``,
+rewards and done flags ``[N, B]``. The critic of each agent is two Q networks,
+stored as ``2N`` members (agent ``i`` owns members ``2i`` and ``2i + 1``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Keys of a batch passed to `SACEnsemble.update`.
+BATCH_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/None: CUDA when present, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------
+# stacked MLPs as plain tensors
+
+
+def _init_mlp(n: int, sizes: Sequence[int], gen: torch.Generator) -> list[Tensor]:
+    """Xavier-uniform weights and zero biases for ``n`` stacked MLPs (CPU, float32)."""
+    params: list[Tensor] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        w = (torch.rand(n, fan_in, fan_out, generator=gen) * 2.0 - 1.0) * bound
+        params += [w, torch.zeros(n, 1, fan_out)]
+    return params
+
+
+def mlp_forward(params: Sequence[Tensor], x: Tensor) -> Tensor:
+    """``x [M, B, in] -> [M, B, out]`` through ReLU layers; the last layer is linear."""
+    last = len(params) // 2 - 1
+    for k in range(0, len(params), 2):
+        x = torch.baddbmm(params[k + 1], x, params[k])
+        if k // 2 < last:
+            x = torch.relu(x)
+    return x
+
+
+# --------------------------------------------------------------------------
+# the policy (also what a checkpoint holds)
+
+
+@dataclass
+class PolicyParams:
+    """The stacked actor of ``N`` agents: enough to act, nothing to learn with."""
+
+    params: list[Tensor]
+    action_low: Tensor  # [act_dim]
+    action_high: Tensor
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    @property
+    def num_agents(self) -> int:
+        return int(self.params[0].shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.params[0].device
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.action_low.shape[0])
+
+    def to(self, device: torch.device | str) -> "PolicyParams":
+        return PolicyParams([p.to(device) for p in self.params], self.action_low.to(device),
+                            self.action_high.to(device), self.log_std_min, self.log_std_max)
+
+    def select(self, index: Sequence[int]) -> "PolicyParams":
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.device)
+        return PolicyParams([p.index_select(0, idx) for p in self.params], self.action_low,
+                            self.action_high, self.log_std_min, self.log_std_max)
+
+    @staticmethod
+    def gather(policies: Sequence["PolicyParams"], which: Sequence[int]) -> "PolicyParams":
+        """Agent ``i`` taken from ``policies[which[i]]`` (e.g. one checkpoint per task)."""
+        first = policies[0]
+        params = []
+        for k in range(len(first.params)):
+            params.append(torch.stack([policies[c].params[k][i] for i, c in enumerate(which)]))
+        return PolicyParams(params, first.action_low, first.action_high,
+                            first.log_std_min, first.log_std_max)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"params": [p.detach().cpu() for p in self.params],
+                "action_low": self.action_low.cpu(), "action_high": self.action_high.cpu(),
+                "log_std_min": self.log_std_min, "log_std_max": self.log_std_max}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> "PolicyParams":
+        return cls(list(state["params"]), state["action_low"], state["action_high"],
+                   float(state["log_std_min"]), float(state["log_std_max"]))
+
+    # ---- acting
+    def _scale_bias(self) -> tuple[Tensor, Tensor]:
+        scale = (self.action_high - self.action_low) / 2.0
+        bias = (self.action_high + self.action_low) / 2.0
+        return scale, bias
+
+    def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        out = mlp_forward(self.params, obs)
+        mean, log_std = out.chunk(2, dim=-1)
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        return mean, log_std
+
+    def sample(self, obs: Tensor, noise: Tensor | None = None,
+               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Reparameterized sample: (action, log_prob [M,B], deterministic action)."""
+        mean, log_std = self.distribution(obs)
+        std = log_std.exp()
+        if noise is None:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device,
+                                dtype=mean.dtype)
+        u = mean + std * noise
+        y = torch.tanh(u)
+        scale, bias = self._scale_bias()
+        action = y * scale + bias
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi))
+        log_prob = log_prob - torch.log(scale * (1 - y.pow(2)) + 1e-6)
+        return action, log_prob.sum(-1), torch.tanh(mean) * scale + bias
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> Tensor:
+        """Actions for ``obs [N, B, obs_dim]`` (or ``[N, obs_dim]``), clipped to the bounds."""
+        squeeze = obs.dim() == 2
+        if squeeze:
+            obs = obs.unsqueeze(1)
+        action, _, mode = self.sample(obs, generator=generator)
+        out = mode if deterministic else action
+        out = torch.maximum(torch.minimum(out, self.action_high), self.action_low)
+        return out.squeeze(1) if squeeze else out
+
+
+# --------------------------------------------------------------------------
+# the ensemble
+
+
+class SACEnsemble:
+    """``N`` SAC agents trained together; see the module docstring.
+
+    ``cfg`` is any object with the `SACConfig` fields ``hidden_dim``,
+    ``num_layers``, ``lr``, ``gamma``, ``tau``, ``alpha``, ``log_std_min``,
+    ``log_std_max``.
+    """
+
+    def __init__(self, num_agents: int, obs_dim: int, act_dim: int,
+                 action_low: Sequence[float] | np.ndarray, action_high: Sequence[float] | np.ndarray,
+                 cfg: Any, device: str | torch.device | None = "auto", seed: int = 0) -> None:
+        if num_agents < 1:
+            raise ValueError("num_agents must be at least 1")
+        self.n = int(num_agents)
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        gen = torch.Generator().manual_seed(int(seed))
+        hidden = [int(cfg.hidden_dim)] * int(cfg.num_layers)
+        actor = _init_mlp(self.n, [self.obs_dim, *hidden, 2 * self.act_dim], gen)
+        critic = _init_mlp(2 * self.n, [self.obs_dim + self.act_dim, *hidden, 1], gen)
+        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32))
+        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32))
+        if low.shape != (self.act_dim,) or high.shape != (self.act_dim,):
+            raise ValueError(f"action bounds must have shape ({self.act_dim},)")
+        self.policy = PolicyParams([p.to(self.device).requires_grad_() for p in actor],
+                                   low.to(self.device), high.to(self.device),
+                                   float(cfg.log_std_min), float(cfg.log_std_max))
+        self.critic = [p.to(self.device).requires_grad_() for p in critic]
+        self.critic_target = [p.detach().clone() for p in self.critic]
+        self._make_optimizers()
+        self.updates = 0
+
+    def _make_optimizers(self) -> None:
+        lr = float(self.cfg.lr)
+        self.actor_opt = torch.optim.Adam(self.policy.params, lr=lr)
+        self.critic_opt = torch.optim.Adam(self.critic, lr=lr)
+
+    # ---- critic
+    def q_values(self, critic: Sequence[Tensor], obs: Tensor, actions: Tensor) -> Tensor:
+        """``[N, B, obs] x [N, B, act] -> [N, 2, B]`` (both Q heads of every agent)."""
+        x = torch.cat([obs, actions], dim=-1)
+        n, b, d = x.shape
+        x = x.unsqueeze(1).expand(n, 2, b, d).reshape(2 * n, b, d)
+        return mlp_forward(critic, x).reshape(n, 2, b)
+
+    # ---- learning
+    def update(self, batch: Mapping[str, Tensor], noise_next: Tensor | None = None,
+               noise_pi: Tensor | None = None,
+               generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One SAC update of every agent on its own batch; returns per-agent losses ``[N]``.
+
+        ``batch`` holds ``obs [N,B,obs]``, ``actions [N,B,act]``, ``rewards [N,B]``,
+        ``next_obs``, ``terminals [N,B]`` (1 stops bootstrapping; time-limit
+        truncations are not terminals). ``noise_*`` fix the policy's Gaussian
+        noise (tests); otherwise it is drawn from ``generator``.
+        """
+        cfg = self.cfg
+        obs, actions = batch["obs"], batch["actions"]
+        rewards, next_obs, terminals = batch["rewards"], batch["next_obs"], batch["terminals"]
+        alpha, gamma = float(cfg.alpha), float(cfg.gamma)
+
+        with torch.no_grad():
+            next_a, next_logp, _ = self.policy.sample(next_obs, noise_next, generator)
+            q_next = self.q_values(self.critic_target, next_obs, next_a).min(dim=1).values
+            target = rewards + (1.0 - terminals) * gamma * (q_next - alpha * next_logp)
+
+        q = self.q_values(self.critic, obs, actions)  # [N, 2, B]
+        q_losses = (q - target.unsqueeze(1)).pow(2).mean(-1)  # [N, 2]
+        self.critic_opt.zero_grad(set_to_none=True)
+        q_losses.sum().backward()
+        self.critic_opt.step()
+
+        pi, logp, _ = self.policy.sample(obs, noise_pi, generator)
+        frozen = [p.detach() for p in self.critic]
+        q_pi = self.q_values(frozen, obs, pi).min(dim=1).values
+        pi_losses = (alpha * logp - q_pi).mean(-1)  # [N]
+        self.actor_opt.zero_grad(set_to_none=True)
+        pi_losses.sum().backward()
+        self.actor_opt.step()
+
+        with torch.no_grad():
+            tau = float(cfg.tau)
+            torch._foreach_lerp_(self.critic_target, [p.detach() for p in self.critic], tau)
+        self.updates += 1
+        return {"q1_loss": q_losses[:, 0].detach(), "q2_loss": q_losses[:, 1].detach(),
+                "policy_loss": pi_losses.detach(), "entropy": -logp.detach().mean(-1)}
+
+    # ---- acting
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> Tensor:
+        return self.policy.act(obs, deterministic, generator)
+
+    def policy_snapshot(self) -> PolicyParams:
+        """A detached copy of the actors (what a checkpoint holds)."""
+        return PolicyParams([p.detach().clone() for p in self.policy.params],
+                            self.policy.action_low.clone(), self.policy.action_high.clone(),
+                            self.policy.log_std_min, self.policy.log_std_max)
+
+    # ---- splitting and joining (tests, references)
+    def select(self, index: Sequence[int]) -> "SACEnsemble":
+        """A new ensemble with copies of agents ``index`` (fresh optimizer state)."""
+        index = list(index)
+        new = object.__new__(SACEnsemble)
+        new.n, new.obs_dim, new.act_dim, new.cfg = len(index), self.obs_dim, self.act_dim, self.cfg
+        new.device = self.device
+        a_idx = torch.as_tensor(index, dtype=torch.long, device=self.device)
+        c_idx = torch.as_tensor([2 * i + j for i in index for j in (0, 1)], dtype=torch.long,
+                                device=self.device)
+        new.policy = PolicyParams(
+            [p.detach().index_select(0, a_idx).clone().requires_grad_() for p in self.policy.params],
+            self.policy.action_low, self.policy.action_high,
+            self.policy.log_std_min, self.policy.log_std_max)
+        new.critic = [p.detach().index_select(0, c_idx).clone().requires_grad_()
+                      for p in self.critic]
+        new.critic_target = [p.index_select(0, c_idx).clone() for p in self.critic_target]
+        new._make_optimizers()
+        new.updates = 0
+        return new
+
+    # ---- checkpointing (resume)
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+            "policy": self.policy.state_dict(),
+            "critic": [p.detach().cpu() for p in self.critic],
+            "critic_target": [p.cpu() for p in self.critic_target],
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if (state["n"], state["obs_dim"], state["act_dim"]) != (self.n, self.obs_dim, self.act_dim):
+            raise ValueError("checkpoint shape does not match this ensemble")
+        with torch.no_grad():
+            for p, q in zip(self.policy.params, state["policy"]["params"]):
+                p.copy_(q)
+            for p, q in zip(self.critic, state["critic"]):
+                p.copy_(q)
+            for p, q in zip(self.critic_target, state["critic_target"]):
+                p.copy_(q)
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.updates = int(state["updates"])
