@@ -338,3 +338,44 @@ def test_expert_prompt_is_a_segment_of_the_best_dataset_episode():
     np.testing.assert_allclose(prompts[1].obs[0, :, 0], [-1.0, -1.0])
     np.testing.assert_allclose(prompts[1].rtg[0], [(-1.0 / 6) * 2 / 10, (-1.0 / 6) / 10], rtol=1e-5)
     assert prompts[0].source == "dataset:expert"
+
+
+def test_live_batches_equal_the_training_windows():
+    """Replaying a stored episode through LiveHistory gives the sample_windows window
+    ending at the same step (what the policy saw in training), key by key."""
+    from metadt import TrajectoryStore
+
+    rng = np.random.default_rng(0)
+    T, K, h, scale = 9, 4, 3, 10.0
+    store = TrajectoryStore(2, 1)
+    eps = []
+    for e in range(3):
+        obs = rng.normal(size=(T + 1, 2)).astype(np.float32)
+        act = rng.uniform(-1, 1, size=(T, 1)).astype(np.float32)
+        rew = rng.normal(size=T).astype(np.float32)
+        store.add_episode(obs[:-1], act, rew, next_obs=obs[1:], task=e % 2)
+        eps.append((obs, act, rew))
+    b = store.sample_windows(64, length=K, context=h, return_scale=scale, seed=1)
+    checked = 0
+    for i in range(64):
+        obs, act, rew = eps[int(b["episodes"][i])]
+        end = int(b["timesteps"][i][-1])
+        hist = LiveHistory(1, 2, 1, T, K, h, return_scale=scale)
+        hist.reset(obs[:1], np.array([rew.astype(np.float64).sum()]))
+        for t in range(end):
+            hist.record(act[t:t + 1], rew[t:t + 1], obs[t + 1:t + 2])
+        live = hist.batch()
+        for key in ("obs", "rtg", "timesteps", "mask"):
+            np.testing.assert_allclose(live[key][0], np.asarray(b[key][i]), rtol=1e-5, atol=1e-5,
+                                       err_msg=key)
+        # actions and rewards: equal except at the current step, unknown when acting
+        np.testing.assert_allclose(live["actions"][0, :-1], np.asarray(b["actions"][i])[:-1],
+                                   atol=1e-6)
+        np.testing.assert_allclose(live["rewards"][0, :-1], np.asarray(b["rewards"][i])[:-1],
+                                   atol=1e-6)
+        # contexts: every context any window position uses (all but the last slot)
+        for key in ("ctx_obs", "ctx_actions", "ctx_rewards", "ctx_mask"):
+            np.testing.assert_allclose(live[key][0, :-1], np.asarray(b[key][i])[:-1], atol=1e-6,
+                                       err_msg=key)
+        checked += 1
+    assert checked == 64
