@@ -414,6 +414,35 @@ fn read_npy(dir: &Path, entry: &Value, descr: &str, shape: &[usize], mmap: bool,
         }
         return Ok((Buf::Mapped { map: Arc::new(map), off: data_off, len: numel }, None));
     }
+    if descr == "<f4" {
+        if data_off > head.len() {
+            return Err(Error::format(&path, "unsupported .npy header (longer than 4 KiB)"));
+        }
+        // read the data straight into the column's vector (no second copy)
+        let mut v = crate::store::huge_vec(numel);
+        v.resize(numel, 0.0);
+        // SAFETY: a f32 vector viewed as bytes, for reading into it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, numel * 4) };
+        let first = (head.len() - data_off).min(bytes.len());
+        bytes[..first].copy_from_slice(&head[data_off..data_off + first]);
+        f.read_exact(&mut bytes[first..]).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::format(&path, "truncated while reading"),
+            _ => Error::io(&path, e),
+        })?;
+        if verify {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&head[..data_off]);
+            h.update(bytes);
+            let got = h.finalize() as u64;
+            match m_crc {
+                Some(c) if c == got => {}
+                Some(c) => return Err(Error::format(&path, format!(
+                    "corrupt: CRC-32 is {got:#010x}, the manifest says {c:#010x}"))),
+                None => return Err(Error::format(&mp, format!("{rel}: no crc32 in the manifest"))),
+            }
+        }
+        return Ok((Buf::Owned(v), None));
+    }
     let mut all = Vec::with_capacity(size as usize);
     all.extend_from_slice(&head);
     f.read_to_end(&mut all).map_err(|e| Error::io(&path, e))?;
@@ -423,11 +452,5 @@ fn read_npy(dir: &Path, entry: &Value, descr: &str, shape: &[usize], mmap: bool,
     if verify {
         check_crc(&all)?;
     }
-    let data = &all[data_off..];
-    if descr == "<f4" {
-        let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-        Ok((Buf::Owned(v), None))
-    } else {
-        Ok((Buf::Owned(Vec::new()), Some(data.to_vec())))
-    }
+    Ok((Buf::Owned(Vec::new()), Some(all[data_off..].to_vec())))
 }

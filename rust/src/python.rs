@@ -348,8 +348,19 @@ impl PyStore {
     /// Append one transition (online mode); returns the episode index when `done` closes it, else None.
     #[pyo3(signature = (obs, action, reward, next_obs, done, task=0, terminal=None, stream=None))]
     #[allow(clippy::too_many_arguments)]
-    fn add_step(&self, obs: &Bound<'_, PyAny>, action: &Bound<'_, PyAny>, reward: f64, next_obs: &Bound<'_, PyAny>,
-                done: bool, task: i64, terminal: Option<bool>, stream: Option<i64>) -> PyResult<Option<usize>> {
+    fn add_step(&self, obs: &Bound<'_, PyAny>, action: &Bound<'_, PyAny>, reward: &Bound<'_, PyAny>,
+                next_obs: &Bound<'_, PyAny>, done: bool, task: i64, terminal: Option<bool>, stream: Option<i64>)
+                -> PyResult<Option<usize>> {
+        let reward = match reward.extract::<f64>() {
+            Ok(r) => r,
+            Err(_) => {
+                let (v, _) = floats(reward, "reward", true)?;
+                if v.len() != 1 {
+                    return Err(verr(format!("reward: expected a scalar, got {} values", v.len())));
+                }
+                v[0] as f64
+            }
+        };
         let (o, _) = floats(obs, "obs", true)?;
         let (a, _) = floats(action, "action", true)?;
         let (n, _) = floats(next_obs, "next_obs", true)?;
@@ -615,9 +626,6 @@ pub struct Prefetch {
     state: Mutex<PrefetchState>,
 }
 
-// SAFETY: Kind holds only owned, thread-safe data (specs).
-unsafe impl Send for Kind {}
-unsafe impl Sync for Kind {}
 
 impl Prefetch {
     fn spawn(&self, start: u64) -> Worker {

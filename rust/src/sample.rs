@@ -283,12 +283,20 @@ struct Domain<'a> {
     n_closed: usize,
     open: Vec<&'a OpenEpisode>,
     total: usize,
+    index: Option<std::sync::Arc<crate::store::StepIndex>>,
 }
 
 impl Domain<'_> {
     /// (slot, step within the episode) of virtual index r.
     #[inline]
     fn locate(&self, r: usize) -> (usize, usize) {
+        if let Some(ix) = &self.index {
+            let mut i = ix.table[r >> ix.shift] as usize;
+            while i + 1 < self.cum.len() && self.cum[i + 1] <= r {
+                i += 1;
+            }
+            return (i, r - self.cum[i]);
+        }
         let slot = self.cum.partition_point(|&c| c <= r) - 1;
         (slot, r - self.cum[slot])
     }
@@ -340,6 +348,7 @@ impl Store {
                 n_closed: self.ep_off.len(),
                 open,
                 total: self.num_steps(),
+                index: Some(self.step_index()),
             },
             _ => {
                 let eps: Vec<usize> = match tasks {
@@ -361,7 +370,7 @@ impl Store {
                     cum.push(acc);
                     acc += o.len();
                 }
-                Domain { cum: Cow::Owned(cum), n_closed: eps.len(), eps: Some(eps), open, total: acc }
+                Domain { cum: Cow::Owned(cum), n_closed: eps.len(), eps: Some(eps), open, total: acc, index: None }
             }
         }
     }

@@ -128,7 +128,28 @@ pub(crate) fn choose_start(
         Strategy::Argmax | Strategy::Proportional => {
             let mut sums = Vec::with_capacity(hi - lo + 1);
             match score {
-                Some((d, w)) => segment_sums(d, w, k, lo, hi, &mut sums),
+                Some((d, w)) if strategy == Strategy::Argmax => segment_sums(d, w, k, lo, hi, &mut sums),
+                // proportional: a running sum (O(T) instead of O(T k)); exactness does not matter here
+                Some((d, w)) => {
+                    let mut acc = 0f64;
+                    let mut nonzero = 0usize;
+                    let mut window = std::collections::VecDeque::with_capacity(k + 1);
+                    for t in lo..hi + k {
+                        let x = step_score(d, w, t);
+                        acc += x;
+                        nonzero += (x != 0.0) as usize;
+                        window.push_back(x);
+                        if window.len() > k {
+                            let old = window.pop_front().unwrap_or(0.0);
+                            acc -= old;
+                            nonzero -= (old != 0.0) as usize;
+                        }
+                        if window.len() == k {
+                            // exact 0 for all-zero segments (no rounding residue)
+                            sums.push(if nonzero == 0 { 0.0 } else { acc.max(0.0) });
+                        }
+                    }
+                }
                 None => sums.resize(hi - lo + 1, 0.0),
             }
             lo + if strategy == Strategy::Argmax { argmax(&sums) } else { proportional(&sums, rng) }

@@ -150,6 +150,15 @@ pub(crate) fn advise_huge(v: &Vec<f32>) {
     let _ = v;
 }
 
+/// An empty vector with capacity `n`, huge-page backed when large.
+pub(crate) fn huge_vec(n: usize) -> Vec<f32> {
+    let v = Vec::with_capacity(n);
+    if n * 4 >= HUGE_MIN_BYTES {
+        advise_huge(&v);
+    }
+    v
+}
+
 /// A vector holding a copy of `src`, huge-page backed when large.
 pub(crate) fn huge_copy(src: &[f32]) -> Vec<f32> {
     let mut v = Vec::with_capacity(src.len());
@@ -222,6 +231,16 @@ pub struct Store {
     pub(crate) version: u64,
     /// Per-episode argmax prompt starts, filled lazily: (score column, k, start_min, version, starts).
     pub(crate) argmax_cache: Mutex<Vec<ArgmaxEntry>>,
+    /// Step -> episode lookup table (rebuilt lazily when `version` changes).
+    pub(crate) step_index: Mutex<Option<Arc<StepIndex>>>,
+}
+
+/// Maps a step row to its episode in O(1): `table[row >> shift]` is the
+/// episode holding row `row & !(2^shift - 1)`; a short forward scan finishes.
+pub(crate) struct StepIndex {
+    pub version: u64,
+    pub shift: u32,
+    pub table: Vec<u32>,
 }
 
 /// Cached argmax prompt starts of one (score column, k, start_min) at one store version.
@@ -274,6 +293,7 @@ impl Store {
             rng: AtomicU64::new(0x853C_49E6_748F_EA9B),
             version: 0,
             argmax_cache: Mutex::new(Vec::new()),
+            step_index: Mutex::new(None),
         })
     }
 
@@ -719,6 +739,33 @@ impl Store {
 }
 
 impl Store {
+    /// The step -> episode table of the current version (built on first use).
+    pub(crate) fn step_index(&self) -> Arc<StepIndex> {
+        let mut g = self.step_index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ix) = g.as_ref() {
+            if ix.version == self.version {
+                return ix.clone();
+            }
+        }
+        let n = self.num_steps();
+        let ne = self.num_episodes().max(1);
+        let avg = (n / ne).max(1);
+        let shift = usize::BITS - 1 - avg.leading_zeros();
+        let buckets = (n >> shift) + 1;
+        let mut table = Vec::with_capacity(buckets);
+        let mut e = 0usize;
+        for j in 0..buckets {
+            let row = j << shift;
+            while e + 1 < self.ep_off.len() && self.ep_off[e + 1] <= row {
+                e += 1;
+            }
+            table.push(e as u32);
+        }
+        let ix = Arc::new(StepIndex { version: self.version, shift, table });
+        *g = Some(ix.clone());
+        ix
+    }
+
     /// The lazily filled per-episode argmax starts for (column, k, start_min).
     pub(crate) fn argmax_starts(&self, column: &str, k: usize, start_min: usize) -> Arc<Vec<AtomicU32>> {
         let key = (column.to_string(), k, start_min, self.version);
