@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also run the steps with a torch DataLoader over a NumPy gather")
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader worker processes in --compare (default: 0)")
+    p.add_argument("--block", type=int, default=10,
+                   help="modes run interleaved, this many steps at a time (default: 10)")
     p.add_argument("--trace", metavar="PATH", default=None,
                    help="write a PyTorch profiler trace (Chrome/Perfetto JSON) of a few steps")
     p.add_argument("--trace-steps", type=int, default=3, help="steps in the trace (default: 3)")
@@ -65,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     modes = ["sampler"] + ([] if args.no_prefetch else ["prefetch"]) + \
         (["dataloader"] if args.compare else [])
     common = dict(steps=args.steps, warmup=args.warmup, modes=modes, workers=args.workers,
-                  prefetch_depth=args.prefetch_depth, trace=args.trace,
+                  prefetch_depth=args.prefetch_depth, block=args.block, trace=args.trace,
                   trace_steps=args.trace_steps,
-                  on_mode=lambda m: print(f"profiling: {m} ...", file=sys.stderr, flush=True))
+                  on_mode=lambda m: print(f"setting up: {m}", file=sys.stderr, flush=True))
     if args.stage == "world-model":
         from metadt.config.world_model import WorldModelConfig
 

@@ -15,13 +15,16 @@ each requested *mode* (where the step's batches come from):
 - ``dataloader``: a plain ``torch.utils.data.DataLoader`` over a NumPy gather of
   the same batches (:mod:`metadt.profile.compare`).
 
-Nothing is written to a run directory: no checkpoints, no metrics.
+Each mode has its own trainer (same seed, same initial weights). The modes run
+interleaved, ``block`` steps at a time, so a change of machine load during the
+run affects them alike. Nothing is written to a run directory.
 """
 from __future__ import annotations
 
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,33 +45,34 @@ MODES: dict[str, str] = {
 }
 DEFAULT_MODES: tuple[str, ...] = ("sampler", "prefetch")
 
+#: step(i, next_batch, hook): one training step of index i.
+StepFn = Callable[[int, Callable[[int], dict] | None, Callable[[str], None]], Any]
+
 
 def _check_modes(modes: Sequence[str]) -> list[str]:
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
-        raise ValueError(f"unknown profile mode(s) {bad or modes}; choose from {', '.join(MODES)}")
+        raise ValueError(f"unknown profile mode(s) {bad or list(modes)}; choose from "
+                         f"{', '.join(MODES)}")
     return [m for m in MODES if m in modes]
 
 
-class _Source:
-    """Where the step's batches come from in one mode (``next_batch(i)`` or None)."""
+@dataclass
+class _Run:
+    """One mode being profiled: its step, its batch source and its timer."""
 
-    def __init__(self, next_batch: Callable[[int], dict] | None, close: Callable[[], None]
-                 = lambda: None):
-        self.next_batch, self.close = next_batch, close
+    mode: str
+    step: StepFn
+    next_batch: Callable[[int], dict] | None
+    close: Callable[[], None]
+    timer: PhaseTimer
+    extra: dict[str, Any]
+    done: int = 0
 
 
-def _iter_source(iterable, closer=None) -> _Source:
+def _iter_source(iterable) -> Callable[[int], dict]:
     it = iter(iterable)
-
-    def nxt(_i: int) -> dict:
-        return next(it)
-
-    def close() -> None:
-        if closer is not None:
-            closer()
-
-    return _Source(nxt, close)
+    return lambda _i: next(it)
 
 
 def _environment(dev: torch.device) -> dict[str, Any]:
@@ -83,22 +87,29 @@ def _environment(dev: torch.device) -> dict[str, Any]:
     return env
 
 
-def _run_steps(step: Callable[[int, Callable | None, Callable], Any], source: _Source,
-               first: int, warmup: int, steps: int, timer: PhaseTimer,
-               on_step: Callable[[int], None] | None = None) -> None:
-    """``warmup`` untimed-for-the-result steps, then ``steps`` timed ones."""
-    for j in range(warmup + steps):
-        if j == warmup:
-            timer.reset()
-        timer.begin_step()
-        step(first + j, source.next_batch, timer)
-        timer.end_step()
-        if on_step is not None:
-            on_step(j)
+def _run_interleaved(runs: list[_Run], first: int, warmup: int, steps: int, block: int) -> None:
+    """``warmup`` steps (then the timers reset) and ``steps`` timed steps per run,
+    ``block`` steps of one run at a time, round robin."""
+    total = warmup + steps
+    block = max(1, int(block))
+    try:
+        while any(r.done < total for r in runs):
+            for r in runs:
+                for _ in range(min(block, total - r.done)):
+                    if r.done == warmup:
+                        r.timer.reset()
+                    r.timer.begin_step()
+                    r.step(first + r.done, r.next_batch, r.timer)
+                    r.timer.end_step()
+                    r.done += 1
+    finally:
+        for r in runs:
+            r.close()
 
 
-def _trace(step: Callable, first: int, steps: int, dev: torch.device, path: str | Path) -> str:
-    """A PyTorch profiler trace (Chrome/Perfetto JSON) of ``steps`` steps."""
+def _trace(step: StepFn, first: int, steps: int, dev: torch.device, path: str | Path) -> str:
+    """A PyTorch profiler trace (Chrome/Perfetto JSON) of ``steps`` steps, each phase a
+    ``metadt/<phase>`` range inside a ``metadt/step <i>`` range."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     acts = [ProfilerActivity.CPU]
@@ -107,12 +118,12 @@ def _trace(step: Callable, first: int, steps: int, dev: torch.device, path: str 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     hook = TraceHook()
-    step(first, None, hook)  # one untraced step (lazy inits)
+    step(first, None, hook)  # one untraced step (lazy initialization)
     with profile(activities=acts, record_shapes=False) as prof:
-        for j in range(steps):
-            with record_function(f"metadt/step {first + 1 + j}"):
+        for j in range(1, steps + 1):
+            with record_function(f"metadt/step {first + j}"):
                 hook.begin_step()
-                step(first + 1 + j, None, hook)
+                step(first + j, None, hook)
                 hook.end_step()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
@@ -128,17 +139,42 @@ def untrained_world_model(family: str, preset: str, obs_dim: int, act_dim: int):
     error column does not depend on the weights)."""
     from metadt.models import WorldModel
 
-    wcfg = WorldModelConfig.for_family(family, preset)
-    wm = WorldModel(obs_dim, act_dim, wcfg)
+    wm = WorldModel(obs_dim, act_dim, WorldModelConfig.for_family(family, preset))
     wm.family = family  # type: ignore[attr-defined]
     return wm
+
+
+def _make_run(mode: str, step: StepFn, dev: torch.device, store, kind: str, kw: dict[str, Any],
+              batch_size: int, seed: int, first: int, n: int, workers: int,
+              prefetch_depth: int) -> _Run:
+    extra: dict[str, Any] = {"loader": "numpy-dataloader" if mode == "dataloader" else "rust",
+                             "prefetch": mode == "prefetch"}
+    close: Callable[[], None] = lambda: None  # noqa: E731
+    next_batch = None
+    if mode == "prefetch":
+        it = store.prefetch(kind, depth=prefetch_depth, num_batches=n, seed=seed,
+                            batch=batch_size, **kw)
+        next_batch, close = _iter_source(it), it.close
+        extra["prefetch_depth"] = prefetch_depth
+    elif mode == "dataloader":
+        cls = NumpyWindows if kind == "windows" else NumpyTransitions
+        data = cls(store, batch_size, seed=seed, num_batches=first + n, **kw)
+        next_batch = _iter_source(numpy_loader(data, range(first, first + n), workers,
+                                               pin_memory=dev.type == "cuda"))
+        extra["workers"] = workers
+    return _Run(mode, step, next_batch, close, make_timer(dev), extra)
+
+
+def _check_sizes(steps: int, warmup: int) -> None:
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0 (got {steps}, {warmup})")
 
 
 # --------------------------------------------------------------------------- Meta-DT
 def profile_meta_dt(data: str | Path, cfg: MetaDTConfig, world_model: Any = None, *,
                     steps: int = 50, warmup: int = 5, modes: Sequence[str] = DEFAULT_MODES,
                     start_step: int | None = None, workers: int = 0, prefetch_depth: int = 2,
-                    trace: str | Path | None = None, trace_steps: int = 3,
+                    block: int = 10, trace: str | Path | None = None, trace_steps: int = 3,
                     on_mode: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Profile ``steps`` Meta-DT training steps per mode; returns the JSON document.
 
@@ -152,66 +188,44 @@ def profile_meta_dt(data: str | Path, cfg: MetaDTConfig, world_model: Any = None
     from metadt.train.run import resolve_device
 
     modes = _check_modes(modes)
-    if steps < 1 or warmup < 0:
-        raise ValueError("steps must be >= 1 and warmup >= 0")
+    _check_sizes(steps, warmup)
     dev = resolve_device(cfg.device)
     wm_desc = str(world_model) if world_model is not None else None
     if world_model is None and cfg.needs_world_model:
-        ds0 = Dataset.open(data)
-        world_model = untrained_world_model(ds0.card.family, cfg.preset, ds0.card.obs_dim,
-                                            ds0.card.act_dim)
-        wm_desc = "untrained (random weights, preset size)"
+        card = Dataset.open(data).card
+        world_model = untrained_world_model(card.family, cfg.preset, card.obs_dim, card.act_dim)
+        wm_desc = "untrained (random weights, the preset's size)"
     t0 = time.perf_counter()
-    ds, store, cfg, wm, info = prepare(data, cfg, world_model, dev)
+    ds, store, cfg, wm, _info = prepare(data, cfg, world_model, dev)
     prep_s = time.perf_counter() - t0
     first = int(start_step if start_step is not None
                 else (cfg.warm_train if cfg.use_prompt else 0))
     n = warmup + steps
-    results = []
+
+    def trainer_step():
+        seed_everything(cfg.seed)
+        tr = build_trainer(ds, store, cfg, wm, dev)
+        tr.model.train()
+        return tr, (lambda i, nb, hook: train_step(tr, i, next_batch=nb, timer=hook))
+
+    runs = []
     for mode in modes:
         if on_mode is not None:
             on_mode(mode)
-        seed_everything(cfg.seed)
-        tr = build_trainer(ds, store, cfg, wm, dev)
-        tr.model.train()
-        kw = tr.sample_kwargs(first)
-        if mode == "sampler":
-            src = _Source(None)
-        elif mode == "prefetch":
-            it = store.prefetch("windows", depth=prefetch_depth, num_batches=n, seed=cfg.seed,
-                                batch=cfg.batch_size, **kw)
-            src = _iter_source(it, it.close)
-        else:
-            nw = NumpyWindows(store, cfg.batch_size, seed=cfg.seed, num_batches=first + n, **kw)
-            src = _iter_source(numpy_loader(nw, range(first, first + n), workers,
-                                            pin_memory=dev.type == "cuda"))
-
-        def step(i, next_batch, hook, tr=tr):
-            return train_step(tr, i, next_batch=next_batch, timer=hook)
-
-        timer = make_timer(dev)
-        try:
-            _run_steps(step, src, first, warmup, steps, timer)
-        finally:
-            src.close()
-        extra = {"loader": "numpy-dataloader" if mode == "dataloader" else "rust",
-                 "prefetch": mode == "prefetch"}
-        if mode == "prefetch":
-            extra["prefetch_depth"] = prefetch_depth
-        if mode == "dataloader":
-            extra["workers"] = workers
-        results.append(mode_dict(mode, MODES[mode], timer.stats, cfg.batch_size, **extra))
+        tr, step = trainer_step()
+        runs.append(_make_run(mode, step, dev, store, "windows", tr.sample_kwargs(first),
+                              cfg.batch_size, cfg.seed, first, n, workers, prefetch_depth))
+    _run_interleaved(runs, first, warmup, steps, block)
+    results = [mode_dict(r.mode, MODES[r.mode], r.timer.stats, cfg.batch_size, **r.extra)
+               for r in runs]
+    del runs
     trace_path = None
     if trace is not None:
-        seed_everything(cfg.seed)
-        tr = build_trainer(ds, store, cfg, wm, dev)
-        tr.model.train()
-        trace_path = _trace(lambda i, nb, hook: train_step(tr, i, next_batch=nb, timer=hook),
-                            first, trace_steps, dev, trace)
+        trace_path = _trace(trainer_step()[1], first, trace_steps, dev, trace)
     meta = {"stage": "meta-dt", "method": cfg.method, "family": ds.card.family,
             "dataset": str(Path(data).resolve()), "quality": cfg.quality, "preset": cfg.preset,
             **_environment(dev), "steps": steps, "warmup_steps": warmup,
-            "batch_size": cfg.batch_size, "start_step": first,
+            "batch_size": cfg.batch_size, "start_step": first, "block": block,
             "prompt": bool(cfg.use_prompt and first >= cfg.warm_train),
             "z_source": cfg.z_source if cfg.use_z else None, "world_model": wm_desc,
             "prepare_s": prep_s, "config": cfg.to_dict()}
@@ -222,7 +236,7 @@ def profile_meta_dt(data: str | Path, cfg: MetaDTConfig, world_model: Any = None
 def profile_world_model(data: str | Path, cfg: WorldModelConfig, *, steps: int = 50,
                         warmup: int = 5, modes: Sequence[str] = DEFAULT_MODES,
                         start_step: int = 0, workers: int = 0, prefetch_depth: int = 2,
-                        trace: str | Path | None = None, trace_steps: int = 3,
+                        block: int = 10, trace: str | Path | None = None, trace_steps: int = 3,
                         on_mode: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Profile ``steps`` world-model training steps per mode; returns the JSON document.
 
@@ -233,57 +247,37 @@ def profile_world_model(data: str | Path, cfg: WorldModelConfig, *, steps: int =
     from metadt.train.world_model import build_world_model_trainer, world_model_step
 
     modes = _check_modes(modes)
-    if steps < 1 or warmup < 0:
-        raise ValueError("steps must be >= 1 and warmup >= 0")
+    _check_sizes(steps, warmup)
     cfg.validate()
     dev = resolve_device(cfg.device)
     ds = open_dataset(data, cfg.family, cfg.quality)
     store = ds.store(cfg.quality)
     first = int(start_step)
     n = warmup + steps
-    results = []
+
+    def trainer_step():
+        seed_everything(cfg.seed)
+        tr = build_world_model_trainer(ds, store, cfg, dev, where=str(data))
+        tr.model.train()
+        return tr, (lambda i, nb, hook: world_model_step(tr, i, next_batch=nb, timer=hook))
+
+    runs = []
     for mode in modes:
         if on_mode is not None:
             on_mode(mode)
-        seed_everything(cfg.seed)
-        tr = build_world_model_trainer(ds, store, cfg, dev)
-        tr.model.train()
-        kw = tr.sample_kwargs()
-        if mode == "sampler":
-            src = _Source(None)
-        elif mode == "prefetch":
-            it = store.prefetch("transitions", depth=prefetch_depth, num_batches=n,
-                                seed=cfg.seed, batch=cfg.batch_size, **kw)
-            src = _iter_source(it, it.close)
-        else:
-            nt = NumpyTransitions(store, cfg.batch_size, seed=cfg.seed, num_batches=first + n, **kw)
-            src = _iter_source(numpy_loader(nt, range(first, first + n), workers,
-                                            pin_memory=dev.type == "cuda"))
-
-        def step(i, next_batch, hook, tr=tr):
-            return world_model_step(tr, i, next_batch=next_batch, timer=hook)
-
-        timer = make_timer(dev)
-        try:
-            _run_steps(step, src, first, warmup, steps, timer)
-        finally:
-            src.close()
-        extra = {"loader": "numpy-dataloader" if mode == "dataloader" else "rust",
-                 "prefetch": mode == "prefetch"}
-        if mode == "prefetch":
-            extra["prefetch_depth"] = prefetch_depth
-        if mode == "dataloader":
-            extra["workers"] = workers
-        results.append(mode_dict(mode, MODES[mode], timer.stats, cfg.batch_size, **extra))
+        tr, step = trainer_step()
+        runs.append(_make_run(mode, step, dev, store, "transitions", tr.sample_kwargs(),
+                              cfg.batch_size, cfg.seed, first, n, workers, prefetch_depth))
+    _run_interleaved(runs, first, warmup, steps, block)
+    results = [mode_dict(r.mode, MODES[r.mode], r.timer.stats, cfg.batch_size, **r.extra)
+               for r in runs]
+    del runs
     trace_path = None
     if trace is not None:
-        seed_everything(cfg.seed)
-        tr = build_world_model_trainer(ds, store, cfg, dev)
-        tr.model.train()
-        trace_path = _trace(lambda i, nb, hook: world_model_step(tr, i, next_batch=nb, timer=hook),
-                            first, trace_steps, dev, trace)
+        trace_path = _trace(trainer_step()[1], first, trace_steps, dev, trace)
     meta = {"stage": "world-model", "method": None, "family": ds.card.family,
             "dataset": str(Path(data).resolve()), "quality": cfg.quality, "preset": cfg.preset,
             **_environment(dev), "steps": steps, "warmup_steps": warmup,
-            "batch_size": cfg.batch_size, "start_step": first, "config": cfg.to_dict()}
+            "batch_size": cfg.batch_size, "start_step": first, "block": block,
+            "config": cfg.to_dict()}
     return result_dict(meta, results, trace_path)

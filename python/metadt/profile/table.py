@@ -120,7 +120,9 @@ def describe(doc: dict[str, Any]) -> str:
     return (f"{bits[0]} on {doc.get('family', '?')} ({doc.get('quality', '?')}), "
             f"preset {doc.get('preset', '?')}, batch {doc['batch_size']}, device {doc['device']}"
             f" ({doc['timing']}), {doc['steps']} steps after {doc.get('warmup_steps', 0)} "
-            f"warm-up, torch threads {doc.get('torch_threads', '?')}")
+            f"warm-up, torch threads {doc.get('torch_threads', '?')}"
+            + (f"; once before training: z/error columns {doc['prepare_s']:.2f} s"
+               if doc.get("prepare_s") is not None else ""))
 
 
 def advice(doc: dict[str, Any]) -> list[str]:
@@ -140,16 +142,18 @@ def advice(doc: dict[str, Any]) -> list[str]:
                f"(z, forward, backward, optimizer), {100 * ph[OTHER]['share']:.0f}% other.")
     if base and pre and base["steps_per_s"] > 0:
         gain = pre["steps_per_s"] / base["steps_per_s"] - 1.0
-        out.append(f"prefetching (store.prefetch) hides {_fmt_ms(base['phases']['sample']['ms_per_step'] - pre['phases']['sample']['ms_per_step'])} ms "
-                   f"of sampling per step: {100 * gain:+.0f}% steps/s.")
+        b_ms, p_ms = (base["phases"]["sample"]["ms_per_step"], pre["phases"]["sample"]["ms_per_step"])
+        out.append(f"prefetching (store.prefetch): the step waits {_fmt_ms(p_ms)} ms for its batch "
+                   f"instead of sampling for {_fmt_ms(b_ms)} ms; steps/s {100 * gain:+.0f}% "
+                   "(differences within a few % are noise).")
     dl = modes.get("dataloader")
-    rust = pre or base
-    if dl and rust and dl["phases"]["sample"]["ms_per_step"] > 0:
-        ratio = dl["phases"]["sample"]["ms_per_step"] / max(rust["phases"]["sample"]["ms_per_step"], 1e-9)
-        out.append(f"the DataLoader over a NumPy gather spends {_fmt_ms(dl['phases']['sample']['ms_per_step'])} "
-                   f"ms/step on batches vs {_fmt_ms(rust['phases']['sample']['ms_per_step'])} for "
-                   f"{rust['label']} ({ratio:.1f}x); steps/s {dl['steps_per_s']:.1f} vs "
-                   f"{rust['steps_per_s']:.1f}.")
+    if dl and base:
+        d_ms, b_ms = dl["phases"]["sample"]["ms_per_step"], base["phases"]["sample"]["ms_per_step"]
+        ratio = d_ms / b_ms if b_ms > 0 else float("inf")
+        out.append(f"DataLoader over a NumPy gather ({dl.get('workers', 0)} workers): "
+                   f"{_fmt_ms(d_ms)} ms/step for the batch vs {_fmt_ms(b_ms)} ms with the Rust "
+                   f"sampler ({ratio:.1f}x); steps/s {dl['steps_per_s']:.1f} vs "
+                   f"{base['steps_per_s']:.1f}.")
     if data > 0.25:
         out.append("data-bound: use prefetching; on a GPU also a larger batch so compute "
                    "amortizes the per-step sampling cost.")
