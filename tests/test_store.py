@@ -523,3 +523,32 @@ def test_concurrent_sampling_and_appending_threads():
         t.join()
     assert not errors, errors
     assert s.num_episodes == 60
+
+
+def test_empty_store_roundtrip(tmp_path):
+    s = TrajectoryStore(4, 2, capacity=100)
+    s.set_metadata({"empty": True})
+    s.save(tmp_path / "e")
+    for mmap in (True, False):
+        t = TrajectoryStore.load(tmp_path / "e", mmap=mmap, verify=True)
+        assert t.num_steps == 0 and t.num_episodes == 0 and t.capacity == 100
+        assert t.column("obs").shape == (0, 4) and t.metadata == {"empty": True}
+        t.add_episode(np.ones((3, 4)), np.ones((3, 2)), np.ones(3))
+        assert t.sample_windows(2, length=2, seed=0)["obs"].shape == (2, 2, 4)
+
+
+def test_metadata_property_and_float64_inputs():
+    s = TrajectoryStore(2, 1)
+    s.metadata = {"a": [1, 2], "b": {"c": "d"}}
+    assert s.metadata == {"a": [1, 2], "b": {"c": "d"}}
+    obs = np.random.default_rng(0).normal(size=(5, 2))  # float64
+    s.add_episode(obs, np.zeros((5, 1)), np.ones(5))
+    np.testing.assert_array_equal(s.column("obs"), obs.astype(np.float32))
+    # non-contiguous input
+    big = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    s.add_episode(big[:, ::2], np.zeros((5, 1), np.float32), np.ones(5, np.float32))
+    np.testing.assert_array_equal(s.column("obs")[5:], big[:, ::2])
+    # add_step accepts lists and numpy scalars
+    s.add_step([0.0, 1.0], [0.5], np.float32(1.0), [1.0, 1.0], False)
+    s.add_step(np.zeros(2), np.zeros(1), np.array([2.0]), np.zeros(2), True)
+    assert s.num_episodes == 3 and s.episode_returns()[2] == 3.0
