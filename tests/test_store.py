@@ -552,3 +552,30 @@ def test_metadata_property_and_float64_inputs():
     s.add_step([0.0, 1.0], [0.5], np.float32(1.0), [1.0, 1.0], False)
     s.add_step(np.zeros(2), np.zeros(1), np.array([2.0]), np.zeros(2), True)
     assert s.num_episodes == 3 and s.episode_returns()[2] == 3.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("parent_batch", [8, 4096])
+def test_child_of_fork_never_hangs(parent_batch):
+    s = make(n_eps=20, lengths=[200] * 20)
+    s.sample_windows(parent_batch, length=20, context=4, seed=1)
+    s.sample_transitions(parent_batch, context=4, seed=1)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            a = s.sample_windows(4096, length=20, context=4, seed=1)
+            b = s.sample_transitions(8192, context=4, seed=1)
+            code = 0 if a["obs"].shape[0] == 4096 and b["obs"].shape[0] == 8192 else 2
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(code)
+    os.close(w)
+    import select
+    ready, _, _ = select.select([r], [], [], 60)
+    if not ready:
+        os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    assert ready, "forked child hung"
+    assert os.read(r, 1)[0] == 0

@@ -221,8 +221,10 @@ where
             work(b, it);
         }
     };
-    let threads = rayon::current_num_threads();
-    if n > 1 && bytes >= PARALLEL_MIN_BYTES && threads > 1 && parallel_ok() {
+    // parallel_ok() must run before anything touches rayon's global pool, so that a
+    // child forked from a process that initialized the pool never uses it
+    if n > 1 && bytes >= PARALLEL_MIN_BYTES && parallel_ok() && rayon::current_num_threads() > 1 {
+        let threads = rayon::current_num_threads();
         let per = n.div_ceil(4 * threads).max(16);
         let chunks = n.div_ceil(per);
         (0..chunks).into_par_iter().for_each(|c| chunk(c * per, ((c + 1) * per).min(n)));

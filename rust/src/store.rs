@@ -741,8 +741,14 @@ impl Store {
 impl Store {
     /// The step -> episode table of the current version (built on first use).
     pub(crate) fn step_index(&self) -> Arc<StepIndex> {
-        let mut g = self.step_index.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ix) = g.as_ref() {
+        // try_lock: never block here (a lock orphaned by fork, or a concurrent
+        // builder, just means this call builds its own table)
+        let mut guard = match self.step_index.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(Some(ix)) = guard.as_deref() {
             if ix.version == self.version {
                 return ix.clone();
             }
@@ -762,19 +768,26 @@ impl Store {
             table.push(e as u32);
         }
         let ix = Arc::new(StepIndex { version: self.version, shift, table });
-        *g = Some(ix.clone());
+        if let Some(g) = guard.as_deref_mut() {
+            *g = Some(ix.clone());
+        }
         ix
     }
 
     /// The lazily filled per-episode argmax starts for (column, k, start_min).
     pub(crate) fn argmax_starts(&self, column: &str, k: usize, start_min: usize) -> Arc<Vec<AtomicU32>> {
         let key = (column.to_string(), k, start_min, self.version);
-        let mut c = self.argmax_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = || Arc::new((0..self.num_episodes()).map(|_| AtomicU32::new(NOT_COMPUTED)).collect::<Vec<_>>());
+        let mut c = match self.argmax_cache.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return fresh(),
+        };
         c.retain(|e| e.key.3 == self.version);
         if let Some(e) = c.iter().find(|e| e.key == key) {
             return e.starts.clone();
         }
-        let starts: Arc<Vec<AtomicU32>> = Arc::new((0..self.num_episodes()).map(|_| AtomicU32::new(NOT_COMPUTED)).collect());
+        let starts: Arc<Vec<AtomicU32>> = fresh();
         if c.len() >= 8 {
             c.remove(0);
         }
