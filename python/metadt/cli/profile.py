@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="index of the first step (default: Meta-DT's warm_train, i.e. with the "
                         "prompt; 0 for the world model)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the preset's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's, usually the core count)")
     p.add_argument("--no-prefetch", action="store_true",
                    help="skip the prefetching-iterator mode")
     p.add_argument("--prefetch-depth", type=int, default=2,
@@ -63,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from metadt.profile.step import profile_meta_dt, profile_world_model
     from metadt.profile.table import advice, describe, format_table
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     ds = Dataset.open(args.data)
     modes = ["sampler"] + ([] if args.no_prefetch else ["prefetch"]) + \
         (["dataloader"] if args.compare else [])

@@ -79,7 +79,8 @@ def _environment(dev: torch.device) -> dict[str, Any]:
     env = {"device": str(dev), "timing": "cuda-events" if dev.type == "cuda" else "wall-clock",
            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
            "cpu_count": os.cpu_count(), "platform": platform.platform(),
-           "python": platform.python_version()}
+           "python": platform.python_version(),
+           "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     if dev.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(dev)
     else:

@@ -154,6 +154,14 @@ def advice(doc: dict[str, Any]) -> list[str]:
                    f"{_fmt_ms(d_ms)} ms/step for the batch vs {_fmt_ms(b_ms)} ms with the Rust "
                    f"sampler ({ratio:.1f}x); steps/s {dl['steps_per_s']:.1f} vs "
                    f"{base['steps_per_s']:.1f}.")
+    load, cores = doc.get("load_avg_1min"), doc.get("cpu_count")
+    if load is not None and cores and load > cores:
+        msg = (f"the machine was busy (load average {load:.1f} on {cores} cores): other "
+               "processes inflate these times")
+        if (doc.get("torch_threads") or 1) > 1 and doc.get("device") == "cpu":
+            msg += (f"; {doc['torch_threads']} torch threads waiting for each other on a "
+                    "shared CPU can make steps many times slower: compare with --threads 1")
+        out.append(msg + ".")
     if data > 0.25:
         out.append("data-bound: use prefetching; on a GPU also a larger batch so compute "
                    "amortizes the per-step sampling cost.")
