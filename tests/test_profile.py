@@ -19,6 +19,17 @@ from metadt.profile.timer import (ALL_PHASES, PHASES, CudaTimer, PhaseStats, Ste
 GOALS = [(0.6, 0.2), (-0.4, 0.5), (0.3, -0.6), (-0.5, -0.3), (0.1, 0.8)]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small steps on a shared 2-core machine: one torch thread is faster and steadier."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     path = tmp_path_factory.mktemp("prof") / "ds"
