@@ -8,6 +8,8 @@ ORDER = 70
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from metadt.config.meta_dt import METHODS
+
     p = subparsers.add_parser(
         "profile",
         help="time a training step's phases (sampling, copy, z, forward, backward, optimizer)",
@@ -26,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "world model of the preset's size: same cost, random z)")
     p.add_argument("--stage", default="meta-dt", choices=("meta-dt", "world-model"),
                    help="which trainer to profile (default: meta-dt)")
-    p.add_argument("--method", default="meta-dt", help="Meta-DT method preset (default: meta-dt)")
+    p.add_argument("--method", default="meta-dt", choices=tuple(METHODS),
+                   help="method preset of the Meta-DT stage (default: meta-dt)")
     p.add_argument("--preset", default="cpu", choices=("paper", "cpu", "smoke"),
                    help="size preset (default: cpu)")
     p.add_argument("--quality", default=None, help="dataset quality (default: the preset's)")
