@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "prompt; 0 for the world model)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the preset's)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's, usually the core count)")
+                   help="torch intra-op threads (default: the config's num_threads as in "
+                        "training, else torch's)")
     p.add_argument("--no-prefetch", action="store_true",
                    help="skip the prefetching-iterator mode")
     p.add_argument("--prefetch-depth", type=int, default=2,
@@ -68,10 +69,6 @@ def run(args: argparse.Namespace) -> int:
     from metadt.profile.step import profile_meta_dt, profile_world_model
     from metadt.profile.table import advice, describe, format_table
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
     ds = Dataset.open(args.data)
     modes = ["sampler"] + ([] if args.no_prefetch else ["prefetch"]) + \
         (["dataloader"] if args.compare else [])
@@ -91,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             cfg = cfg.replace(**{name: getattr(args, name)})
     cfg = cfg.with_overrides(args.overrides).validate()
+    if args.threads is not None:
+        if hasattr(cfg, "num_threads"):  # the trainer applies it; so does the profiler
+            cfg = cfg.replace(num_threads=max(1, args.threads))
+        else:
+            import torch
+
+            torch.set_num_threads(max(1, args.threads))
     if args.stage == "world-model":
         if args.world_model is not None:
             print("note: --world-model is ignored with --stage world-model", file=sys.stderr)

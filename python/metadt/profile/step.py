@@ -166,6 +166,13 @@ def _make_run(mode: str, step: StepFn, dev: torch.device, store, kind: str, kw: 
     return _Run(mode, step, next_batch, close, make_timer(dev), extra)
 
 
+def _apply_threads(cfg) -> None:
+    """Use the config's torch thread count as the trainer does (``num_threads`` > 0)."""
+    n = int(getattr(cfg, "num_threads", 0) or 0)
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def _check_sizes(steps: int, warmup: int) -> None:
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0 (got {steps}, {warmup})")
@@ -191,6 +198,7 @@ def profile_meta_dt(data: str | Path, cfg: MetaDTConfig, world_model: Any = None
     modes = _check_modes(modes)
     _check_sizes(steps, warmup)
     dev = resolve_device(cfg.device)
+    _apply_threads(cfg)
     wm_desc = str(world_model) if world_model is not None else None
     if world_model is None and cfg.needs_world_model:
         card = Dataset.open(data).card
@@ -251,6 +259,7 @@ def profile_world_model(data: str | Path, cfg: WorldModelConfig, *, steps: int =
     _check_sizes(steps, warmup)
     cfg.validate()
     dev = resolve_device(cfg.device)
+    _apply_threads(cfg)
     ds = open_dataset(data, cfg.family, cfg.quality)
     store = ds.store(cfg.quality)
     first = int(start_step)
