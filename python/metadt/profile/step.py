@@ -166,6 +166,12 @@ def _make_run(mode: str, step: StepFn, dev: torch.device, store, kind: str, kw: 
     return _Run(mode, step, next_batch, close, make_timer(dev), extra)
 
 
+def _check_device(dev: torch.device) -> None:
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available here "
+                         "(use --device cpu or auto)")
+
+
 def _apply_threads(cfg) -> None:
     """Use the config's torch thread count as the trainer does (``num_threads`` > 0)."""
     n = int(getattr(cfg, "num_threads", 0) or 0)
@@ -198,6 +204,7 @@ def profile_meta_dt(data: str | Path, cfg: MetaDTConfig, world_model: Any = None
     modes = _check_modes(modes)
     _check_sizes(steps, warmup)
     dev = resolve_device(cfg.device)
+    _check_device(dev)
     _apply_threads(cfg)
     wm_desc = str(world_model) if world_model is not None else None
     if world_model is None and cfg.needs_world_model:
@@ -259,6 +266,7 @@ def profile_world_model(data: str | Path, cfg: WorldModelConfig, *, steps: int =
     _check_sizes(steps, warmup)
     cfg.validate()
     dev = resolve_device(cfg.device)
+    _check_device(dev)
     _apply_threads(cfg)
     ds = open_dataset(data, cfg.family, cfg.quality)
     store = ds.store(cfg.quality)
