@@ -519,12 +519,13 @@ impl PyStore {
         self.sample(py, kind, seed_arg(seed)?)
     }
 
-    #[pyo3(signature = (batch, length=20, context=0, return_scale=1.0, columns=Vec::new(), prompt=None, tasks=None, seed=None))]
+    #[pyo3(signature = (batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn sample_windows<'py>(&self, py: Python<'py>, batch: usize, length: usize, context: usize, return_scale: f32,
-                           columns: Vec<String>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
+                           columns: Option<Vec<String>>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
                            seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
-        let kind = self.window_kind(batch, length, context, return_scale, columns, prompt, opt_tasks(tasks)?)?;
+        let kind = self.window_kind(batch, length, context, return_scale, columns.unwrap_or_default(), prompt,
+                                    opt_tasks(tasks)?)?;
         self.sample(py, kind, seed_arg(seed)?)
     }
 
