@@ -139,6 +139,14 @@ def test_table_and_schema_from_synthetic_stats():
         check_result(bad)
 
 
+def test_make_timer_picks_wall_clock_on_cpu():
+    from metadt.profile.timer import make_timer
+
+    t = make_timer("cpu")
+    assert isinstance(t, WallTimer) and t.timing == "wall-clock"
+    assert CudaTimer.timing == "cuda-events"
+
+
 def test_trace_hook_wraps_every_phase():
     seen = []
     hook = TraceHook(seen.append)
