@@ -118,6 +118,9 @@ class MetaDTConfig(Config):
     """Steps per forward pass when computing the z / error columns."""
     device: str = "cpu"
     """Torch device ("cpu", "cuda", "auto" = cuda when available)."""
+    num_threads: int = 1
+    """torch CPU threads for training (0 = torch's default). 1 on the cpu/smoke presets:
+    on a shared 2-core machine, 2 threads measured 20-100x slower per step than 1."""
 
     @property
     def needs_world_model(self) -> bool:
@@ -134,7 +137,7 @@ class MetaDTConfig(Config):
         if family in _SHORT_WINDOWS:
             cfg = cfg.replace(seq_len=8, prompt_len=3)
         if preset == "paper":
-            cfg = cfg.replace(device="auto", log_every=200, checkpoint_every=5000)
+            cfg = cfg.replace(device="auto", num_threads=0, log_every=200, checkpoint_every=5000)
         elif preset == "cpu":
             # ~25x cheaper per step than `paper`; finishes in minutes on 2 cores.
             cfg = cfg.replace(embed_dim=64, n_layers=2, mlp_dim=256, batch_size=32,

@@ -20,6 +20,12 @@ def no_timer(phase: str) -> None:
     """The default phase hook of a training step: does nothing."""
 
 
+def set_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` when ``n > 0`` (process-wide)."""
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def open_dataset(path, family: str, quality: str) -> Dataset:
     """Open a dataset and check it belongs to ``family`` and has ``quality``."""
     ds = Dataset.open(path)

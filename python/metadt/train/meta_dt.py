@@ -29,7 +29,7 @@ from metadt.seeding import seed_everything
 from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, attach_z
 from metadt.train.common import (Progress, check_resume_config, no_timer, obs_stats, open_dataset,
-                                 to_tensors)
+                                 set_threads, to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.prompts import attach_step_errors, prompt_spec
 from metadt.train.run import RUN_FORMAT, load_world_model, resolve_device, world_model_payload
@@ -218,6 +218,7 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     an interruption would (for tests of resuming).
     """
     dev = resolve_device(cfg.device)
+    set_threads(cfg.num_threads)
     out = Path(out)
     ds, store, cfg, wm, info = prepare(data, cfg, world_model, dev)
     if overwrite and out.exists():

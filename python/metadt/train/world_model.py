@@ -22,7 +22,7 @@ from metadt.seeding import seed_everything
 from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, compute_z
 from metadt.train.common import (Progress, check_resume_config, no_timer, obs_stats, open_dataset,
-                                 to_tensors)
+                                 set_threads, to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.run import resolve_device, world_model_payload
 
@@ -107,6 +107,7 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     atomic_write_json(out / "config.json", cfg.to_dict())
 
     dev = resolve_device(cfg.device)
+    set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     tr = build_world_model_trainer(ds, store, cfg, dev, where=str(data))
     wm, opt, table = tr.model, tr.optimizer, tr.table
@@ -188,7 +189,15 @@ def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
-    """Coefficient of determination, averaged over output dims."""
+    """Fraction of the total variance of the task parameter (as a vector) explained:
+    ``1 - sum SS_res / sum SS_tot`` over all output dims."""
+    ss_res = float(((y - pred) ** 2).sum())
+    ss_tot = float(((y - y.mean(0)) ** 2).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+
+
+def _r2_per_dim(y: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination of each output dim, averaged (sklearn's default)."""
     ss_res = ((y - pred) ** 2).sum(0)
     ss_tot = ((y - y.mean(0)) ** 2).sum(0)
     ok = ss_tot > 0
@@ -214,7 +223,9 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
 
     - ``train_task_loss`` / ``test_task_loss``: the world-model loss on each split;
     - ``probe``: a ridge-regression probe z -> task features fitted on training-task
-      steps and scored (R^2) on test-task steps (``r2_test``, the quality bar), also
+      steps and scored on test-task steps: ``r2_test`` (the quality bar) is the
+      fraction of the total variance of the task parameter vector explained,
+      ``r2_test_per_dim`` the per-dimension R^2 averaged; also
       with z averaged per episode (``r2_test_episode_mean``); steps with a full
       h-step context only (z at t < h has seen less);
     - ``behaviour_invariance``: per test task, the distance between the mean z of its
@@ -242,6 +253,7 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
         w = _ridge(z_tr, y_tr, cfg.probe_ridge)
         probe = {"fit_on": "train tasks", "scored_on": "test tasks",
                  "r2_train": _r2(y_tr, _predict(w, z_tr)), "r2_test": _r2(y_te, _predict(w, z_te)),
+                 "r2_test_per_dim": _r2_per_dim(y_te, _predict(w, z_te)),
                  "train_steps": int(len(tr_f)), "test_steps": int(len(te_f))}
 
         def ep_mean(z, idx):
