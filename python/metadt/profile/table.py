@@ -91,6 +91,10 @@ def format_table(doc: dict[str, Any]) -> str:
     for m in modes:
         r += [f"**{_fmt_ms(1e3 * m['wall_s'] / max(m['steps'], 1))}**", "100%"]
     rows.append(r)
+    r = ["step median / p90 (ms)"]
+    for m in modes:
+        r += [f"{_fmt_ms(m['step_ms']['median'])} / {_fmt_ms(m['step_ms']['p90'])}", ""]
+    rows.append(r)
     r = ["steps/s"]
     for m in modes:
         r += [f"{m['steps_per_s']:.1f}", ""]
