@@ -170,6 +170,7 @@ def advice(doc: dict[str, Any]) -> list[str]:
         out.append("data-bound: use prefetching; on a GPU also a larger batch so compute "
                    "amortizes the per-step sampling cost.")
     elif compute > 0.75:
-        out.append("compute-bound: a faster device, more torch threads (CPU), a smaller model "
-                   "or a larger batch per step raise samples/s; the data path is not the limit.")
+        out.append("compute-bound: the data path is not the limit; samples/s grows with a "
+                   "faster device, a larger batch or a smaller model (on CPU, more torch threads "
+                   "only when cores are free).")
     return out
