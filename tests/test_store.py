@@ -579,3 +579,39 @@ def test_child_of_fork_never_hangs(parent_batch):
     os.waitpid(pid, 0)
     assert ready, "forked child hung"
     assert os.read(r, 1)[0] == 0
+
+
+@pytest.mark.parametrize("bad", [
+    lambda s: s.sample_windows(-1),
+    lambda s: s.sample_windows(4, length=-2),
+    lambda s: s.sample_windows(4, context=-1),
+    lambda s: s.sample_transitions(-5),
+    lambda s: s.sample_transitions(4, context=-1),
+    lambda s: s.segment_scores("rewards", -1),
+    lambda s: s.best_segments("rewards", 2, start_min=-1),
+    lambda s: s.top_episodes(0, -1),
+    lambda s: s.prefetch("windows", depth=-1, batch=4),
+    lambda s: s.prefetch("windows", batch=-4),
+    lambda s: s.sample_windows(4, prompt=(-3, None, "random")),
+    lambda s: s.sample_windows(4, prompt={"length": 3, "start_min": -1}),
+    lambda s: s.sample_windows(4, prompt={"length": 3, "pool": [-1]}),
+    lambda s: s.attach_column("episode_offsets", np.zeros(s.num_steps)),
+    lambda s: s.attach_column("a..b", np.zeros(s.num_steps)),
+    lambda s: s.attach_column(".hidden", np.zeros(s.num_steps)),
+    lambda s: TrajectoryStore(-1, 2),
+    lambda s: TrajectoryStore(2, 2, capacity=-5),
+])
+def test_negative_and_reserved_arguments_are_value_errors(bad):
+    s = make()
+    before = snapshot(s)
+    with pytest.raises(ValueError):
+        bad(s)
+    same(before, snapshot(s))
+
+
+def test_dotted_column_names_round_trip(tmp_path):
+    s = make()
+    s.attach_column("z.v1", np.ones(s.num_steps))
+    s.save(tmp_path / "s")
+    t = TrajectoryStore.load(tmp_path / "s")
+    np.testing.assert_array_equal(t.column("z.v1"), s.column("z.v1"))

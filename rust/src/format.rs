@@ -340,7 +340,8 @@ fn read_npy(dir: &Path, entry: &Value, descr: &str, shape: &[usize], mmap: bool,
     let rel = entry.get("file").and_then(Value::as_str).unwrap_or("");
     let path = dir.join(rel);
     let mp = dir.join("manifest.json");
-    if rel.is_empty() || rel.contains("..") || rel.starts_with('/') {
+    let safe = Path::new(rel).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if rel.is_empty() || !safe {
         return Err(Error::format(&mp, format!("invalid file name {rel:?}")));
     }
     let m_dtype = entry.get("dtype").and_then(Value::as_str).unwrap_or("");

@@ -101,19 +101,44 @@ fn parse_prompt(ob: &Bound<'_, PyAny>, default_start: usize) -> PyResult<PromptS
             if !(2..=4).contains(&t.len()) {
                 return Err(verr("prompt tuple must be (length, score, strategy[, start_min])"));
             }
-            let strategy = if t.len() > 2 { t.get_item(2)?.extract()? } else { "argmax".to_string() };
-            let sm = if t.len() > 3 { t.get_item(3)?.extract()? } else { None };
-            (t.get_item(0)?.extract()?, t.get_item(1)?.extract()?, strategy, sm, None)
+            let bad = |_| verr("prompt tuple must be (length: int >= 1, score: str | None, strategy: str[, start_min: int >= 0])");
+            let strategy = if t.len() > 2 { t.get_item(2)?.extract().map_err(bad)? } else { "argmax".to_string() };
+            let sm = if t.len() > 3 { t.get_item(3)?.extract::<Option<Count>>().map_err(bad)?.map(|c| c.0) } else { None };
+            (t.get_item(0)?.extract::<Count>().map_err(bad)?.0, t.get_item(1)?.extract().map_err(bad)?, strategy, sm, None)
         } else {
-            let length = get("length")?.ok_or_else(|| verr("prompt: missing length"))?.extract()
-                .map_err(|_| verr("prompt: length must be a positive int"))?;
-            let score = match get("score")? { Some(s) if !s.is_none() => Some(s.extract()?), _ => None };
-            let strategy = match get("strategy")? { Some(s) if !s.is_none() => s.extract()?, _ => "argmax".to_string() };
-            let start_min = match get("start_min")? { Some(s) if !s.is_none() => Some(s.extract()?), _ => None };
-            let pool = match get("pool")? { Some(s) if !s.is_none() => Some(s.extract()?), _ => None };
+            let length = get("length")?.ok_or_else(|| verr("prompt: missing length"))?.extract::<Count>()
+                .map_err(|_| verr("prompt: length must be a positive int"))?.0;
+            let score = match get("score")? {
+                Some(s) if !s.is_none() => Some(s.extract().map_err(|_| verr("prompt: score must be a column name or None"))?),
+                _ => None,
+            };
+            let strategy = match get("strategy")? {
+                Some(s) if !s.is_none() => s.extract().map_err(|_| verr("prompt: strategy must be a string"))?,
+                _ => "argmax".to_string(),
+            };
+            let start_min = match get("start_min")? {
+                Some(s) if !s.is_none() => Some(s.extract::<Count>().map_err(|_| verr("prompt: start_min must be an int >= 0"))?.0),
+                _ => None,
+            };
+            let pool = match get("pool")? { Some(s) if !s.is_none() => opt_episodes(Some(&s))?, _ => None };
             (length, score, strategy, start_min, pool)
         };
     Ok(PromptSpec { length, score, strategy: as_strategy(&strategy)?, start_min: start_min.unwrap_or(default_start), pool })
+}
+
+/// A non-negative integer argument (a negative value is a `ValueError`, not an `OverflowError`).
+#[derive(Clone, Copy, Debug)]
+struct Count(usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Count {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let v: i128 = obj.extract()?;
+        if v < 0 {
+            return Err(verr(format!("expected a non-negative integer, got {v}")));
+        }
+        usize::try_from(v).map(Count).map_err(|_| verr(format!("integer too large: {v}")))
+    }
 }
 
 /// Owner of a column buffer viewed by NumPy without a copy.
@@ -301,8 +326,9 @@ fn seed_arg(seed: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
 impl PyStore {
     #[new]
     #[pyo3(signature = (obs_dim, act_dim, capacity=None))]
-    fn new(obs_dim: usize, act_dim: usize, capacity: Option<usize>) -> PyResult<Self> {
-        Ok(PyStore { inner: Arc::new(RwLock::new(Store::new(obs_dim, act_dim, capacity).map_err(to_py)?)) })
+    fn new(obs_dim: Count, act_dim: Count, capacity: Option<Count>) -> PyResult<Self> {
+        let store = Store::new(obs_dim.0, act_dim.0, capacity.map(|c| c.0)).map_err(to_py)?;
+        Ok(PyStore { inner: Arc::new(RwLock::new(store)) })
     }
 
     /// Append a complete episode; returns its index.
@@ -450,8 +476,8 @@ impl PyStore {
     fn episode_tasks<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
         read(&self.inner).episode_tasks().to_vec().into_pyarray(py)
     }
-    fn top_episodes<'py>(&self, py: Python<'py>, task: i64, n: usize) -> Bound<'py, PyArray1<i64>> {
-        i64s(py, read(&self.inner).top_episodes(task, n))
+    fn top_episodes<'py>(&self, py: Python<'py>, task: i64, n: Count) -> Bound<'py, PyArray1<i64>> {
+        i64s(py, read(&self.inner).top_episodes(task, n.0))
     }
     fn tasks<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
         read(&self.inner).tasks().into_pyarray(py)
@@ -512,46 +538,51 @@ impl PyStore {
             s.obs_dim, s.act_dim, s.num_episodes(), s.num_steps(), s.num_open_steps(), s.task_eps.len(), s.attached_columns())
     }
 
-    #[pyo3(signature = (batch, context=4, tasks=None, seed=None))]
-    fn sample_transitions<'py>(&self, py: Python<'py>, batch: usize, context: usize,
+    #[pyo3(signature = (batch, context=Count(4), tasks=None, seed=None),
+           text_signature = "(self, batch, context=4, tasks=None, seed=None)")]
+    fn sample_transitions<'py>(&self, py: Python<'py>, batch: Count, context: Count,
                                tasks: Option<&Bound<'_, PyAny>>, seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
-        let kind = Kind::Transitions(TransitionSpec { batch, context, tasks: opt_tasks(tasks)? });
+        let kind = Kind::Transitions(TransitionSpec { batch: batch.0, context: context.0, tasks: opt_tasks(tasks)? });
         self.sample(py, kind, seed_arg(seed)?)
     }
 
-    #[pyo3(signature = (batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None))]
+    #[pyo3(signature = (batch, length=Count(20), context=Count(0), return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None),
+           text_signature = "(self, batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None)")]
     #[allow(clippy::too_many_arguments)]
-    fn sample_windows<'py>(&self, py: Python<'py>, batch: usize, length: usize, context: usize, return_scale: f32,
+    fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, length: Count, context: Count, return_scale: f32,
                            columns: Option<Vec<String>>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
                            seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
-        let kind = self.window_kind(batch, length, context, return_scale, columns.unwrap_or_default(), prompt,
+        let kind = self.window_kind(batch.0, length.0, context.0, return_scale, columns.unwrap_or_default(), prompt,
                                     opt_tasks(tasks)?)?;
         self.sample(py, kind, seed_arg(seed)?)
     }
 
-    #[pyo3(signature = (column, length, start_min=0, episodes=None))]
-    fn segment_scores<'py>(&self, py: Python<'py>, column: &str, length: usize, start_min: usize,
+    #[pyo3(signature = (column, length, start_min=Count(0), episodes=None),
+           text_signature = "(self, column, length, start_min=0, episodes=None)")]
+    fn segment_scores<'py>(&self, py: Python<'py>, column: &str, length: Count, start_min: Count,
                            episodes: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
         let eps = opt_episodes(episodes)?;
-        let s = read(&self.inner).segment_scores(column, length, start_min, eps.as_deref()).map_err(to_py)?;
+        let s = read(&self.inner).segment_scores(column, length.0, start_min.0, eps.as_deref()).map_err(to_py)?;
         segments_dict(py, s, false)
     }
 
-    #[pyo3(signature = (column, length, start_min=0, per="task", mode="argmax", seed=None, episodes=None))]
+    #[pyo3(signature = (column, length, start_min=Count(0), per="task", mode="argmax", seed=None, episodes=None),
+           text_signature = "(self, column, length, start_min=0, per='task', mode='argmax', seed=None, episodes=None)")]
     #[allow(clippy::too_many_arguments)]
-    fn best_segments<'py>(&self, py: Python<'py>, column: &str, length: usize, start_min: usize, per: &str, mode: &str,
+    fn best_segments<'py>(&self, py: Python<'py>, column: &str, length: Count, start_min: Count, per: &str, mode: &str,
                           seed: Option<&Bound<'_, PyAny>>, episodes: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
         let per = Per::parse(per).map_err(to_py)?;
         let mode = as_strategy(mode)?;
         let eps = opt_episodes(episodes)?;
         let seed = seed_arg(seed)?;
-        let s = read(&self.inner).best_segments(column, length, start_min, per, mode, seed, eps.as_deref()).map_err(to_py)?;
+        let s = read(&self.inner).best_segments(column, length.0, start_min.0, per, mode, seed, eps.as_deref()).map_err(to_py)?;
         segments_dict(py, s, true)
     }
 
     /// Iterator of batches prepared on a Rust thread (see docs/store.md).
-    #[pyo3(signature = (kind="windows", depth=2, num_batches=None, seed=None, **kwargs))]
-    fn prefetch(&self, kind: &str, depth: usize, num_batches: Option<u64>, seed: Option<&Bound<'_, PyAny>>,
+    #[pyo3(signature = (kind="windows", depth=Count(2), num_batches=None, seed=None, **kwargs),
+           text_signature = "(self, kind='windows', depth=2, num_batches=None, seed=None, **kwargs)")]
+    fn prefetch(&self, kind: &str, depth: Count, num_batches: Option<Count>, seed: Option<&Bound<'_, PyAny>>,
                 kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Prefetch> {
         let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
             match kwargs { Some(d) => Ok(d.get_item(k)?.filter(|v| !v.is_none())), None => Ok(None) }
@@ -569,11 +600,11 @@ impl PyStore {
                 }
             }
         }
-        let batch: usize = get("batch")?.ok_or_else(|| verr("prefetch: batch is required"))?.extract()?;
-        let context: usize = match get("context")? { Some(v) => v.extract()?, None => if kind == "windows" { 0 } else { 4 } };
+        let batch = get("batch")?.ok_or_else(|| verr("prefetch: batch is required"))?.extract::<Count>()?.0;
+        let context = match get("context")? { Some(v) => v.extract::<Count>()?.0, None => if kind == "windows" { 0 } else { 4 } };
         let tasks = opt_tasks(get("tasks")?.as_ref())?;
         let k = if kind == "windows" {
-            let length: usize = match get("length")? { Some(v) => v.extract()?, None => 20 };
+            let length = match get("length")? { Some(v) => v.extract::<Count>()?.0, None => 20 };
             let rs: f32 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
             let cols: Vec<String> = match get("columns")? { Some(v) => v.extract()?, None => Vec::new() };
             let prompt = get("prompt")?;
@@ -581,6 +612,7 @@ impl PyStore {
         } else {
             Kind::Transitions(TransitionSpec { batch, context, tasks })
         };
+        let (depth, num_batches) = (depth.0, num_batches.map(|n| n.0 as u64));
         if depth == 0 {
             return Err(verr("depth must be >= 1"));
         }

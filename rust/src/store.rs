@@ -198,6 +198,9 @@ impl OpenEpisode {
     }
 }
 
+/// Names used by the on-disk format for the episode tables (not usable as column names).
+pub const RESERVED: [&str; 4] = ["episode_offsets", "episode_lengths", "episode_tasks", "episode_returns"];
+
 /// Names of the built-in columns, in on-disk order.
 pub const BUILTIN: [&str; 6] = ["obs", "actions", "rewards", "next_obs", "terminals", "rtg"];
 
@@ -438,8 +441,10 @@ impl Store {
     /// `values.len() == num_steps * width`, all finite. Rows of episodes added
     /// later are filled with 0 until the column is attached again.
     pub fn attach_column(&mut self, name: &str, values: &[f32], width: usize) -> Result<()> {
-        if name.is_empty() || BUILTIN.contains(&name) || name.starts_with('_') {
-            bail!("invalid column name {name:?} (must be non-empty, not start with '_', not be one of {BUILTIN:?})");
+        if name.is_empty() || BUILTIN.contains(&name) || RESERVED.contains(&name) || name.starts_with('_')
+            || name.starts_with('.') || name.contains("..") {
+            bail!("invalid column name {name:?} (must be non-empty, not start with '_' or '.', not contain '..', \
+                   not be one of {BUILTIN:?} or {RESERVED:?})");
         }
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
             bail!("invalid column name {name:?}: use letters, digits, '_', '-', '.' only");
