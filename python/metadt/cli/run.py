@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         ("train", "MetaDTConfig (every method)"), ("evaluate", "EvaluateConfig")):
         p.add_argument(f"--set-{stage}", dest=f"set_{stage.replace('-', '_')}", action="append",
                        default=[], metavar="FIELD=VALUE", help=f"override a {what} field (repeatable)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch threads (default 1: fastest for the small cpu-preset models on a "
+                        "shared machine; 0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data or "",
         collect_overrides=tuple(args.set_collect), world_model_overrides=tuple(args.set_world_model),
         train_overrides=tuple(args.set_train), evaluate_overrides=tuple(args.set_evaluate),
+        torch_threads=args.threads,
     )
     if args.methods:
         cfg = cfg.replace(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))

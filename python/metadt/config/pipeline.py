@@ -33,6 +33,10 @@ class PipelineConfig(Config):
     """``field=value`` overrides of every method's MetaDTConfig."""
     evaluate_overrides: tuple[str, ...] = ()
     """``field=value`` overrides of the EvaluateConfig."""
+    torch_threads: int = 1
+    """torch intra-op threads for every stage (0 = torch's default). The cpu-preset models
+    are small: on the shared 2-core machine under load, Meta-DT training ran 5.3 steps/s
+    with one thread and 0.6 with two (docs/evaluate.md)."""
 
     def validate(self) -> "PipelineConfig":
         check_preset(self.preset)

@@ -92,6 +92,12 @@ class Pipeline:
     # ------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
         """Run (or resume) every stage; returns the report dict."""
+        from metadt.evaluate.evaluator import torch_threads
+
+        with torch_threads(self.cfg.torch_threads):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         t_all = time.perf_counter()
         self._check_out()
         self.stage_collect()
