@@ -444,6 +444,8 @@ def test_prefetch_and_parallel_sampling_survive_fork():
     s.sample_windows(4096, length=20, context=4, seed=1)  # parent uses the rayon pool
     it = s.prefetch("windows", batch=64, length=8, seed=3, num_batches=6)
     first = next(it)
+    other = s.prefetch("transitions", batch=32, seed=5)  # running in the parent, dropped in the child
+    next(other)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -456,6 +458,8 @@ def test_prefetch_and_parallel_sampling_survive_fork():
             want = s.sample_windows(64, length=8, seed=derive_seed(3, 1))
             ok = ok and np.array_equal(rest[0]["obs"], want["obs"])
             ok = ok and not metadt.data.parallel_available()
+            del other
+            gc.collect()
             code = 0 if ok else 2
         finally:
             os.write(w, bytes([code]))
@@ -470,6 +474,7 @@ def test_prefetch_and_parallel_sampling_survive_fork():
     assert first["obs"].shape == (64, 8, OD)
     assert len(list(it)) == 5
     assert metadt.data.parallel_available()
+    other.close()
 
 
 def test_sampling_releases_gil():

@@ -679,12 +679,19 @@ impl Prefetch {
     }
 
     fn shutdown(st: &mut PrefetchState, join: bool) {
+        if st.pid != std::process::id() {
+            // a worker of the parent process (we are a forked child): leak it
+            if let Some(w) = st.worker.take() {
+                std::mem::forget(w);
+            }
+            return;
+        }
         if let Some(mut w) = st.worker.take() {
             w.stop.store(true, Ordering::Relaxed);
             let h = w.handle.take();
             drop(w); // drops the receiver: a blocked send fails and the thread ends
             if let Some(h) = h {
-                if join && st.pid == std::process::id() {
+                if join {
                     let _ = h.join();
                 }
             }
@@ -715,9 +722,10 @@ impl Prefetch {
             let me = std::process::id();
             if st.worker.is_none() || st.pid != me {
                 if st.pid != me {
-                    // forked: the parent's thread does not exist here
-                    if let Some(mut w) = st.worker.take() {
-                        std::mem::forget(w.handle.take());
+                    // forked: the parent's thread does not exist here; leak its channel
+                    // (its internal state may have been mid-operation at the fork)
+                    if let Some(w) = st.worker.take() {
+                        std::mem::forget(w);
                     }
                 }
                 st.pid = me;
