@@ -93,6 +93,8 @@ def test_column_is_zero_copy_read_only_snapshot():
     s.attach_column("e", np.ones(s.num_steps))
     assert s.column("e").shape == (s.num_steps, 1)
     assert s.columns() == ["e"]
+    b = s.sample_windows(3, length=2, columns="e", seed=0)  # a single name is accepted
+    assert b["e"].shape == (3, 2, 1)
 
 
 @pytest.mark.parametrize("bad", [
@@ -101,6 +103,8 @@ def test_column_is_zero_copy_read_only_snapshot():
     lambda s: s.sample_windows(4, tasks=[42]),
     lambda s: s.sample_windows(4, tasks=[]),
     lambda s: s.sample_windows(4, columns=["nope"]),
+    lambda s: s.sample_windows(4, columns=[1, 2]),
+    lambda s: s.sample_windows(4, columns=["neg", "neg"]),
     lambda s: s.sample_windows(4, return_scale=0.0),
     lambda s: s.sample_windows(4, return_scale=float("nan")),
     lambda s: s.sample_windows(4, prompt=PromptSpec(3, "nope")),

@@ -308,6 +308,20 @@ fn opt_episodes(ob: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<usize>>> {
     }
 }
 
+/// `columns=`: None, a name, or a sequence of names.
+fn column_names(ob: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    match ob {
+        None => Ok(Vec::new()),
+        Some(o) if o.is_none() => Ok(Vec::new()),
+        Some(o) => {
+            if let Ok(s) = o.extract::<String>() {
+                return Ok(vec![s]);
+            }
+            o.extract::<Vec<String>>().map_err(|_| verr("columns must be a column name or a sequence of names"))
+        }
+    }
+}
+
 fn seed_arg(seed: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
     match seed {
         None => Ok(None),
@@ -550,9 +564,9 @@ impl PyStore {
            text_signature = "(self, batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None)")]
     #[allow(clippy::too_many_arguments)]
     fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, length: Count, context: Count, return_scale: f32,
-                           columns: Option<Vec<String>>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
+                           columns: Option<&Bound<'_, PyAny>>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
                            seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
-        let kind = self.window_kind(batch.0, length.0, context.0, return_scale, columns.unwrap_or_default(), prompt,
+        let kind = self.window_kind(batch.0, length.0, context.0, return_scale, column_names(columns)?, prompt,
                                     opt_tasks(tasks)?)?;
         self.sample(py, kind, seed_arg(seed)?)
     }
@@ -606,7 +620,7 @@ impl PyStore {
         let k = if kind == "windows" {
             let length = match get("length")? { Some(v) => v.extract::<Count>()?.0, None => 20 };
             let rs: f32 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
-            let cols: Vec<String> = match get("columns")? { Some(v) => v.extract()?, None => Vec::new() };
+            let cols = column_names(get("columns")?.as_ref())?;
             let prompt = get("prompt")?;
             self.window_kind(batch, length, context, rs, cols, prompt.as_ref(), tasks)?
         } else {
