@@ -122,7 +122,7 @@ class TrajectoryStore:
         length: int = 20,
         context: int = 0,
         return_scale: float = 1.0,
-        columns: Sequence[str] | None = None,
+        columns: str | Sequence[str] | None = None,
         prompt: _Prompt = None,
         tasks: _Tasks = None,
         seed: int | None = None,
