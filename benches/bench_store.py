@@ -78,7 +78,16 @@ class NumpyGather:
         self.start_of_step = np.repeat(off, lens)
         self.off, self.lens = off, lens
         self.task = store.episode_tasks()
-        self.eps_of_task = {int(t): store.episodes_of_task(int(t)) for t in store.tasks()}
+        tasks = store.tasks()
+        groups = [store.episodes_of_task(int(t)) for t in tasks]
+        self.task_pos = {int(t): i for i, t in enumerate(tasks)}
+        self.task_count = np.array([len(g) for g in groups])
+        self.task_table = np.zeros((len(groups), self.task_count.max()), np.int64)
+        for i, g in enumerate(groups):
+            self.task_table[i, :len(g)] = g
+        self.task_index = np.zeros(int(tasks.max()) + 1, np.int64)
+        self.task_index[tasks] = np.arange(len(tasks))
+        self.cs = np.concatenate([[0.0], np.cumsum(self.err, dtype=np.float64)])
         self.rng = np.random.default_rng(0)
         self.N = len(self.rew)
 
@@ -104,12 +113,12 @@ class NumpyGather:
             out["ctx_rewards"] = self.rew[cidc] * cval
             out["ctx_mask"] = cval
         if prompt:
-            tasks = out["tasks"]
-            pe = np.array([self.eps_of_task[int(t)][self.rng.integers(len(self.eps_of_task[int(t)]))] for t in tasks])
+            ti = self.task_index[out["tasks"]]
+            pe = self.task_table[ti, (self.rng.random(B) * self.task_count[ti]).astype(np.int64)]
             T = self.lens[pe]
             o = self.off[pe]
             # argmax over starts in [H, T-KP] of the summed score, vectorized with a cumulative sum
-            cs = np.concatenate([[0.0], np.cumsum(self.err, dtype=np.float64)])
+            cs = self.cs
             starts = np.arange(H, T.max() - KP + 1)
             seg = cs[o[:, None] + starts[None, :] + KP] - cs[o[:, None] + starts[None, :]]
             seg = np.where(starts[None, :] <= (T - KP)[:, None], seg, -np.inf)
@@ -133,11 +142,33 @@ class PythonLoop:
         self.p = self.lens / self.lens.sum()
         self.rng = np.random.default_rng(0)
         self.od, self.ad = obs.shape[1], act.shape[1]
+        err = np.array(store.column("err"))[:, 0]
+        self.err = [err[o:o + n] for o, n in zip(store.episode_offsets(), store.episode_lengths())]
+        self.task = store.episode_tasks()
+        self.eps_of_task = {int(t): store.episodes_of_task(int(t)) for t in store.tasks()}
 
     def windows(self, B, context=0, prompt=False):
         s, a, r, g, ts, m = [], [], [], [], [], []
         cs, ca, cr = [], [], []
+        ps, pa, pr, pg, pt, pe_, pst = [], [], [], [], [], [], []
         for e in self.rng.choice(len(self.eps), size=B, p=self.p):
+            if prompt:
+                cands = self.eps_of_task[int(self.task[e])]
+                q = cands[self.rng.integers(len(cands))]
+                qo, qa, qr, qg = self.eps[q]
+                qe = self.err[q]
+                best, start = -1.0, H
+                for st in range(H, len(qr) - KP + 1):
+                    sc = float(qe[st:st + KP].sum())
+                    if sc > best:
+                        best, start = sc, st
+                ps.append(qo[start:start + KP])
+                pa.append(qa[start:start + KP])
+                pr.append(qr[start:start + KP])
+                pg.append(qg[start:start + KP] / SCALE)
+                pt.append(np.arange(start, start + KP))
+                pe_.append(q)
+                pst.append(start)
             o, ac, rw, rt = self.eps[e]
             end = self.rng.integers(0, len(rw))
             si = max(0, end - K + 1)
@@ -162,6 +193,10 @@ class PythonLoop:
             out["ctx_obs"] = np.stack(cs).reshape(B, K, context, -1)
             out["ctx_actions"] = np.stack(ca).reshape(B, K, context, -1)
             out["ctx_rewards"] = np.stack(cr).reshape(B, K, context)
+        if prompt:
+            out.update(prompt_obs=np.stack(ps), prompt_actions=np.stack(pa), prompt_rewards=np.stack(pr),
+                       prompt_rtg=np.stack(pg), prompt_timesteps=np.stack(pt), prompt_mask=np.ones((B, KP), bool),
+                       prompt_episodes=np.array(pe_), prompt_starts=np.array(pst))
         return out
 
 
@@ -222,7 +257,7 @@ def main() -> None:
             t_np = timeit(lambda: npg.windows(B, **np_kw), min_time)
             rows = [("metadt", t_ours, ob, ""), ("numpy gather", t_np, nbytes(nb),
                     "[B,K,h,.] contexts" if np_kw.get("context") else "")]
-            if not args.no_loop and not np_kw.get("prompt"):
+            if not args.no_loop:
                 lb = loop.windows(B, **np_kw)
                 t_loop = timeit(lambda: loop.windows(B, **np_kw), min_time, repeats=2)
                 rows.append(("python loop", t_loop, nbytes(lb), ""))
