@@ -384,10 +384,17 @@ def collect(cfg: CollectConfig, out: str | Path, seed: int = 0,
     - ``write`` and ``done`` (with ``path``).
     """
     cfg.validate()
-    out = Path(out)
-    work = WorkDir(out)
+    threads = torch.get_num_threads()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _collect(cfg, Path(out), int(seed), progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _collect(cfg: CollectConfig, out: Path, seed: int, progress: Progress | None) -> Dataset:
+    work = WorkDir(out)
     family = build_family(cfg)
     identity = {"config": cfg.to_dict(), "seed": int(seed), "family": family.to_json()}
     if (out / "card.json").is_file():

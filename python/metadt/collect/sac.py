@@ -15,6 +15,7 @@ stored as ``2N`` members (agent ``i`` owns members ``2i`` and ``2i + 1``).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -198,8 +199,15 @@ class SACEnsemble:
 
     # ---- critic
     def q_values(self, critic: Sequence[Tensor], obs: Tensor, actions: Tensor) -> Tensor:
-        """``[N, B, obs] x [N, B, act] -> [N, 2, B]`` (both Q heads of every agent)."""
-        x = torch.cat([obs, actions], dim=-1)
+        """``[N, B, obs] x [N, B, act] -> [N, 2, B]`` (both Q heads of every agent).
+
+        The critics see actions rescaled from the action box to ``[-1, 1]``
+        (a fixed reparametrization of their first layer): with small boxes
+        such as point-robot's ``[-0.1, 0.1]`` this keeps the critic well
+        conditioned in the action.
+        """
+        scale, bias = self.policy._scale_bias()
+        x = torch.cat([obs, (actions - bias) / scale], dim=-1)
         n, b, d = x.shape
         x = x.unsqueeze(1).expand(n, 2, b, d).reshape(2 * n, b, d)
         return mlp_forward(critic, x).reshape(n, 2, b)
@@ -301,6 +309,7 @@ class SACEnsemble:
                 p.copy_(q)
             for p, q in zip(self.critic_target, state["critic_target"]):
                 p.copy_(q)
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        # deep copies: Optimizer.load_state_dict keeps the given tensors (shared state)
+        self.actor_opt.load_state_dict(copy.deepcopy(state["actor_opt"]))
+        self.critic_opt.load_state_dict(copy.deepcopy(state["critic_opt"]))
         self.updates = int(state["updates"])

@@ -74,11 +74,15 @@ _ALLOWED = {
 _NUMPY_DTYPES = re.compile(r"^numpy(\.dtypes)?$")
 
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED or (_NUMPY_DTYPES.match(module) and name.endswith("DType")):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise _Refused(
             f"refusing to load {module}.{name}: only dicts, lists, numbers and NumPy arrays are "
             f"accepted")
 
@@ -89,9 +93,9 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
     try:
         with open(path, "rb") as f:
             return _SafeUnpickler(io.BufferedReader(f)).load()  # type: ignore[arg-type]
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise OfficialFormatError(f"{path}: {exc}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as exc:
         raise OfficialFormatError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") \
             from None
 
