@@ -200,6 +200,14 @@ class PythonLoop:
         return out
 
 
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        return 0
+
+
 def build(tasks: int, eps: int, T: int, od: int, ad: int) -> tuple[TrajectoryStore, float]:
     rng = np.random.default_rng(0)
     store = TrajectoryStore(od, ad)
@@ -224,14 +232,17 @@ def main() -> None:
     tasks = 5 if args.quick else 45
     min_time = 0.1 if args.quick else 0.3
 
+    rss0 = rss_bytes()
     store, build_s = build(tasks, 100, 200, 20, 6)
+    rss_store = rss_bytes() - rss0
     n = store.num_steps
     print(f"dataset: {tasks} tasks x 100 episodes x 200 steps = {n:,} transitions, obs 20, act 6 "
           f"(threads: {os.environ.get('RAYON_NUM_THREADS', os.cpu_count())})")
     print(f"build (add_episode x {store.num_episodes}): {build_s:.2f} s")
     raw = store.raw_bytes()
     print(f"memory: {store.memory_bytes() / 2**20:.1f} MiB held vs {raw / 2**20:.1f} MiB raw columns "
-          f"({store.memory_bytes() / raw:.3f}x)")
+          f"({store.memory_bytes() / raw:.3f}x); process RSS grew by {rss_store / 2**20:.1f} MiB "
+          f"({rss_store / raw:.3f}x, includes the generator's temporaries)")
 
     npg = NumpyGather(store)
     loop = PythonLoop(store)

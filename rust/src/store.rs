@@ -99,7 +99,8 @@ impl Column {
                 let mut nv = Vec::with_capacity(cap);
                 advise_huge(&nv);
                 nv.extend_from_slice(v);
-                *v = nv;
+                *v = nv; // frees the old buffer
+                release_freed_memory();
             } else {
                 v.reserve_exact(grow);
             }
@@ -148,6 +149,16 @@ pub(crate) fn advise_huge(v: &Vec<f32>) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = v;
+}
+
+/// Return freed heap pages to the OS (glibc keeps freed buffers of a few MB
+/// resident otherwise, which would show as memory well above the raw columns).
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// An empty vector with capacity `n`, huge-page backed when large.
@@ -698,6 +709,7 @@ impl Store {
         for a in &mut self.extra {
             a.col.shrink();
         }
+        release_freed_memory();
     }
 
     pub(crate) fn rebuild_task_index(&mut self) {
