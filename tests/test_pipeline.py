@@ -66,6 +66,18 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path, monkeypatch):
     runner.run_pipeline(cfg, out)
     assert [s["stage"] for s in _stages(out)[n:]] == ["report"]
 
+    # the commands on the finished runs
+    from metadt.cli import main
+
+    assert main(["evaluate", "--run", str(out / "seed-0" / "dt"), "--out",
+                 str(tmp_path / "dt-eval.json"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "dt-eval.json").read_text())
+    first = json.loads((out / "seed-0" / "dt" / "eval.json").read_text())
+    assert again["settings"]["zero-shot"]["returns"] == first["settings"]["zero-shot"]["returns"]
+    assert main(["report", str(out), str(out), "--out", str(tmp_path / "cmp"),
+                 "--name", "a", "--name", "b"]) == 0
+    assert "| method, setting | a | b |" in (tmp_path / "cmp" / "results.md").read_text()
+
     # a different family/preset for the same OUT is refused
     with pytest.raises(ValueError, match="different"):
         runner.run_pipeline(cfg.replace(preset="cpu"), out)
