@@ -229,7 +229,8 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
       with z averaged per episode (``r2_test_episode_mean``); steps with a full
       h-step context only (z at t < h has seen less);
     - ``behaviour_invariance``: per test task, the distance between the mean z of its
-      medium and its expert data vs. the distance to other tasks' mean z.
+      medium and its expert data vs. the distance to other tasks' mean z
+      (``behaviour_invariance_train``: the same on the training tasks).
     """
     h = cfg.context_len
     train_ids = [int(t) for t in ds.card.train_ids]
@@ -272,6 +273,7 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
         probe["r2_test_episode_mean"] = _r2(ym_te, _predict(wm_ep, zm_te))
         rep["probe"] = probe
     rep["behaviour_invariance"] = _invariance(wm, ds, cfg, test_ids)
+    rep["behaviour_invariance_train"] = _invariance(wm, ds, cfg, train_ids, per_task=False)
     return rep
 
 
@@ -285,7 +287,7 @@ def _task_means(wm, ds, quality, task_ids, cfg) -> dict[int, np.ndarray]:
     return {int(t): z[table.task[idx] == t].mean(0) for t in np.unique(table.task[idx])}
 
 
-def _invariance(wm, ds, cfg, task_ids) -> dict[str, Any] | None:
+def _invariance(wm, ds, cfg, task_ids, per_task: bool = True) -> dict[str, Any] | None:
     if not {"medium", "expert"} <= set(ds.card.qualities) or len(task_ids) < 2:
         return None
     med = _task_means(wm, ds, "medium", task_ids, cfg)
@@ -293,7 +295,7 @@ def _invariance(wm, ds, cfg, task_ids) -> dict[str, Any] | None:
     tasks = sorted(set(med) & set(exp))
     if len(tasks) < 2:
         return None
-    per_task = {}
+    per_task_d = {}
     wins = 0
     ratios = []
     for t in tasks:
@@ -303,9 +305,10 @@ def _invariance(wm, ds, cfg, task_ids) -> dict[str, Any] | None:
         nearest = min(other)
         wins += same < nearest
         ratios.append(same / max(np.mean(other), 1e-12))
-        per_task[str(t)] = {"medium_vs_expert": same, "nearest_other_task": nearest,
+        per_task_d[str(t)] = {"medium_vs_expert": same, "nearest_other_task": nearest,
                             "mean_other_task": float(np.mean(other))}
     return {"tasks": tasks, "fraction_same_task_closer": wins / len(tasks),
-            "mean_ratio_same_over_other": float(np.mean(ratios)), "per_task": per_task,
+            "mean_ratio_same_over_other": float(np.mean(ratios)),
+            "per_task": per_task_d if per_task else None,
             "note": "mean z per task (steps with full context) of medium vs expert data; "
                     "'other' = cross-quality distances to every other task"}
