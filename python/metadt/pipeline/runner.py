@@ -119,22 +119,20 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / PIPELINE_FILE
         mine = json.loads(json.dumps(self.cfg.to_dict()))
+        seeds, methods = list(self.cfg.seed_list), list(self.cfg.methods)
         if path.is_file():
-            prev = read_json(path).get("config", {})
+            old = read_json(path)
+            prev = old.get("config", {})
             diff = [k for k in FIXED_FIELDS if prev.get(k) != mine.get(k)]
             if diff:
                 raise ValueError(
                     f"{self.out} holds a pipeline with a different {', '.join(diff)} "
                     f"({', '.join(f'{k}={prev.get(k)!r}' for k in diff)}); use another --out")
-            methods = list(dict.fromkeys(list(prev.get("methods", [])) + mine["methods"]))
-            seeds = sorted(set(range(prev.get("first_seed", 0),
-                                     prev.get("first_seed", 0) + prev.get("seeds", 1)))
-                           | set(self.cfg.seed_list))
+            seeds = sorted(set(old.get("all_seeds", [])) | set(seeds))
+            methods = list(dict.fromkeys(list(old.get("all_methods", [])) + methods))
             self.say(f"resuming the pipeline in {self.out}")
-            record = {**mine, "methods": methods, "seeds": len(seeds), "first_seed": min(seeds)}
-        else:
-            record = mine
-        atomic_write_json(path, {"format": "metadt-pipeline", "version": 1, "config": record})
+        atomic_write_json(path, {"format": "metadt-pipeline", "version": 1, "config": mine,
+                                 "all_seeds": seeds, "all_methods": methods})
 
     def _log(self, stage: str, t0: float, **fields: Any) -> None:
         append_jsonl(self.out / STAGES_FILE, {"stage": stage, **fields,
