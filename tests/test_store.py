@@ -624,3 +624,14 @@ def test_dotted_column_names_round_trip(tmp_path):
     s.save(tmp_path / "s")
     t = TrajectoryStore.load(tmp_path / "s")
     np.testing.assert_array_equal(t.column("z.v1"), s.column("z.v1"))
+
+
+def test_huge_batches_are_clean_errors():
+    s = make()
+    with pytest.raises((ValueError, MemoryError)):
+        s.sample_windows(2**62, length=20)
+    with pytest.raises((ValueError, MemoryError)):
+        s.sample_windows(2**40, length=2**30)
+    with pytest.raises((ValueError, MemoryError)):
+        s.sample_transitions(2**50, context=2**20)
+    assert s.sample_windows(2, length=3, seed=0)["obs"].shape == (2, 3, OD)

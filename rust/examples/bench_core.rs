@@ -28,7 +28,7 @@ fn main() {
         let mut spec = WindowSpec::new(b, 20);
         spec.context = h;
         let plan = s.plan_windows(&spec).unwrap();
-        let (_batch, outs) = metadt_core::sample::Batch::alloc_for_bench(plan);
+        let (_batch, outs) = metadt_core::sample::Batch::alloc_for_bench(plan).unwrap();
         let n = if b == 128 { 2000 } else { 300 };
         for i in 0..10 {
             unsafe { s.fill_windows(&spec, i, &outs) };

@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
 use numpy::ndarray::{ArrayView2, IxDyn};
-use numpy::{IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
+use numpy::npyffi::{get_type_object, npy_intp, NpyTypes, PY_ARRAY_API};
+use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
             PyUntypedArray, PyUntypedArrayMethods};
+use std::os::raw::c_int;
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -160,19 +162,38 @@ fn write(l: &RwLock<Store>) -> RwLockWriteGuard<'_, Store> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A new uninitialized C-contiguous NumPy array (MemoryError/ValueError from NumPy as PyErr, never a panic).
+fn new_array<'py, T: Element>(py: Python<'py>, shape: &[usize]) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
+    let mut dims: Vec<npy_intp> = shape.iter().map(|&d| d as npy_intp).collect();
+    // SAFETY: the documented NumPy C API call; a NULL result carries a Python error.
+    unsafe {
+        let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            get_type_object(py, NpyTypes::PyArray_Type),
+            T::get_dtype(py).into_dtype_ptr(),
+            dims.len() as c_int,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+        );
+        let arr = Bound::from_owned_ptr_or_err(py, ptr)?;
+        let data = arr.cast::<PyArrayDyn<T>>()?.data() as *mut u8;
+        Ok((arr, data))
+    }
+}
+
 /// Allocate (uninitialized) NumPy arrays for a plan; returns the dict and pointers.
 fn alloc_numpy<'py>(py: Python<'py>, plan: &[FieldSpec]) -> PyResult<(Bound<'py, PyDict>, Vec<RawOut>)> {
     let d = PyDict::new(py);
     let mut outs = Vec::with_capacity(plan.len());
     for f in plan {
-        let dims = IxDyn(&f.shape);
-        // SAFETY: every element is written by the fill before the arrays are returned.
-        let (arr, ptr): (Bound<'py, PyAny>, *mut u8) = unsafe {
-            match f.dtype {
-                DType::F32 => { let a = PyArray::<f32, _>::new(py, dims, false); let p = a.data() as *mut u8; (a.into_any(), p) }
-                DType::I64 => { let a = PyArray::<i64, _>::new(py, dims, false); let p = a.data() as *mut u8; (a.into_any(), p) }
-                DType::Bool => { let a = PyArray::<bool, _>::new(py, dims, false); let p = a.data() as *mut u8; (a.into_any(), p) }
-            }
+        // every element is written by the fill before the arrays are returned
+        let (arr, ptr) = match f.dtype {
+            DType::F32 => new_array::<f32>(py, &f.shape)?,
+            DType::I64 => new_array::<i64>(py, &f.shape)?,
+            DType::Bool => new_array::<bool>(py, &f.shape)?,
         };
         d.set_item(&f.name, arr)?;
         outs.push(RawOut(ptr));
@@ -679,7 +700,7 @@ impl Prefetch {
         let (tx, rx) = sync_channel(self.depth);
         let stop = Arc::new(AtomicBool::new(false));
         let (store, kind, seed, total, stop2) = (self.store.clone(), self.kind.clone(), self.seed, self.num_batches, stop.clone());
-        let handle = std::thread::Builder::new().name("metadt-prefetch".into()).spawn(move || {
+        let spawned = std::thread::Builder::new().name("metadt-prefetch".into()).spawn(move || {
             let mut i = start;
             while total.is_none_or(|n| i < n) && !stop2.load(Ordering::Relaxed) {
                 let b = kind.sample(&read(&store), derive(seed, i));
@@ -688,8 +709,9 @@ impl Prefetch {
                 }
                 i += 1;
             }
-        }).expect("spawn prefetch thread");
-        Worker { rx, stop, handle: Some(handle) }
+        });
+        // if the thread cannot be created, the channel is closed and __next__ reports it
+        Worker { rx, stop, handle: spawned.ok() }
     }
 
     fn shutdown(st: &mut PrefetchState, join: bool) {
@@ -752,7 +774,7 @@ impl Prefetch {
                     st.next += 1;
                     Some(b)
                 }
-                _ => Some(Err(Error::invalid("prefetch thread ended unexpectedly"))),
+                _ => Some(Err(Error::invalid("prefetch thread ended unexpectedly (could it be started?)"))),
             }
         });
         match res {

@@ -18,6 +18,19 @@ use crate::store::{OpenEpisode, Store, NOT_COMPUTED};
 /// Padding value of actions in windows and prompts.
 pub const ACTION_PAD: f32 = -10.0;
 
+/// Reject plans whose outputs would not fit in memory addresses (overflow).
+fn check_size(plan: &[FieldSpec]) -> Result<()> {
+    let mut total: usize = 0;
+    for f in plan {
+        let bytes = f.shape.iter().try_fold(f.dtype.size(), |a, &d| a.checked_mul(d));
+        match bytes.and_then(|b| total.checked_add(b)) {
+            Some(t) if t <= (isize::MAX as usize) / 2 => total = t,
+            _ => bail!("batch too large: the {:?} output alone has shape {:?}", f.name, f.shape),
+        }
+    }
+    Ok(())
+}
+
 /// Element type of a batch field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
@@ -68,14 +81,22 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn alloc(plan: Vec<FieldSpec>) -> (Batch, Vec<RawOut>) {
+    pub(crate) fn alloc(plan: Vec<FieldSpec>) -> Result<(Batch, Vec<RawOut>)> {
+        fn zeros<T: Clone>(n: usize, z: T, name: &str) -> Result<Vec<T>> {
+            let mut v = Vec::new();
+            if v.try_reserve_exact(n).is_err() {
+                bail!("out of memory allocating the {name:?} output ({n} elements)");
+            }
+            v.resize(n, z);
+            Ok(v)
+        }
         let mut fields = Vec::with_capacity(plan.len());
         for f in plan {
             let n = f.numel();
             let d = match f.dtype {
-                DType::F32 => FieldData::F32(vec![0.0; n]),
-                DType::I64 => FieldData::I64(vec![0; n]),
-                DType::Bool => FieldData::Bool(vec![false; n]),
+                DType::F32 => FieldData::F32(zeros(n, 0.0, &f.name)?),
+                DType::I64 => FieldData::I64(zeros(n, 0, &f.name)?),
+                DType::Bool => FieldData::Bool(zeros(n, false, &f.name)?),
             };
             fields.push((f, d));
         }
@@ -85,11 +106,11 @@ impl Batch {
             FieldData::I64(v) => v.as_mut_ptr() as *mut u8,
             FieldData::Bool(v) => v.as_mut_ptr() as *mut u8,
         })).collect();
-        (b, outs)
+        Ok((b, outs))
     }
     /// Allocate a batch for a plan and return the raw output pointers (for benchmarks
     /// that call `fill_*` directly).
-    pub fn alloc_for_bench(plan: Vec<FieldSpec>) -> (Batch, Vec<RawOut>) {
+    pub fn alloc_for_bench(plan: Vec<FieldSpec>) -> Result<(Batch, Vec<RawOut>)> {
         Self::alloc(plan)
     }
     pub fn spec(&self, name: &str) -> Option<&FieldSpec> {
@@ -419,6 +440,7 @@ impl Store {
             p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, h]));
             p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, h]));
         }
+        check_size(&p)?;
         Ok(p)
     }
 
@@ -492,7 +514,7 @@ impl Store {
     pub fn sample_transitions(&self, spec: &TransitionSpec, seed: Option<u64>) -> Result<Batch> {
         let plan = self.plan_transitions(spec)?;
         let seed = seed.unwrap_or_else(|| self.next_call_seed());
-        let (batch, outs) = Batch::alloc(plan);
+        let (batch, outs) = Batch::alloc(plan)?;
         // SAFETY: outs point into `batch`, allocated from the plan.
         unsafe { self.fill_transitions(spec, seed, &outs) };
         Ok(batch)
@@ -603,6 +625,7 @@ impl Store {
             p.push(FieldSpec::new("prompt_episodes", DType::I64, &[b]));
             p.push(FieldSpec::new("prompt_starts", DType::I64, &[b]));
         }
+        check_size(&p)?;
         Ok(p)
     }
 
@@ -771,7 +794,7 @@ impl Store {
     pub fn sample_windows(&self, spec: &WindowSpec, seed: Option<u64>) -> Result<Batch> {
         let plan = self.plan_windows(spec)?;
         let seed = seed.unwrap_or_else(|| self.next_call_seed());
-        let (batch, outs) = Batch::alloc(plan);
+        let (batch, outs) = Batch::alloc(plan)?;
         // SAFETY: outs point into `batch`, allocated from the validated plan.
         unsafe { self.fill_windows(spec, seed, &outs) };
         Ok(batch)
