@@ -73,6 +73,8 @@ class WorldModelConfig(Config):
     """At most this many steps per store are encoded for the report (subsampled by episode)."""
     probe_ridge: float = 1e-3
     """Ridge penalty of the linear probe z -> task features."""
+    probe_folds: int = 5
+    """Folds (by episode) of the cross-validated probe on the test tasks."""
     device: str = "cpu"
     """Torch device ("cpu", "cuda", "auto" = cuda when available)."""
     num_threads: int = 1

@@ -204,6 +204,23 @@ def _r2_per_dim(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(1.0 - ss_res[ok] / ss_tot[ok])) if ok.any() else float("nan")
 
 
+def _r2_cv(z: np.ndarray, y: np.ndarray, episodes: np.ndarray, lam: float, folds: int,
+           seed: int) -> float | None:
+    """R^2 of a probe fitted and scored on the same tasks, cross-validated by
+    episode (held-out episodes of those tasks)."""
+    eps = np.unique(episodes)
+    if len(eps) < folds or folds < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(rng.permutation(eps).tolist(), np.arange(len(eps)) % folds))
+    f = np.array([fold_of[int(e)] for e in episodes])
+    pred = np.empty_like(y)
+    for k in range(folds):
+        w = _ridge(z[f != k], y[f != k], lam)
+        pred[f == k] = _predict(w, z[f == k])
+    return _r2(y, pred)
+
+
 def _predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.concatenate([x, np.ones((len(x), 1))], 1) @ w
 
@@ -225,7 +242,9 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
     - ``probe``: a ridge-regression probe z -> task features fitted on training-task
       steps and scored on test-task steps: ``r2_test`` (the quality bar) is the
       fraction of the total variance of the task parameter vector explained,
-      ``r2_test_per_dim`` the per-dimension R^2 averaged; also
+      ``r2_test_per_dim`` the per-dimension R^2 averaged; ``r2_test_cv``: a probe
+      fitted and scored on the test tasks themselves, cross-validated over
+      held-out episodes (does z identify *these* tasks linearly); also
       with z averaged per episode (``r2_test_episode_mean``); steps with a full
       h-step context only (z at t < h has seen less);
     - ``behaviour_invariance``: per test task, the distance between the mean z of its
@@ -267,6 +286,8 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
             first[inv[::-1]] = np.arange(len(idx))[::-1]
             return zm, np.stack([feats[int(t)] for t in table.task[idx][first]])
 
+        probe["r2_test_cv"] = _r2_cv(z_te, y_te, table.episode[te_f], cfg.probe_ridge,
+                                     cfg.probe_folds, cfg.seed)
         zm_tr, ym_tr = ep_mean(z_tr, tr_f)
         zm_te, ym_te = ep_mean(z_te, te_f)
         wm_ep = _ridge(zm_tr, ym_tr, cfg.probe_ridge)
