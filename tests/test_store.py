@@ -635,3 +635,22 @@ def test_huge_batches_are_clean_errors():
     with pytest.raises((ValueError, MemoryError)):
         s.sample_transitions(2**50, context=2**20)
     assert s.sample_windows(2, length=3, seed=0)["obs"].shape == (2, 3, OD)
+
+
+def test_interpreter_exits_with_live_prefetchers():
+    import subprocess
+
+    code = (
+        "import numpy as np, metadt\n"
+        "s = metadt.TrajectoryStore(2, 1)\n"
+        "s.add_episode(np.zeros((50, 2)), np.zeros((50, 1)), np.ones(50))\n"
+        "it = s.prefetch('windows', depth=4, batch=4096, length=20, context=4)\n"
+        "next(it)\n"
+        "it2 = s.prefetch('transitions', batch=64)\n"
+        "cycle = [it2]; cycle.append(cycle)\n"  # kept alive by a reference cycle until exit
+        "next(it2)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
