@@ -144,6 +144,7 @@ class Pipeline:
     def stage_collect(self) -> None:
         if (self.data / "card.json").is_file():
             self.say(f"[collect] {self.data}: dataset present, skipped")
+            self._warn_data_config()
             return
         from metadt.collect.collector import collect
 
@@ -158,6 +159,21 @@ class Pipeline:
 
         collect(self.collect_config(), self.data, seed=self.cfg.collect_seed, progress=on_event)
         self._log("collect", t0, path=str(self.data))
+
+    def _warn_data_config(self) -> None:
+        """Say so when an existing dataset was collected with another config than this preset's."""
+        from metadt.data.dataset import Dataset
+
+        try:
+            made = Dataset.open(self.data).card.collection.get("config")
+        except (ValueError, FileNotFoundError):
+            return
+        want = json.loads(json.dumps(self.collect_config().to_dict()))
+        if isinstance(made, dict) and made != want:
+            diff = sorted(k for k in set(made) | set(want) if made.get(k) != want.get(k))
+            self.say(f"[collect] note: {self.data} was collected with a different config than "
+                     f"the {self.cfg.preset} preset's (fields {', '.join(diff)}); using it as is "
+                     f"(pass --data DIR for a fresh collection)")
 
     def stage_world_model(self, seed: int) -> None:
         out = self.world_model_dir(seed)
