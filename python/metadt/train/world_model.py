@@ -249,7 +249,9 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
       h-step context only (z at t < h has seen less);
     - ``behaviour_invariance``: per test task, the distance between the mean z of its
       medium and its expert data vs. the distance to other tasks' mean z
-      (``behaviour_invariance_train``: the same on the training tasks).
+      (``behaviour_invariance_train``: the same on the training tasks;
+      ``behaviour_invariance_probe_space``: the same after the probe's linear
+      readout, i.e. on the task-relevant part of z).
     """
     h = cfg.context_len
     train_ids = [int(t) for t in ds.card.train_ids]
@@ -295,6 +297,9 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
         rep["probe"] = probe
     rep["behaviour_invariance"] = _invariance(wm, ds, cfg, test_ids)
     rep["behaviour_invariance_train"] = _invariance(wm, ds, cfg, train_ids, per_task=False)
+    if rep.get("probe") is not None:
+        # the same in the probe's task-parameter space (the task-relevant part of z)
+        rep["behaviour_invariance_probe_space"] = _invariance(wm, ds, cfg, test_ids, project=w)
     return rep
 
 
@@ -308,11 +313,15 @@ def _task_means(wm, ds, quality, task_ids, cfg) -> dict[int, np.ndarray]:
     return {int(t): z[table.task[idx] == t].mean(0) for t in np.unique(table.task[idx])}
 
 
-def _invariance(wm, ds, cfg, task_ids, per_task: bool = True) -> dict[str, Any] | None:
+def _invariance(wm, ds, cfg, task_ids, per_task: bool = True,
+               project: np.ndarray | None = None) -> dict[str, Any] | None:
     if not {"medium", "expert"} <= set(ds.card.qualities) or len(task_ids) < 2:
         return None
     med = _task_means(wm, ds, "medium", task_ids, cfg)
     exp = _task_means(wm, ds, "expert", task_ids, cfg)
+    if project is not None:
+        med = {t: _predict(project, v[None])[0] for t, v in med.items()}
+        exp = {t: _predict(project, v[None])[0] for t, v in exp.items()}
     tasks = sorted(set(med) & set(exp))
     if len(tasks) < 2:
         return None
@@ -331,5 +340,7 @@ def _invariance(wm, ds, cfg, task_ids, per_task: bool = True) -> dict[str, Any] 
     return {"tasks": tasks, "fraction_same_task_closer": wins / len(tasks),
             "mean_ratio_same_over_other": float(np.mean(ratios)),
             "per_task": per_task_d if per_task else None,
-            "note": "mean z per task (steps with full context) of medium vs expert data; "
+            "note": ("mean z per task" if project is None else
+                     "probe readout of the mean z per task")
+                    + " (steps with full context) of medium vs expert data; "
                     "'other' = cross-quality distances to every other task"}
