@@ -79,6 +79,9 @@ def test_column_is_zero_copy_read_only_snapshot():
     assert c1.__array_interface__["data"][0] == c2.__array_interface__["data"][0]  # same memory, no copy
     with pytest.raises(ValueError):
         c1[0, 0] = 5
+    for v in (c1, s.column("rewards"), s.column("rewards").base):  # nor through a base array
+        with pytest.raises(ValueError):
+            v.flags.writeable = True
     np.testing.assert_array_equal(c1, z)
     # appending after taking a view: the view is an unchanged snapshot
     n = s.num_steps

@@ -464,6 +464,7 @@ impl PyStore {
         let owner = Bound::new(py, ColumnBuffer { _buf: buf })?.into_any();
         let view = unsafe { ArrayView2::from_shape_ptr((n, w), ptr) };
         let arr = unsafe { PyArray2::borrow_from_array(&view, owner) };
+        arr.getattr("flags")?.setattr("writeable", false)?;
         let out = if one_d { arr.call_method1("reshape", (n,))? } else { arr.into_any() };
         out.getattr("flags")?.setattr("writeable", false)?;
         Ok(out)
