@@ -657,3 +657,19 @@ def test_interpreter_exits_with_live_prefetchers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_step_contexts_torch_and_numpy_agree():
+    torch = pytest.importorskip("torch")
+    from metadt.data import step_contexts
+
+    s = make(n_eps=4, lengths=[3, 9, 20, 40])
+    b = s.sample_windows(16, length=6, context=3, seed=2)
+    for key in ("ctx_obs", "ctx_rewards", "ctx_mask"):
+        v = step_contexts(b[key], 3)
+        t = step_contexts(torch.as_tensor(b[key]), 3)
+        assert tuple(v.shape) == (16, 6, 3) + b[key].shape[2:]
+        np.testing.assert_array_equal(t.numpy(), v)
+        assert np.shares_memory(v, b[key])
+    with pytest.raises(ValueError):
+        step_contexts(b["ctx_obs"], 0)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import metadt
-from metadt.data import PromptSpec
+from metadt.data import PromptSpec, step_contexts
 
 import store_reference as ref
 
@@ -129,6 +129,11 @@ def test_windows_match_reference(data, B, K, h, scale, cols, prompt, seed, task_
         want = ref.window(ep, end, K, h, scale, cols)
         for key, val in want.items():
             eq(b[key][i], val, f"{key} sample {i}")
+        if h > 0:  # the per-position context views equal sample_transitions' contexts
+            views = {k_: step_contexts(b[k_], h) for k_ in ("ctx_obs", "ctx_actions", "ctx_rewards", "ctx_mask")}
+            for j in range(K):
+                for key, val in ref.step_context(ep, end - K + 1 + j, h).items():
+                    eq(views[key][i, j], val, f"step context {key} sample {i} position {j}")
         if pspec is not None:
             pe = int(b["prompt_episodes"][i])
             st_ = int(b["prompt_starts"][i])

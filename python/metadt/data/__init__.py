@@ -12,6 +12,7 @@ from metadt.data.store import (
     TrajectoryStore,
     derive_seed,
     parallel_available,
+    step_contexts,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "TrajectoryStore",
     "derive_seed",
     "parallel_available",
+    "step_contexts",
 ]
