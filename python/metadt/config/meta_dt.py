@@ -108,6 +108,12 @@ class MetaDTConfig(Config):
     """Gradient steps."""
     warm_train: int = 20000
     """Steps trained without prompt before the complementary prompt is switched on."""
+    prompt_dropout: float = 0.25
+    """After warm-up, the fraction of samples per batch trained with their prompt masked
+    out (= no prompt). Without it the model forgets to act with no prompt, and the
+    zero-shot setting of the same model collapses (measured on point-robot: action
+    MSE without prompt 0.92 vs 0.33 with, worse than predicting 0). 0 = the original
+    schedule (every sample prompted after warm_train)."""
 
     # -- bookkeeping
     log_every: int = 100
@@ -171,6 +177,8 @@ class MetaDTConfig(Config):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warm_train < 0 or self.warmup_steps < 0:
             raise ValueError("warm_train and warmup_steps must be >= 0")
+        if not 0.0 <= self.prompt_dropout <= 1.0:
+            raise ValueError(f"prompt_dropout must be in [0, 1], got {self.prompt_dropout}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         return self

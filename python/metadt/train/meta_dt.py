@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from metadt.config.meta_dt import MetaDTConfig
@@ -178,6 +179,15 @@ def build_trainer(ds, store, cfg: MetaDTConfig, wm: WorldModel | None,
     return MetaDTTrainer(cfg, store, model, opt, sched, wm, dev, kw_plain, kw_prompt)
 
 
+def drop_prompts(prompt_mask: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """Mask the whole prompt of a fraction ``p`` of the samples (deterministic in
+    ``seed``). A fully masked prompt is exactly "no prompt" for the main sequence
+    (masked keys are never attended), so the one model keeps acting zero-shot."""
+    rng = np.random.default_rng([seed, 0x9E3779B9])
+    keep = torch.from_numpy(rng.random(prompt_mask.shape[0]) >= p).to(prompt_mask.device)
+    return prompt_mask & keep[:, None]
+
+
 def train_step(tr: MetaDTTrainer, i: int, next_batch: Callable[[int], dict] | None = None,
                timer: Callable[[str], None] = no_timer) -> tuple[float, float]:
     """One gradient step on batch ``i``; returns ``(loss, grad norm)``.
@@ -190,6 +200,9 @@ def train_step(tr: MetaDTTrainer, i: int, next_batch: Callable[[int], dict] | No
     raw = tr.sample(i) if next_batch is None else next_batch(i)
     timer("sample")
     b = to_tensors(raw, tr.device)
+    if "prompt_mask" in b and cfg.prompt_dropout > 0:
+        b["prompt_mask"] = drop_prompts(b["prompt_mask"], cfg.prompt_dropout,
+                                        batch_seed(cfg.seed, i))
     timer("h2d")
     z = None
     if cfg.use_z:
