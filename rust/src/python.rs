@@ -574,6 +574,10 @@ impl PyStore {
             s.obs_dim, s.act_dim, s.num_episodes(), s.num_steps(), s.num_open_steps(), s.task_eps.len(), s.attached_columns())
     }
 
+    /// Transitions uniform over steps (closed and open episodes) of `tasks` (None = all), each with the
+    /// `context` transitions strictly before it (oldest first, zero left-padding, `ctx_mask`).
+    /// Keys: obs, actions, rewards, next_obs, terminals, tasks, episodes (-1 = open), timesteps,
+    /// and with context h > 0: ctx_obs [B,h,obs], ctx_actions, ctx_rewards, ctx_mask. See docs/store.md.
     #[pyo3(signature = (batch, context=Count(4), tasks=None, seed=None),
            text_signature = "(self, batch, context=4, tasks=None, seed=None)")]
     fn sample_transitions<'py>(&self, py: Python<'py>, batch: Count, context: Count,
@@ -582,6 +586,13 @@ impl PyStore {
         self.sample(py, kind, seed_arg(seed)?)
     }
 
+    /// Decision-Transformer windows of `length` K ending at a step drawn uniformly over all steps;
+    /// left padding obs 0, actions -10, rtg 0, timestep 0, mask False. Keys: obs [B,K,obs], actions,
+    /// rewards, rtg (/return_scale), timesteps, mask, tasks, episodes, one [B,K,d] array per name in
+    /// `columns`; with context h > 0: ctx_obs/ctx_actions/ctx_rewards/ctx_mask covering [end-K-h+1, end]
+    /// (the context of position j is ctx_*[:, j:j+h]); with `prompt`: prompt_obs, prompt_actions,
+    /// prompt_rewards, prompt_rtg, prompt_timesteps, prompt_mask [B,k,...], prompt_episodes, prompt_starts.
+    /// See docs/store.md.
     #[pyo3(signature = (batch, length=Count(20), context=Count(0), return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None),
            text_signature = "(self, batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None)")]
     #[allow(clippy::too_many_arguments)]
@@ -593,6 +604,8 @@ impl PyStore {
         self.sample(py, kind, seed_arg(seed)?)
     }
 
+    /// Every length-k segment with start in [start_min, T-k] of each episode, scored by the column
+    /// (summed over steps and over the column's width): {"episodes", "starts", "scores"}.
     #[pyo3(signature = (column, length, start_min=Count(0), episodes=None),
            text_signature = "(self, column, length, start_min=0, episodes=None)")]
     fn segment_scores<'py>(&self, py: Python<'py>, column: &str, length: Count, start_min: Count,
@@ -602,6 +615,8 @@ impl PyStore {
         segments_dict(py, s, false)
     }
 
+    /// One segment of `segment_scores` per task or per episode, by argmax (ties: earliest) or drawn
+    /// proportionally to the score: {"keys", "episodes", "starts", "scores"}.
     #[pyo3(signature = (column, length, start_min=Count(0), per="task", mode="argmax", seed=None, episodes=None),
            text_signature = "(self, column, length, start_min=0, per='task', mode='argmax', seed=None, episodes=None)")]
     #[allow(clippy::too_many_arguments)]
