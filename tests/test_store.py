@@ -673,3 +673,18 @@ def test_step_contexts_torch_and_numpy_agree():
         assert np.shares_memory(v, b[key])
     with pytest.raises(ValueError):
         step_contexts(b["ctx_obs"], 0)
+
+
+def test_prefetch_with_prompt_columns_and_tasks():
+    s = make(n_eps=8, lengths=[30 + 5 * i for i in range(8)], tasks=3)
+    s.attach_column("err", np.abs(np.random.default_rng(3).normal(size=s.num_steps)).astype(np.float32))
+    kw = dict(batch=16, length=6, context=2, return_scale=5.0, columns=["err"],
+              prompt=PromptSpec(4, "err", "proportional"), tasks=[0, 2])
+    with s.prefetch("windows", num_batches=3, seed=4, **kw) as it:
+        got = list(it)
+    for i, b in enumerate(got):
+        want = s.sample_windows(seed=derive_seed(4, i), **kw)
+        assert set(b) == set(want)
+        for k in want:
+            np.testing.assert_array_equal(b[k], want[k], err_msg=k)
+        assert set(np.unique(b["tasks"])) <= {0, 2}
