@@ -295,6 +295,43 @@ impl Store {
     }
 }
 
+/// Fill `dst[done..total]` from the file at `offset` onwards (positional reads
+/// straight into not-yet-initialized memory, so nothing is zeroed first).
+fn read_into(f: &File, dst: *mut u8, mut done: usize, total: usize, mut offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        while done < total {
+            let want = (total - done).min(1 << 30);
+            // SAFETY: writes at most `want` bytes into our allocation at `dst + done`.
+            let n = unsafe { libc::pread(f.as_raw_fd(), dst.add(done) as *mut libc::c_void, want, offset as libc::off_t) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n as usize;
+            offset += n as u64;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = f;
+        f.seek(SeekFrom::Start(offset))?;
+        // SAFETY: zero the rest first so the slice is initialized, then read into it.
+        unsafe { std::ptr::write_bytes(dst.add(done), 0, total - done) };
+        let buf = unsafe { std::slice::from_raw_parts_mut(dst.add(done), total - done) };
+        f.read_exact(buf)
+    }
+}
+
 /// Parse a `.npy` header; returns (descr, fortran_order, shape, data offset).
 fn parse_header(file: &Path, head: &[u8]) -> Result<(String, bool, Vec<usize>, usize)> {
     let bad = |msg: &str| Error::format(file, msg.to_string());
@@ -421,15 +458,19 @@ fn read_npy(dir: &Path, entry: &Value, descr: &str, shape: &[usize], mmap: bool,
         }
         // read the data straight into the column's vector (no second copy)
         let mut v = crate::store::huge_vec(numel);
-        v.resize(numel, 0.0);
-        // SAFETY: a f32 vector viewed as bytes, for reading into it.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, numel * 4) };
-        let first = (head.len() - data_off).min(bytes.len());
-        bytes[..first].copy_from_slice(&head[data_off..data_off + first]);
-        f.read_exact(&mut bytes[first..]).map_err(|e| match e.kind() {
+        let total = numel * 4;
+        let first = (head.len() - data_off).min(total);
+        let dst = v.as_mut_ptr() as *mut u8;
+        // SAFETY: `dst` has capacity for `total` bytes; the first `first` come from the header read.
+        unsafe { std::ptr::copy_nonoverlapping(head[data_off..].as_ptr(), dst, first) };
+        read_into(&f, dst, first, total, (data_off + first) as u64).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => Error::format(&path, "truncated while reading"),
             _ => Error::io(&path, e),
         })?;
+        // SAFETY: all `numel` elements were written above (any bit pattern is a valid f32).
+        unsafe { v.set_len(numel) };
+        // SAFETY: the initialized vector viewed as bytes (for the checksum).
+        let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, total) };
         if verify {
             let mut h = crc32fast::Hasher::new();
             h.update(&head[..data_off]);
