@@ -11,6 +11,15 @@ from metadt.config.collect import SACConfig
 LOW, HIGH = [-0.1, -0.1], [0.1, 0.1]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls: one torch thread is faster, and much faster on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _batch(n: int, b: int, od: int, ad: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     return {
         "obs": torch.randn(n, b, od, generator=gen),

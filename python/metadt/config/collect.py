@@ -127,14 +127,15 @@ class CollectConfig(Config):
                                    sac=SACConfig(alpha=0.003, lr=1e-3))
             if kind == "mujoco":
                 return cfg.replace(num_tasks=6 if family != "cheetah-dir" else None,
-                                   steps_per_task=30_000, start_steps=2_000, update_after=1_000,
-                                   updates_per_step=0.5, checkpoint_every=2_000,
-                                   eval_episodes=2, random_episodes=2, episodes_per_task=20,
-                                   rollout_parallel=5, resume_every=4_000)
+                                   steps_per_task=60_000, start_steps=2_000, update_after=1_000,
+                                   updates_per_step=0.5, checkpoint_every=3_000,
+                                   eval_episodes=3, random_episodes=5, episodes_per_task=100,
+                                   rollout_parallel=20, resume_every=4_000, torch_threads=1)
             return cfg.replace(num_tasks=4, num_train=3, steps_per_task=20_000,
                                start_steps=2_000, update_after=1_000, updates_per_step=0.5,
                                checkpoint_every=2_000, eval_episodes=2, random_episodes=2,
-                               episodes_per_task=20, rollout_parallel=5, resume_every=5_000)
+                               episodes_per_task=20, rollout_parallel=5, resume_every=5_000,
+                               torch_threads=1)
         # smoke: seconds
         sac = SACConfig(hidden_dim=32, batch_size=32)
         cfg = cfg.replace(torch_threads=1)
