@@ -175,3 +175,19 @@ def test_split_episodes_and_goal_conversion():
         goals_to_tasks("point-robot", np.zeros((3, 3)))
     with pytest.raises(OfficialFormatError, match="cannot be converted"):
         goals_to_tasks("reach", [object()])
+
+
+def test_param_family_goals_become_multipliers():
+    from metadt.envs import family_class, family_from_tasks
+
+    defaults = family_class("hopper-param").defaults()
+    goals = [{k: (np.asarray(v) * 1.5).tolist() for k, v in defaults.items()}]
+    (task,) = goals_to_tasks("hopper-param", goals)
+    for name, base in defaults.items():
+        mult = np.asarray(task[name])
+        np.testing.assert_allclose(mult[base != 0], 1.5)
+        np.testing.assert_allclose(mult[base == 0], 1.0)
+    family_from_tasks("hopper-param", [task], num_train=1)  # valid metadt task
+    bad = [{k: v for k, v in goals[0].items() if k != "dof_damping"}]
+    with pytest.raises(OfficialFormatError, match="dof_damping"):
+        goals_to_tasks("hopper-param", bad)
