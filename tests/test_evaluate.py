@@ -210,7 +210,7 @@ def test_evaluator_settings_and_report_numbers():
     fam = TwoTaskFamily()
     subj = Subject(method="meta-dt", policy=ConstantPolicy(-1.0), family=fam, window=3,
                    context=2, prompt_len=2, return_scale=10.0, prompt_strategy="last")
-    cfg = EvaluateConfig(episodes=2, few_shot_episodes=3)
+    cfg = EvaluateConfig(episodes=2, few_shot_episodes=3, settings=("zero-shot", "few-shot"))
     saved = []
     res = Evaluator(subj, cfg, _targets(fam)).run(save=lambda r: saved.append(dict(r)))
     assert set(res["settings"]) == {"zero-shot", "few-shot"} and len(saved) == 2

@@ -16,7 +16,9 @@ SETTINGS = ("zero-shot", "few-shot", "expert-prompt")
 #: evaluated zero-shot too where that is meaningful: it is also the phase
 #: that collects the agent's own trajectories for few-shot.
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
-    "meta-dt": ("zero-shot", "few-shot"),
+    # expert-prompt for Meta-DT is a diagnostic (an upper bound of its prompt pathway,
+    # not the protocol's few-shot setting, which never sees a demonstration)
+    "meta-dt": ("zero-shot", "few-shot", "expert-prompt"),
     "dt": ("zero-shot",),
     "prompt-dt": ("expert-prompt", "few-shot"),
     "meta-dt-no-z": ("few-shot",),

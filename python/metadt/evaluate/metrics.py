@@ -28,7 +28,7 @@ METHOD_LABELS = {
 SETTING_LABELS = {
     "zero-shot": "zero-shot",
     "few-shot": "few-shot (own trajectories)",
-    "expert-prompt": "expert prompt",
+    "expert-prompt": "expert prompt (demonstration)",
 }
 METHOD_ORDER = list(METHOD_LABELS)
 SETTING_ORDER = list(SETTING_LABELS)
