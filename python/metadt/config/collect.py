@@ -126,11 +126,14 @@ class CollectConfig(Config):
                                    resume_every=500, torch_threads=1,
                                    sac=SACConfig(alpha=0.003, lr=1e-3))
             if kind == "mujoco":
-                return cfg.replace(num_tasks=6 if family != "cheetah-dir" else None,
-                                   steps_per_task=60_000, start_steps=2_000, update_after=1_000,
-                                   updates_per_step=0.5, checkpoint_every=3_000,
+                # 4 tasks (3 train + 1 test), 40k steps; alpha/lr as for point-robot's cpu
+                # preset: faster to a usable expert within the budget (docs/collect.md)
+                return cfg.replace(num_tasks=4 if family != "cheetah-dir" else None,
+                                   steps_per_task=40_000, start_steps=2_000, update_after=1_000,
+                                   updates_per_step=1.0, checkpoint_every=2_000,
                                    eval_episodes=3, random_episodes=5, episodes_per_task=100,
-                                   rollout_parallel=20, resume_every=4_000, torch_threads=1)
+                                   rollout_parallel=20, resume_every=4_000, torch_threads=1,
+                                   sac=SACConfig(alpha=0.05, lr=1e-3))
             return cfg.replace(num_tasks=4, num_train=3, steps_per_task=20_000,
                                start_steps=2_000, update_after=1_000, updates_per_step=0.5,
                                checkpoint_every=2_000, eval_episodes=2, random_episodes=2,
