@@ -147,7 +147,7 @@ class MetaDTConfig(Config):
         elif preset == "cpu":
             # ~25x cheaper per step than `paper`; finishes in minutes on 2 cores.
             cfg = cfg.replace(embed_dim=64, n_layers=2, mlp_dim=256, batch_size=32,
-                              num_steps=2500, warmup_steps=250, warm_train=1000, lr=1e-3,
+                              num_steps=2000, warmup_steps=200, warm_train=800, lr=1e-3,
                               log_every=50, checkpoint_every=500)
         else:  # smoke
             cfg = cfg.replace(embed_dim=16, n_layers=1, mlp_dim=32, batch_size=8,
