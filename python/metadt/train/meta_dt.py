@@ -7,6 +7,12 @@ What a method does is decided by its config flags only (``use_z``,
 with seed ``batch_seed(cfg.seed, i)``, so a resumed run reproduces the
 uninterrupted one exactly.
 
+Under ``torchrun`` (docs/distributed.md) the same code runs data-parallel: rank
+``r`` of ``W`` draws ``batch_size / W`` windows of batch ``i`` with seed
+``batch_seed(cfg.seed, i * W + r)`` from its memory-mapped store, DDP averages
+the gradients (losses are weighted so W ranks of B equal one process of W*B),
+and only rank 0 writes. With one process nothing changes.
+
 Before the first step: the dataset's family and dims are checked against the
 config and the world model, z (``z_source="column"``) and the per-step
 world-model errors (complementary prompt) are computed for every step and
@@ -23,12 +29,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from metadt import distributed as dist
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.fileio import atomic_torch_save, atomic_write_json
 from metadt.models import MetaDT, WorldModel
 from metadt.seeding import seed_everything
 from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
-from metadt.train.columns import StepTable, attach_z
+from metadt.train.columns import StepTable, attach_z, compute_step_errors, compute_z
 from metadt.train.common import (Progress, check_resume_config, no_timer, obs_stats, open_dataset,
                                  set_threads, to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
@@ -63,14 +70,19 @@ def check_world_model(wm: WorldModel, family: str, obs_dim: int, act_dim: int, w
 
 
 def prepare(data: str | Path, cfg: MetaDTConfig, world_model: str | Path | WorldModel | None,
-            device: torch.device) -> tuple[Any, Any, MetaDTConfig, WorldModel | None, dict]:
+            device: torch.device, ctx: dist.DistContext = dist.SINGLE
+            ) -> tuple[Any, Any, MetaDTConfig, WorldModel | None, dict]:
     """Open and check everything a run needs; attach the z / error columns.
+
+    With several ranks (``ctx``) every rank memory-maps the store, and the z / error
+    columns are computed in whole chunks split across ranks and all-gathered, so
+    every rank attaches the same (single-process) columns.
 
     Returns ``(dataset, store, resolved config, world model or None, info)``.
     """
     cfg.validate()
     ds = open_dataset(data, cfg.family, cfg.quality)
-    store = ds.store(cfg.quality, mmap=False)
+    store = ds.store(cfg.quality, mmap=ctx.distributed)
     obs_dim, act_dim = int(store.obs_dim), int(store.act_dim)
     info: dict[str, Any] = {}
     wm = None
@@ -100,12 +112,24 @@ def prepare(data: str | Path, cfg: MetaDTConfig, world_model: str | Path | World
     if cfg.max_timestep < ds.card.horizon:
         raise ValueError(f"max_timestep {cfg.max_timestep} < the dataset's horizon {ds.card.horizon}")
     t0 = time.perf_counter()
+    table = StepTable.of(store) if ctx.distributed else None
+
+    def sharded(fn):
+        return dist.sharded_rows(table.num_steps, cfg.column_batch_size,
+                                 lambda idx: fn(table, wm, cfg.column_batch_size, idx), ctx)
+
     if cfg.use_z and cfg.z_source == "column":
-        attach_z(store, wm, cfg.z_column, cfg.column_batch_size)
+        if ctx.distributed:
+            store.attach_column(cfg.z_column, sharded(compute_z))
+        else:
+            attach_z(store, wm, cfg.z_column, cfg.column_batch_size)
     info["time_z_column_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if cfg.use_prompt:
-        if uses_scores(cfg):
+        if uses_scores(cfg) and ctx.distributed:
+            store.attach_column(cfg.prompt_score_column,
+                                sharded(compute_step_errors).reshape(-1, 1))
+        elif uses_scores(cfg):
             attach_step_errors(store, wm, cfg.prompt_score_column, cfg.column_batch_size)
     info["time_error_column_s"] = time.perf_counter() - t0
     needed = ([cfg.z_column] if cfg.use_z and cfg.z_source == "column" else []) + \
@@ -146,6 +170,10 @@ class MetaDTTrainer:
     device: torch.device
     kw_plain: dict[str, Any]
     kw_prompt: dict[str, Any] | None
+    ctx: dist.DistContext = dist.SINGLE
+    """Rank and world size (one process: rank 0 of 1)."""
+    loss_fn: Callable[..., torch.Tensor] | None = None
+    """``model.loss``, through DDP with several ranks (None: ``model.loss``)."""
 
     def with_prompt(self, i: int) -> bool:
         """Whether step ``i`` trains with the prompt (after ``warm_train`` steps)."""
@@ -155,16 +183,22 @@ class MetaDTTrainer:
         """``sample_windows`` keyword arguments of step ``i``."""
         return self.kw_prompt if self.with_prompt(i) else self.kw_plain  # type: ignore[return-value]
 
+    def batch_seed(self, i: int) -> int:
+        """Sampler seed of this rank's part of batch ``i``: ``batch_seed(cfg.seed, i * W + r)``
+        (one process: ``batch_seed(cfg.seed, i)``)."""
+        return dist.rank_batch_seed(self.cfg.seed, i, self.ctx.rank, self.ctx.world)
+
     def sample(self, i: int) -> dict[str, Any]:
-        """Batch ``i`` (seed ``batch_seed(cfg.seed, i)``)."""
-        return self.store.sample_windows(self.cfg.batch_size, seed=batch_seed(self.cfg.seed, i),
-                                         **self.sample_kwargs(i))
+        """This rank's part of batch ``i``: ``batch_size / W`` windows (seed :meth:`batch_seed`)."""
+        return self.store.sample_windows(dist.per_rank_batch(self.cfg.batch_size, self.ctx.world),
+                                         seed=self.batch_seed(i), **self.sample_kwargs(i))
 
 
 def build_trainer(ds, store, cfg: MetaDTConfig, wm: WorldModel | None,
-                  dev: torch.device) -> MetaDTTrainer:
+                  dev: torch.device, ctx: dist.DistContext = dist.SINGLE) -> MetaDTTrainer:
     """Policy (normalized on the training tasks), AdamW, warm-up schedule and sampler
-    arguments, from :func:`prepare`'s outputs (seed first for reproducible weights)."""
+    arguments, from :func:`prepare`'s outputs (seed first for reproducible weights).
+    With several ranks the loss goes through DDP (rank 0's weights broadcast)."""
     train_ids = [int(t) for t in ds.card.train_ids]
     table = StepTable.of(store)
     model = MetaDT(store.obs_dim, store.act_dim, cfg)
@@ -176,7 +210,9 @@ def build_trainer(ds, store, cfg: MetaDTConfig, wm: WorldModel | None,
         opt, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0)
     kw_plain = sampler_kwargs(cfg, wm, train_ids, with_prompt=False)
     kw_prompt = sampler_kwargs(cfg, wm, train_ids, with_prompt=True) if cfg.use_prompt else None
-    return MetaDTTrainer(cfg, store, model, opt, sched, wm, dev, kw_plain, kw_prompt)
+    dist.per_rank_batch(cfg.batch_size, ctx.world)  # divisible, or a clear error
+    return MetaDTTrainer(cfg, store, model, opt, sched, wm, dev, kw_plain, kw_prompt, ctx,
+                         dist.ddp_loss(model, ctx, "loss", dev))
 
 
 def drop_prompts(prompt_mask: torch.Tensor, p: float, seed: int) -> torch.Tensor:
@@ -196,22 +232,26 @@ def train_step(tr: MetaDTTrainer, i: int, next_batch: Callable[[int], dict] | No
     optimizer step; ``timer(phase)`` is called as each ends (no-op by default).
     ``next_batch(i)`` replaces the sampler (e.g. a ``store.prefetch`` iterator).
     """
-    cfg, model = tr.cfg, tr.model
+    cfg, model, ctx = tr.cfg, tr.model, tr.ctx
     raw = tr.sample(i) if next_batch is None else next_batch(i)
     timer("sample")
     b = to_tensors(raw, tr.device)
     if "prompt_mask" in b and cfg.prompt_dropout > 0:
-        b["prompt_mask"] = drop_prompts(b["prompt_mask"], cfg.prompt_dropout,
-                                        batch_seed(cfg.seed, i))
+        b["prompt_mask"] = drop_prompts(b["prompt_mask"], cfg.prompt_dropout, tr.batch_seed(i))
     timer("h2d")
+    if ctx.distributed:  # dropout: a pure function of (seed, step, rank) on each rank
+        torch.manual_seed(dist.rank_torch_seed(cfg.seed, i, ctx.rank, ctx.world))
     z = None
     if cfg.use_z:
         z = b[cfg.z_column] if cfg.z_source == "column" else model.compute_z(b, tr.world_model)
     timer("z")
-    loss = model.loss(b, z)
+    loss = (tr.loss_fn or model.loss)(b, z)
     timer("forward")
     tr.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if ctx.distributed:  # this rank's share of the mean over every rank's real steps
+        (loss * dist.global_mean_scale(b["mask"].sum().to(loss.dtype), ctx)).backward()
+    else:
+        loss.backward()
     timer("backward")
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     tr.optimizer.step()
@@ -230,17 +270,24 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     ``stop_after`` stops (after checkpointing) once that many steps are done, as
     an interruption would (for tests of resuming).
     """
-    dev = resolve_device(cfg.device)
+    ctx = dist.init()  # world size 1 unless launched by torchrun
+    dev = ctx.device(cfg.device) if ctx.distributed else resolve_device(cfg.device)
     set_threads(cfg.num_threads)
     out = Path(out)
-    ds, store, cfg, wm, info = prepare(data, cfg, world_model, dev)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    resume = check_resume_config(out, cfg.to_dict(), "training run")
-    if not resume and (out / "model.pt").is_file():
-        raise FileExistsError(f"{out}: already holds a finished run; use --overwrite")
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    ds, store, cfg, wm, info = prepare(data, cfg, world_model, dev, ctx)
+
+    def make_out() -> bool:  # rank 0 only; the others get its answer (or its error)
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        resume = check_resume_config(out, cfg.to_dict(), "training run")
+        if not resume and (out / "model.pt").is_file():
+            raise FileExistsError(f"{out}: already holds a finished run; use --overwrite")
+        atomic_write_json(out / "config.json", cfg.to_dict())
+        return resume
+
+    resume = dist.main_first(make_out, ctx)
+    main = ctx.is_main()
     run_info = {"dataset": str(Path(data).resolve()), "quality": cfg.quality,
                 "family": ds.card.family, "method": cfg.method,
                 "world_model": None if wm is None or isinstance(world_model, WorldModel)
@@ -248,16 +295,17 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                 "obs_dim": int(store.obs_dim), "act_dim": int(store.act_dim), **info}
 
     seed_everything(cfg.seed)
-    tr = build_trainer(ds, store, cfg, wm, dev)
+    tr = build_trainer(ds, store, cfg, wm, dev, ctx)
     model, opt, sched = tr.model, tr.optimizer, tr.scheduler
     start = 0
-    if resume:
+    if resume:  # every rank loads the same checkpoint (any world size wrote it)
         start = int(load_checkpoint(out / "checkpoint.pt", model=model, optimizer=opt,
                                     scheduler=sched, map_location=dev)["step"])
-    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None)
+    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None) \
+        if main else dist.NullLogger()
 
     end = cfg.num_steps if stop_after is None else min(cfg.num_steps, stop_after)
-    bar = Progress(cfg.num_steps, start, cfg.method, progress)
+    bar = Progress(cfg.num_steps, start, cfg.method, progress and main)
     model.train()
     t_train = time.perf_counter()
     running: dict[str, float] = {}
@@ -271,15 +319,15 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
         step = i + 1
         if step % cfg.log_every == 0 or step == cfg.num_steps:
             n = (step - start) % cfg.log_every or min(cfg.log_every, step - start)
-            rec = {k: v / n for k, v in running.items()}
+            rec = dist.mean_over_ranks({k: v / n for k, v in running.items()}, ctx)
             rec.update(lr=float(sched.get_last_lr()[0]), prompt=int(with_prompt),
                        steps_per_s=bar.steps_per_s(step))
             log.log(step, rec)
-            if on_log is not None:
+            if on_log is not None and main:
                 on_log({"step": step, **rec})
             running = {}
         bar.update(1, loss=lv, steps_s=bar.steps_per_s(step))
-        if step % cfg.checkpoint_every == 0 or step == end:
+        if (step % cfg.checkpoint_every == 0 or step == end) and main:
             save_checkpoint(out / "checkpoint.pt", step=step, model=model, optimizer=opt,
                             scheduler=sched)
     bar.close()
@@ -288,7 +336,8 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     summary = {**run_info, "steps_done": end, "start_step": start, "train_time_s": train_time,
                "steps_per_s": (end - start) / train_time if train_time > 0 else None,
                "losses": losses}
-    if end < cfg.num_steps:
+    if end < cfg.num_steps or not main:
+        dist.barrier()  # rank 0's files exist when any rank returns
         return summary
     payload = {"format": RUN_FORMAT, "config": cfg.to_dict(), "obs_dim": int(store.obs_dim),
                "act_dim": int(store.act_dim), "family": ds.card.family,
@@ -301,4 +350,5 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     atomic_write_json(out / "run.json", {k: v for k, v in summary.items() if k != "losses"})
     plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr"),
                 title=f"{cfg.method} ({cfg.family}, {cfg.quality})")
+    dist.barrier()
     return summary

@@ -4,6 +4,11 @@ Batches come from ``TrajectoryStore.sample_transitions`` restricted to the
 training tasks; batch ``i`` is drawn with seed ``batch_seed(cfg.seed, i)`` so a
 resumed run sees the same batches. No model selection: the final weights are
 saved. Test-task data is used only for the report (:func:`world_model_report`).
+
+Under ``torchrun`` (docs/distributed.md) rank ``r`` of ``W`` draws ``batch_size / W``
+transitions of batch ``i`` with seed ``batch_seed(cfg.seed, i * W + r)`` from its
+memory-mapped store, DDP averages the gradients, and rank 0 alone writes the
+checkpoint, metrics, model and report. One process: unchanged.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from metadt import distributed as dist
 from metadt.config.world_model import WorldModelConfig
 from metadt.fileio import atomic_torch_save, atomic_write_json
 from metadt.models import WorldModel
@@ -38,19 +44,27 @@ class WorldModelTrainer:
     device: torch.device
     train_ids: list[int]
     table: StepTable
+    ctx: dist.DistContext = dist.SINGLE
+    """Rank and world size (one process: rank 0 of 1)."""
+    loss_fn: Callable[..., Any] | None = None
+    """``model.loss``, through DDP with several ranks (None: ``model.loss``)."""
 
     def sample_kwargs(self) -> dict[str, Any]:
         """``sample_transitions`` keyword arguments (besides batch and seed)."""
         return {"context": self.cfg.context_len, "tasks": self.train_ids}
 
     def sample(self, i: int) -> dict[str, Any]:
-        """Batch ``i`` (seed ``batch_seed(cfg.seed, i)``)."""
-        return self.store.sample_transitions(self.cfg.batch_size, seed=batch_seed(self.cfg.seed, i),
-                                             **self.sample_kwargs())
+        """This rank's part of batch ``i``: ``batch_size / W`` transitions with seed
+        ``batch_seed(cfg.seed, i * W + r)`` (one process: ``batch_seed(cfg.seed, i)``)."""
+        return self.store.sample_transitions(
+            dist.per_rank_batch(self.cfg.batch_size, self.ctx.world),
+            seed=dist.rank_batch_seed(self.cfg.seed, i, self.ctx.rank, self.ctx.world),
+            **self.sample_kwargs())
 
 
 def build_world_model_trainer(ds, store, cfg: WorldModelConfig, dev: torch.device,
-                              where: str = "dataset") -> WorldModelTrainer:
+                              where: str = "dataset",
+                              ctx: dist.DistContext = dist.SINGLE) -> WorldModelTrainer:
     """World model (normalized on the training tasks) and Adam (seed first)."""
     train_ids = [int(t) for t in ds.card.train_ids]
     table = StepTable.of(store)
@@ -63,7 +77,9 @@ def build_world_model_trainer(ds, store, cfg: WorldModelConfig, dev: torch.devic
     wm.set_normalization(mean, std, r.mean(), r.std() + 1e-6)
     wm.to(dev)
     opt = torch.optim.Adam(wm.parameters(), lr=cfg.lr)
-    return WorldModelTrainer(cfg, store, wm, opt, dev, train_ids, table)
+    dist.per_rank_batch(cfg.batch_size, ctx.world)  # divisible, or a clear error
+    return WorldModelTrainer(cfg, store, wm, opt, dev, train_ids, table, ctx,
+                             dist.ddp_loss(wm, ctx, "loss", dev))
 
 
 def world_model_step(tr: WorldModelTrainer, i: int,
@@ -79,7 +95,8 @@ def world_model_step(tr: WorldModelTrainer, i: int,
     timer("sample")
     b = to_tensors(raw, tr.device)
     timer("h2d")
-    loss, parts = tr.model.loss(b)
+    # every rank has the same batch size: DDP's average is the global batch's mean
+    loss, parts = (tr.loss_fn or tr.model.loss)(b)
     timer("forward")
     tr.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -95,31 +112,39 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
                       on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) a world model into ``out``; returns the report dict."""
     cfg.validate()
+    ctx = dist.init()  # world size 1 unless launched by torchrun
     ds = open_dataset(data, cfg.family, cfg.quality)
-    store = ds.store(cfg.quality)
+    store = ds.store(cfg.quality, mmap=True) if ctx.distributed else ds.store(cfg.quality)
     out = Path(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    resume = check_resume_config(out, cfg.to_dict(), "world-model training")
-    if not resume and (out / "model.pt").is_file():
-        raise FileExistsError(f"{out}: already holds a trained world model; use --overwrite")
-    atomic_write_json(out / "config.json", cfg.to_dict())
 
-    dev = resolve_device(cfg.device)
+    def make_out() -> bool:  # rank 0 only; the others get its answer (or its error)
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        resume = check_resume_config(out, cfg.to_dict(), "world-model training")
+        if not resume and (out / "model.pt").is_file():
+            raise FileExistsError(f"{out}: already holds a trained world model; use --overwrite")
+        atomic_write_json(out / "config.json", cfg.to_dict())
+        return resume
+
+    resume = dist.main_first(make_out, ctx)
+    main = ctx.is_main()
+
+    dev = ctx.device(cfg.device) if ctx.distributed else resolve_device(cfg.device)
     set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
-    tr = build_world_model_trainer(ds, store, cfg, dev, where=str(data))
+    tr = build_world_model_trainer(ds, store, cfg, dev, where=str(data), ctx=ctx)
     wm, opt, table = tr.model, tr.optimizer, tr.table
     start = 0
-    if resume:
+    if resume:  # every rank loads the same checkpoint (any world size wrote it)
         start = int(load_checkpoint(out / "checkpoint.pt", model=wm, optimizer=opt,
                                     map_location=dev)["step"])
-    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None)
+    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None) \
+        if main else dist.NullLogger()
     test_ids = [int(t) for t in ds.card.test_ids]
     test_idx = _subsample_steps(table, table.steps_of_tasks(test_ids), 4096, cfg.seed)
 
-    bar = Progress(cfg.num_steps, start, "world model", progress)
+    bar = Progress(cfg.num_steps, start, "world model", progress and main)
     wm.train()
     running: dict[str, float] = {}
     for i in range(start, cfg.num_steps):
@@ -130,21 +155,23 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
         step = i + 1
         n_run = (step - start) % cfg.log_every or cfg.log_every
         if step % cfg.log_every == 0 or step == cfg.num_steps:
-            rec = {k: v / n_run for k, v in running.items()}
+            rec = dist.mean_over_ranks({k: v / n_run for k, v in running.items()}, ctx)
             rec["steps_per_s"] = bar.steps_per_s(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+            if (step % cfg.checkpoint_every == 0 or step == cfg.num_steps) and main:
                 rec["test_task_loss"] = _loss_on(wm, table, test_idx, cfg)  # report only
                 wm.train()
             log.log(step, rec)
-            if on_log is not None:
+            if on_log is not None and main:
                 on_log({"step": step, **rec})
             running = {}
         bar.update(1, loss=parts["loss"], steps_s=bar.steps_per_s(step))
-        if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+        if (step % cfg.checkpoint_every == 0 or step == cfg.num_steps) and main:
             save_checkpoint(out / "checkpoint.pt", step=step, model=wm, optimizer=opt)
     bar.close()
     log.close()
     wm.eval()
+    if not main:  # rank 0 writes the model and the report; every rank returns the report
+        return dist.broadcast_object(None, ctx)
     atomic_torch_save(world_model_payload(wm, ds.card.family, str(Path(data).resolve())),
                       out / "model.pt")
     report = world_model_report(wm, ds, cfg)
@@ -152,7 +179,7 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     plot_curves(out / "metrics.jsonl", out / "curves.png",
                 keys=("loss", "reward_loss", "transition_loss", "test_task_loss"),
                 title=f"world model ({cfg.family}, {cfg.quality})")
-    return report
+    return dist.broadcast_object(report, ctx)
 
 
 # --------------------------------------------------------------------------- report
