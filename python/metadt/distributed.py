@@ -131,8 +131,10 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """True on rank 0 (and in a single process)."""
-    return context().rank == 0
+    """True on rank 0 (and in a single process); before the process group exists,
+    from torchrun's ``RANK`` (so a CLI can print on rank 0 only from the start)."""
+    ctx = context()
+    return ctx.rank == 0 if ctx.distributed else env_world()[0] == 0
 
 
 def barrier() -> None:

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from metadt.config.meta_dt import MetaDTConfig
     from metadt.data.dataset import Dataset
     from metadt.train.meta_dt import train_meta_dt
+    from metadt.distributed import is_main
+
+    say = print if is_main() else (lambda *a, **k: None)  # torchrun: rank 0 prints
 
     ds = Dataset.open(args.data)
     cfg = MetaDTConfig.for_family(ds.card.family, args.preset, args.method)
@@ -54,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (
         Path("runs") / Path(args.data).resolve().name
         / f"{cfg.method}-{cfg.quality}-{cfg.preset}-s{cfg.seed}")
-    print(f"{cfg.method}: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
+    say(f"{cfg.method}: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
     summary = train_meta_dt(args.data, cfg, out, args.world_model, overwrite=args.overwrite,
                             progress=not args.no_progress)
     losses = summary.pop("losses")
     summary["final_loss"] = losses[-1] if losses else None
     summary["out"] = str(out)
-    print(json.dumps(summary, indent=2))
+    say(json.dumps(summary, indent=2))
     return 0

@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from metadt.config.world_model import WorldModelConfig
     from metadt.data.dataset import Dataset
     from metadt.train.world_model import train_world_model
+    from metadt.distributed import is_main
+
+    say = print if is_main() else (lambda *a, **k: None)  # torchrun: rank 0 prints
 
     ds = Dataset.open(args.data)
     cfg = WorldModelConfig.for_family(ds.card.family, args.preset)
@@ -48,12 +51,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (
         Path("runs") / Path(args.data).resolve().name
         / f"world-model-{cfg.quality}-{cfg.preset}-s{cfg.seed}")
-    print(f"world model: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
+    say(f"world model: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
     rep = train_world_model(args.data, cfg, out, overwrite=args.overwrite,
                             progress=not args.no_progress)
     probe = rep.get("probe") or {}
     inv = rep.get("behaviour_invariance") or {}
-    print(json.dumps({"out": str(out), "test_task_loss": rep.get("test_task_loss"),
+    say(json.dumps({"out": str(out), "test_task_loss": rep.get("test_task_loss"),
                       "probe_r2_test": probe.get("r2_test"),
                       "fraction_same_task_closer": inv.get("fraction_same_task_closer")},
                      indent=2))
