@@ -126,14 +126,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from metadt.collect.collector import collect
     from metadt.cli.info import format_card
+    from metadt.distributed import is_main
 
-    bars = _Bars(disable=args.quiet)
+    main = is_main()  # under torchrun: rank 0 alone shows progress and prints
+    bars = _Bars(disable=args.quiet or not main)
     t0 = time.perf_counter()
     try:
         ds = collect(cfg, args.out, seed=args.seed, progress=bars)
     finally:
         bars.close()
     took = time.perf_counter() - t0
+    if not main:
+        return 0
     print(format_card(ds), file=sys.stdout)
     print(f"\nwrote {args.out} in {took:.1f}s", file=sys.stderr)
     return 0

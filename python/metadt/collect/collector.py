@@ -23,6 +23,14 @@ atomically, finished work never redone):
    the first rest of its expert episodes) and, last, ``card.json``.
 
 A directory with ``card.json`` is complete; a rerun then does nothing.
+
+Under ``torchrun`` (docs/distributed.md) the tasks are split across ranks in
+contiguous blocks: rank ``r`` runs phases 1-3 for its block in
+``.work/rank-r-of-W`` (its own SAC ensemble, checkpoints, evaluations and
+rollouts, each file atomic), then rank 0 merges the parts and writes the stores
+and the one card. Every random stream of a block is the slice of the whole
+run's stream (noise is drawn for all tasks and sliced; env and replay seeds are
+per global task index), so the dataset equals the one-process dataset.
 Progress is reported through ``progress(event: dict)``; events have a
 ``"phase"`` key (``train``, ``evaluate``, ``rollout``, ``write``, ``done``) and
 phase-specific counters (see `collect`).
@@ -41,6 +49,7 @@ import torch
 
 from metadt.collect.replay import DEFAULT_LAYOUT, Replay
 from metadt.collect.rollout import Episodes, Roller, policy_act_fn, random_act_fn
+from metadt import distributed as dist
 from metadt.collect.sac import PolicyParams, SACEnsemble, resolve_device
 from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
@@ -156,15 +165,67 @@ def _rng_state(gen: torch.Generator) -> torch.Tensor:
     return gen.get_state()
 
 
+def _block(family: Any, block: range | None) -> tuple[range, bool]:
+    """The tasks of this process and whether they are a strict part of the family's."""
+    n = family.num_tasks
+    blk = range(n) if block is None else block
+    return blk, len(blk) != n
+
+
+def _noise(gen: torch.Generator, n_total: int, shape: tuple[int, ...], blk: range,
+           device: torch.device) -> torch.Tensor:
+    """The whole run's Gaussian draw ``[n_total, *shape]``, rows of the block."""
+    return torch.randn((n_total, *shape), generator=gen, device=device)[blk.start:blk.stop]
+
+
+@torch.no_grad()
+def _act_noise(policy: PolicyParams, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`PolicyParams.act` (stochastic) with given noise ``[N, B, act]``, for ``obs [N, B, obs]``."""
+    action, _, _ = policy.sample(obs, noise=noise)
+    return torch.maximum(torch.minimum(action, policy.action_high), policy.action_low)
+
+
+def _block_act_fn(policy: PolicyParams, gen: torch.Generator, n_total: int, blk: range):
+    """`policy_act_fn` of a block of tasks drawing the whole run's noise."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(obs, dtype=torch.float32, device=policy.device)
+        noise = _noise(gen, n_total, tuple(x.shape[1:-1]) + (policy.act_dim,), blk, x.device)
+        return _act_noise(policy, x, noise).cpu().numpy()
+
+    return act
+
+
+def _block_random_fn(low: np.ndarray, high: np.ndarray, rng: np.random.Generator,
+                     n_total: int, blk: range):
+    """`random_act_fn` of a block of tasks drawing the whole run's numbers."""
+    low = np.asarray(low, dtype=np.float64)
+    high = np.asarray(high, dtype=np.float64)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        size = (n_total,) + obs.shape[1:-1] + low.shape
+        return rng.uniform(low, high, size=size)[blk.start:blk.stop]
+
+    return act
+
+
 def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,
-          progress: Progress | None = None) -> dict[str, Any]:
-    """Run (or resume) the SAC phase; returns the final training summary."""
-    n, od, ad, horizon = family.num_tasks, family.obs_dim, family.act_dim, family.horizon
+          progress: Progress | None = None, block: range | None = None) -> dict[str, Any]:
+    """Run (or resume) the SAC phase; returns the final training summary.
+
+    ``block``: train only the agents of these tasks (a rank's share), exactly as the
+    whole run trains them.
+    """
+    blk, part = _block(family, block)
+    n_total = family.num_tasks
+    n, od, ad, horizon = len(blk), family.obs_dim, family.act_dim, family.horizon
     total = int(cfg.steps_per_task)
     ckpt_steps = set(checkpoint_steps(cfg))
     low, high = np.asarray(family.action_low), np.asarray(family.action_high)
 
-    ens = SACEnsemble(n, od, ad, low, high, cfg.sac, device=device, seed=seed)
+    ens = SACEnsemble(n_total, od, ad, low, high, cfg.sac, device=device, seed=seed)
+    if part:  # the whole run's initial weights of these agents
+        ens = ens.select(list(blk))
     act_gen = torch.Generator(device=device).manual_seed(_sub_seed(seed, _ACT))
     np_rng = np.random.default_rng(_sub_seed(seed, _ACT))
     state: dict[str, Any] = {"step": 0, "episodes": 0, "credit": 0.0, "returns": []}
@@ -182,7 +243,7 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
     if state["step"] >= total:
         return state
 
-    env = family.make_vector_env(family.tasks)
+    env = family.make_vector_env([family.tasks[i] for i in blk])
     env_seed = _sub_seed(seed, _ENV)
     sample_seed = _sub_seed(seed, _SAMPLE)
     step = int(state["step"])
@@ -203,11 +264,16 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
     try:
         while step < total:
             # one episode in every task
-            obs, _ = env.reset(seed=env_seed + state["episodes"] * n)
+            obs, _ = env.reset(seed=env_seed + state["episodes"] * n_total + blk.start)
             ep_ret = np.zeros(n)
             for t in range(horizon):
                 if step < cfg.start_steps:
-                    actions = np_rng.uniform(low, high, size=(n, ad))
+                    actions = np_rng.uniform(low, high, size=(n_total, ad))[blk.start:blk.stop]
+                elif part:
+                    o = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(1)
+                    noise = _noise(act_gen, n_total, (1, ad), blk, device)
+                    actions = _act_noise(ens.policy, o, noise).squeeze(1).cpu().numpy() \
+                        .astype(np.float64)
                 else:
                     o = torch.as_tensor(obs, dtype=torch.float32, device=device)
                     actions = ens.act(o, generator=act_gen).cpu().numpy().astype(np.float64)
@@ -221,8 +287,15 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
                     state["credit"] += cfg.updates_per_step
                     while state["credit"] >= 1.0:
                         state["credit"] -= 1.0
-                        batch = replay.sample(cfg.sac.batch_size, sample_seed, ens.updates, device)
-                        out = ens.update(batch, generator=act_gen)
+                        batch = replay.sample(cfg.sac.batch_size, sample_seed, ens.updates, device,
+                                              task_offset=blk.start)
+                        if part:  # the whole run's draws: next-action noise, then policy noise
+                            bs = (cfg.sac.batch_size, ad)
+                            nz_next = _noise(act_gen, n_total, bs, blk, device)
+                            nz_pi = _noise(act_gen, n_total, bs, blk, device)
+                            out = ens.update(batch, nz_next, nz_pi)
+                        else:
+                            out = ens.update(batch, generator=act_gen)
                         losses = {k: float(v.mean()) for k, v in out.items()}
                 if step in ckpt_steps and not work.checkpoint(step).is_file():
                     atomic_torch_save(ens.policy_snapshot().state_dict(), work.checkpoint(step))
@@ -256,8 +329,13 @@ def _load_policy(path: Path, device: torch.device) -> PolicyParams:
 
 
 def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,
-             progress: Progress | None = None) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """Per-checkpoint per-task mean returns, and the random policy's per-task returns."""
+             progress: Progress | None = None, block: range | None = None
+             ) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Per-checkpoint per-task mean returns, and the random policy's per-task returns
+    (of the tasks of ``block``, as the whole run computes them)."""
+    blk, part = _block(family, block)
+    n_total = family.num_tasks
+    tasks = [family.tasks[i] for i in blk]
     steps = checkpoint_steps(cfg)
     todo = [s for s in steps if not work.evaluation(f"step_{s:09d}").is_file()]
     rand_file = work.evaluation("random")
@@ -266,11 +344,15 @@ def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
     _emit(progress, phase="evaluate", done=done, total=total)
     if todo or not rand_file.is_file():
         par = max(1, min(cfg.rollout_parallel, max(cfg.eval_episodes, cfg.random_episodes)))
-        with Roller(family, family.tasks, par) as roller:
+        seeds = {"seed_offset": blk.start * par, "seed_stride": n_total * par}
+        with Roller(family, tasks, par) as roller:
             if not rand_file.is_file():
                 rng = np.random.default_rng(_sub_seed(seed, _RANDOM))
-                eps = roller.run(random_act_fn(family.action_low, family.action_high, rng),
-                                 cfg.random_episodes, seed=_sub_seed(seed, _RANDOM))
+                rand_act = (_block_random_fn(family.action_low, family.action_high, rng, n_total,
+                                             blk) if part else
+                            random_act_fn(family.action_low, family.action_high, rng))
+                eps = roller.run(rand_act, cfg.random_episodes, seed=_sub_seed(seed, _RANDOM),
+                                 **seeds)
                 atomic_write_json(rand_file, {"returns": eps.returns.mean(1).tolist(),
                                               "episodes": cfg.random_episodes})
                 done += 1
@@ -278,8 +360,9 @@ def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
             for s in todo:
                 policy = _load_policy(work.checkpoint(s), device)
                 gen = torch.Generator(device=device).manual_seed(_sub_seed(seed + s, _EVAL))
-                eps = roller.run(policy_act_fn(policy, gen), cfg.eval_episodes,
-                                 seed=_sub_seed(seed + s, _EVAL))
+                act = _block_act_fn(policy, gen, n_total, blk) if part else \
+                    policy_act_fn(policy, gen)
+                eps = roller.run(act, cfg.eval_episodes, seed=_sub_seed(seed + s, _EVAL), **seeds)
                 atomic_write_json(work.evaluation(f"step_{s:09d}"),
                                   {"step": s, "returns": eps.returns.mean(1).tolist(),
                                    "episodes": cfg.eval_episodes})
@@ -296,10 +379,14 @@ def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
 
 
 def rollouts(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,
-             chosen: dict[str, np.ndarray], progress: Progress | None = None) -> dict[str, Episodes]:
-    """Roll out ``episodes_per_task`` episodes per task for expert and medium."""
+             chosen: dict[str, np.ndarray], progress: Progress | None = None,
+             block: range | None = None) -> dict[str, Episodes]:
+    """Roll out ``episodes_per_task`` episodes per task for expert and medium
+    (of the tasks of ``block``, as the whole run rolls them out; ``chosen`` per block task)."""
     out: dict[str, Episodes] = {}
-    n = family.num_tasks
+    blk, part = _block(family, block)
+    n_total = family.num_tasks
+    n = len(blk)
     for qi, quality in enumerate(("expert", "medium")):
         path = work.rollout(quality)
         if path.is_file():
@@ -325,9 +412,11 @@ def rollouts(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
                   total=cfg.episodes_per_task * n)
 
         par = min(cfg.rollout_parallel, cfg.episodes_per_task)
-        with Roller(family, family.tasks, par) as roller:
-            eps = roller.run(policy_act_fn(policy, gen), cfg.episodes_per_task,
-                             seed=_sub_seed(seed + qi, _ROLLOUT), on_chunk=on_chunk)
+        act = _block_act_fn(policy, gen, n_total, blk) if part else policy_act_fn(policy, gen)
+        with Roller(family, [family.tasks[i] for i in blk], par) as roller:
+            eps = roller.run(act, cfg.episodes_per_task, seed=_sub_seed(seed + qi, _ROLLOUT),
+                             on_chunk=on_chunk, seed_offset=blk.start * par,
+                             seed_stride=n_total * par)
         _save_npz(path, obs=eps.obs, actions=eps.actions, rewards=eps.rewards,
                   next_obs=eps.next_obs, terminals=eps.terminals)
         out[quality] = eps
@@ -394,8 +483,108 @@ def collect(cfg: CollectConfig, out: str | Path, seed: int = 0,
 
 
 def _collect(cfg: CollectConfig, out: Path, seed: int, progress: Progress | None) -> Dataset:
+    ctx = dist.init()  # world size 1 unless launched by torchrun
+    if ctx.distributed:
+        return _collect_ranks(cfg, out, seed, progress, ctx)
     work = WorkDir(out)
     family = build_family(cfg)
+    ds = _start(cfg, out, seed, family, work, progress)
+    if ds is not None:
+        return ds
+    device = resolve_device(cfg.device)
+    timer = _Timer(work)
+
+    t0 = time.perf_counter()
+    summary = train(cfg, family, work, seed, device, progress)
+    timer.add("train", time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    evals, random_returns = evaluate(cfg, family, work, seed, device, progress)
+    timer.add("evaluate", time.perf_counter() - t0)
+
+    final = cfg.steps_per_task
+    medium_steps, midpoints = choose_medium(evals, random_returns, final)
+    chosen = {"expert": np.full(family.num_tasks, final, dtype=np.int64), "medium": medium_steps}
+
+    t0 = time.perf_counter()
+    episodes = rollouts(cfg, family, work, seed, device, chosen, progress)
+    timer.add("rollout", time.perf_counter() - t0)
+    return _write(cfg, out, seed, family, work, device, timer, summary, evals, random_returns,
+                  chosen, midpoints, episodes, progress)
+
+
+def rank_work(out: Path, rank: int, world: int) -> WorkDir:
+    """The work directory of rank ``rank`` of ``world`` (``DIR/.work/rank-r-of-W``)."""
+    work = WorkDir(out)
+    work.root = work.root / f"rank-{rank}-of-{world}"
+    return work
+
+
+def _collect_ranks(cfg: CollectConfig, out: Path, seed: int, progress: Progress | None,
+                   ctx: dist.DistContext) -> Dataset:
+    """Tasks split across ranks; rank 0 merges the parts and writes the dataset."""
+    work = WorkDir(out)
+    family = build_family(cfg)
+    main = ctx.is_main()
+    done = dist.main_first(lambda: _start(cfg, out, seed, family, work, progress) is not None,
+                           ctx)
+    if done:
+        return Dataset.open(out)
+    device = ctx.device(cfg.device)
+    block = dist.shard(family.num_tasks, ctx.rank, ctx.world)
+    mine = rank_work(out, ctx.rank, ctx.world)
+    prog = progress if main else None
+    timer = _Timer(work) if main else None
+    t0 = time.perf_counter()
+    summary = train(cfg, family, mine, seed, device, prog, block)
+    t1 = time.perf_counter()
+    evaluate(cfg, family, mine, seed, device, prog, block)
+    t2 = time.perf_counter()
+    final = cfg.steps_per_task
+    evals, random_returns = _read_evals(cfg, mine)
+    medium_steps, _ = choose_medium(evals, random_returns, final)  # per task: block = whole
+    chosen = {"expert": np.full(len(block), final, dtype=np.int64), "medium": medium_steps}
+    rollouts(cfg, family, mine, seed, device, chosen, prog, block)
+    t3 = time.perf_counter()
+    dist.barrier()  # every part is on disk
+    ds = None
+    if main:
+        timer.add("train", t1 - t0)
+        timer.add("evaluate", t2 - t1)
+        timer.add("rollout", t3 - t2)
+        parts = [rank_work(out, r, ctx.world) for r in range(ctx.world)]
+        read = [_read_evals(cfg, w) for w in parts]
+        evals = {s: np.concatenate([e[s] for e, _ in read]) for s in read[0][0]}
+        random_returns = np.concatenate([r for _, r in read])
+        medium_steps, midpoints = choose_medium(evals, random_returns, final)
+        chosen = {"expert": np.full(family.num_tasks, final, dtype=np.int64),
+                  "medium": medium_steps}
+        episodes = {q: _concat_episodes([_load_episodes(w.rollout(q)) for w in parts])
+                    for q in ("expert", "medium")}
+        ds = _write(cfg, out, seed, family, work, device, timer, summary, evals, random_returns,
+                    chosen, midpoints, episodes, progress)
+        if not cfg.keep_replay:
+            for w in parts:
+                shutil.rmtree(w.train_state, ignore_errors=True)
+    dist.barrier()  # the dataset is complete
+    return ds if ds is not None else Dataset.open(out)
+
+
+def _read_evals(cfg: CollectConfig, work: WorkDir) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    evals = {s: np.asarray(read_json(work.evaluation(f"step_{s:09d}"))["returns"])
+             for s in checkpoint_steps(cfg)}
+    return evals, np.asarray(read_json(work.evaluation("random"))["returns"])
+
+
+def _concat_episodes(parts: list[Episodes]) -> Episodes:
+    return Episodes(**{k: np.concatenate([getattr(p, k) for p in parts])
+                       for k in ("obs", "actions", "rewards", "next_obs", "terminals")})
+
+
+def _start(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
+           progress: Progress | None) -> Dataset | None:
+    """The finished dataset of ``out`` (a rerun), or None after checking/recording the
+    identity of an unfinished collection."""
     identity = {"config": cfg.to_dict(), "seed": int(seed), "family": family.to_json()}
     if (out / "card.json").is_file():
         ds = Dataset.open(out)
@@ -417,25 +606,15 @@ def _collect(cfg: CollectConfig, out: Path, seed: int, progress: Progress | None
             raise FileExistsError(f"{out} exists and is not an unfinished collection; "
                                   f"choose an empty or new directory")
         atomic_write_json(work.config, identity)
-    device = resolve_device(cfg.device)
-    timer = _Timer(work)
+    return None
 
-    t0 = time.perf_counter()
-    summary = train(cfg, family, work, seed, device, progress)
-    timer.add("train", time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    evals, random_returns = evaluate(cfg, family, work, seed, device, progress)
-    timer.add("evaluate", time.perf_counter() - t0)
-
-    final = cfg.steps_per_task
-    medium_steps, midpoints = choose_medium(evals, random_returns, final)
-    chosen = {"expert": np.full(family.num_tasks, final, dtype=np.int64), "medium": medium_steps}
-
-    t0 = time.perf_counter()
-    episodes = rollouts(cfg, family, work, seed, device, chosen, progress)
-    timer.add("rollout", time.perf_counter() - t0)
-
+def _write(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
+           device: torch.device, timer: _Timer, summary: dict[str, Any],
+           evals: dict[int, np.ndarray], random_returns: np.ndarray,
+           chosen: dict[str, np.ndarray], midpoints: np.ndarray,
+           episodes: dict[str, Episodes], progress: Progress | None) -> Dataset:
+    """Phase 4: the stores and, last, the card."""
     t0 = time.perf_counter()
     _emit(progress, phase="write", path=str(out))
     n_med, n_exp = mixed_split(cfg.episodes_per_task, cfg.mixed_medium_fraction)

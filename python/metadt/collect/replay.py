@@ -76,11 +76,13 @@ class Replay:
 
     # ---- sampling
     def sample(self, batch: int, seed: int, update: int,
-               device: torch.device) -> dict[str, torch.Tensor]:
-        """Per-agent batches stacked as ``[N, batch, ...]`` float32 tensors."""
+               device: torch.device, task_offset: int = 0) -> dict[str, torch.Tensor]:
+        """Per-agent batches stacked as ``[N, batch, ...]`` float32 tensors (agent ``i``
+        samples with the seed of task ``task_offset + i``: a block of a larger run's
+        tasks draws what the whole run draws for them)."""
         parts = []
         for i in range(self.n):
-            s = _seed(seed, update, i)
+            s = _seed(seed, update, int(task_offset) + i)
             if self.layout == "per-task":
                 parts.append(self.stores[i].sample_transitions(batch, context=0, seed=s))
             else:

@@ -89,8 +89,13 @@ class Roller:
         self.close()
 
     def run(self, act: ActFn, episodes_per_task: int, seed: int,
-            on_chunk: Callable[[int], None] | None = None) -> Episodes:
-        """``episodes_per_task`` episodes per task; chunk ``k`` resets with seed ``seed + k*M``."""
+            on_chunk: Callable[[int], None] | None = None, seed_offset: int = 0,
+            seed_stride: int | None = None) -> Episodes:
+        """``episodes_per_task`` episodes per task; chunk ``k`` resets with seed
+        ``seed + k*M + seed_offset`` (env ``j`` of the vector env: that plus ``j``),
+        ``M = seed_stride`` (default: the number of envs). A block of tasks ``lo..`` of
+        ``N`` reproduces the seeds of the whole run with ``seed_offset=lo*parallel``,
+        ``seed_stride=N*parallel``."""
         n, p, horizon = self.n, self.parallel, int(self.family.horizon)
         od, ad = int(self.family.obs_dim), int(self.family.act_dim)
         e_total = int(episodes_per_task)
@@ -105,7 +110,8 @@ class Roller:
         chunk = 0
         while done_eps < e_total:
             k = min(p, e_total - done_eps)
-            obs, _ = self._env.reset(seed=int(seed) + chunk * n * p)
+            stride = n * p if seed_stride is None else int(seed_stride)
+            obs, _ = self._env.reset(seed=int(seed) + chunk * stride + int(seed_offset))
             sl = slice(done_eps, done_eps + k)
             for t in range(horizon):
                 o = obs.reshape(n, p, od)
