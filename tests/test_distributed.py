@@ -163,3 +163,32 @@ def test_torchrun_cli_train(trained, tmp_path):
                     "--set", "num_steps=4", "--set", "batch_size=8", "--set", "num_threads=1")
     assert proc.stdout.count('"steps_done": 4') == 1, proc.stdout
     assert (out / "model.pt").is_file() and (out / "checkpoint.pt").is_file()
+
+
+# ------------------------------------------------------------------ collection on 2 ranks
+def test_collect_split_across_two_ranks_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m metadt collect`` (tasks split 3 + 3, smoke preset)
+    writes the same dataset as one process with the same seed."""
+    from metadt.collect.collector import collect
+    from metadt.config.collect import CollectConfig
+    from metadt.data.dataset import QUALITIES, Dataset
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    proc = torchrun("-m", "metadt", "collect", "--family", "point-robot", "--preset", "smoke",
+                    "--out", str(two), "--seed", "3", "--set", "device=cpu", "--quiet")
+    assert proc.stdout.count("point-robot") >= 1
+    parts = sorted(p.name for p in (two / ".work").iterdir() if p.name.startswith("rank-"))
+    assert parts == ["rank-0-of-2", "rank-1-of-2"]
+    cfg = CollectConfig.for_family("point-robot", "smoke").replace(device="cpu")
+    collect(cfg, one, seed=3)
+    a, b = Dataset.open(one), Dataset.open(two)
+    assert a.card.qualities == b.card.qualities
+    assert a.card.random_returns == b.card.random_returns
+    assert a.card.collection["checkpoint_evals"] == b.card.collection["checkpoint_evals"]
+    assert a.card.collection["config"] == b.card.collection["config"]
+    for q in QUALITIES:
+        sa, sb = a.store(q, mmap=False), b.store(q, mmap=False)
+        assert sa.num_episodes == sb.num_episodes
+        for name in ("obs", "actions", "rewards", "next_obs", "terminals"):
+            np.testing.assert_array_equal(np.asarray(sa.column(name)),
+                                          np.asarray(sb.column(name)), err_msg=f"{q}/{name}")
