@@ -8,12 +8,13 @@
    first update to ``OUT/first`` (the test repeats that update in one process);
 2. runs ``train_meta_dt`` for 4 of 6 steps into ``OUT/run`` (the test resumes it on
    one rank);
-3. trains a world model into ``OUT/wm`` and checks the ranks' weights are equal.
+3. checks world-model steps the same way and trains a world model into ``OUT/wm``.
 
 Every check failure raises (non-zero exit).
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import sys
@@ -27,7 +28,8 @@ from metadt.config.meta_dt import MetaDTConfig
 from metadt.config.world_model import WorldModelConfig
 from metadt.seeding import seed_everything
 from metadt.train.meta_dt import build_trainer, prepare, train_meta_dt, train_step
-from metadt.train.world_model import train_world_model
+from metadt.train.common import open_dataset
+from metadt.train.world_model import build_world_model_trainer, train_world_model, world_model_step
 
 B = 4  # per-rank batch; the config's (global) batch is 2 * B
 
@@ -72,6 +74,23 @@ def check_steps(ctx: dist.DistContext, data: str, wm: str, out: Path) -> None:
                    out / "first" / "first.pt")
 
 
+def check_world_model_steps(ctx: dist.DistContext, data: str) -> None:
+    cfg = WorldModelConfig.for_family("point-robot", "smoke").replace(
+        quality="medium", batch_size=16, num_threads=1)
+    ds = open_dataset(data, cfg.family, cfg.quality)
+    seed_everything(cfg.seed)
+    tr = build_world_model_trainer(ds, ds.store(cfg.quality, mmap=True), cfg,
+                                   torch.device("cpu"), ctx=ctx)
+    assert len(tr.sample(0)["obs"]) == 8
+    digests = dist.all_gather_object(_digest(tr.sample(0)), ctx)
+    assert digests[0] != digests[1], "ranks drew the same world-model batch"
+    tr.model.train()
+    for i in range(3):
+        world_model_step(tr, i)
+        assert dist.ranks_equal([p.detach() for p in tr.model.parameters()], ctx), \
+            f"world-model weights differ across ranks after step {i}"
+
+
 def main() -> None:
     what, data, wm, out = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
     torch.set_num_threads(1)
@@ -79,6 +98,7 @@ def main() -> None:
     assert ctx.world == 2 and ctx.backend == "gloo", ctx
     assert what == "train"
     check_steps(ctx, data, wm, out)
+    check_world_model_steps(ctx, data)
     cfg = meta_cfg(num_steps=6, checkpoint_every=2, log_every=2, dropout=0.1)
     s = train_meta_dt(data, cfg, out / "run", wm, progress=False, stop_after=4)
     assert s["steps_done"] == 4
@@ -88,6 +108,7 @@ def main() -> None:
     train_world_model(data, wcfg, out / "wm", progress=False)
     if ctx.is_main():
         (out / "ok.json").write_text(json.dumps({"world": ctx.world}))
+    gc.collect()  # free the DDP wrappers (their reducers) before the process group
     dist.barrier()
     dist.shutdown()
 

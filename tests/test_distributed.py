@@ -137,10 +137,6 @@ def test_only_rank_zero_wrote_and_resume_on_one_rank(trained):
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4]  # one line per log step: rank 0 alone logs
     cfg = MetaDTConfig.from_dict(json.loads((run / "config.json").read_text()))
-    cfg = MetaDTConfig.for_family("point-robot", "smoke", "meta-dt").replace(
-        **{k: v for k, v in json.loads((run / "config.json").read_text()).items()
-           if k in ("quality", "batch_size", "dropout", "prompt_dropout", "warm_train",
-                    "num_threads", "num_steps", "checkpoint_every", "log_every")})
     rest = train_meta_dt(trained["data"], cfg, run, trained["wm"], progress=False)
     assert rest["start_step"] == 4 and rest["steps_done"] == 6
     assert len(rest["losses"]) == 2 and np.isfinite(rest["losses"]).all()
