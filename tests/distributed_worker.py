@@ -36,7 +36,7 @@ B = 4  # per-rank batch; the config's (global) batch is 2 * B
 
 def meta_cfg(**kw) -> MetaDTConfig:
     base = dict(quality="medium", batch_size=2 * B, dropout=0.0, prompt_dropout=0.0,
-                warm_train=0, num_threads=1)
+                warm_train=0, num_threads=1, column_batch_size=64)
     return MetaDTConfig.for_family("point-robot", "smoke", "meta-dt").replace(**{**base, **kw})
 
 
@@ -51,6 +51,7 @@ def check_steps(ctx: dist.DistContext, data: str, wm: str, out: Path) -> None:
     cfg = meta_cfg()
     dev = ctx.device("cpu")
     ds, store, cfg, wmod, _ = prepare(data, cfg, wm, dev, ctx)
+    cols = {c: np.asarray(store.column(c)).copy() for c in (cfg.z_column, cfg.prompt_score_column)}
     seed_everything(cfg.seed)
     tr = build_trainer(ds, store, cfg, wmod, dev, ctx)
     init = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
@@ -70,7 +71,8 @@ def check_steps(ctx: dist.DistContext, data: str, wm: str, out: Path) -> None:
     batches = dist.all_gather_object({k: np.asarray(v).copy() for k, v in raw0.items()}, ctx)
     if ctx.is_main():
         (out / "first").mkdir(parents=True, exist_ok=True)
-        torch.save({"init": init, "after": after, "batches": batches, "cfg": cfg.to_dict()},
+        torch.save({"init": init, "after": after, "batches": batches, "cfg": cfg.to_dict(),
+                    "columns": cols},
                    out / "first" / "first.pt")
 
 

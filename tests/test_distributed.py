@@ -118,7 +118,11 @@ def test_two_ranks_of_b_equal_one_process_of_2b(trained):
     b0, b1 = first["batches"]
     both = {k: np.concatenate([b0[k], b1[k]]) for k in b0}
     assert len(both["obs"]) == cfg.batch_size
-    # the single process's z/error columns equal the ones the ranks computed sharded
+    # the z / error columns the ranks computed sharded (chunks of 64 rows split across
+    # ranks, all-gathered) equal the single process's
+    assert len(first["columns"][cfg.z_column]) > 4 * cfg.column_batch_size
+    for name, col in first["columns"].items():
+        np.testing.assert_array_equal(np.asarray(store.column(name)), col, err_msg=name)
     tr.model.train()
     train_step(tr, 0, next_batch=lambda i: both)
     after = tr.model.state_dict()
