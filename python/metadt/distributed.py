@@ -108,7 +108,19 @@ def init() -> DistContext:
     if backend == "nccl":
         torch.cuda.set_device(local)
     dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    import atexit
+
+    atexit.register(_exit_cleanup)
     return DistContext(rank, world, local, backend)
+
+
+def _exit_cleanup() -> None:
+    """At interpreter exit: free DDP wrappers, then destroy the process group (exiting
+    with them alive can abort the process: "terminate called without an active exception")."""
+    import gc
+
+    gc.collect()
+    shutdown()
 
 
 def context() -> DistContext:
