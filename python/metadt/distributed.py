@@ -319,14 +319,15 @@ class LossModule(torch.nn.Module):
 
 
 def ddp_loss(module: torch.nn.Module, ctx: DistContext, method: str = "loss",
-             device: torch.device | None = None) -> Callable[..., Any]:
+             device: torch.device | None = None, find_unused: bool = True) -> Callable[..., Any]:
     """``module.<method>`` as a callable, run through DDP with several ranks.
 
     With one rank, the bound method itself (no wrapper, no communication). With
     several, a :class:`DistributedDataParallel` around :class:`LossModule`:
     construction broadcasts rank 0's parameters and buffers, and every backward
-    averages gradients across ranks. Parameters that a step does not use (e.g.
-    prompt embeddings during warm-up) are allowed. Checkpoints keep saving
+    averages gradients across ranks. ``find_unused``: some steps leave parameters
+    unused (e.g. prompt embeddings during warm-up); costs one graph traversal per
+    step. Checkpoints keep saving
     ``module`` itself (the unwrapped state).
     """
     if not ctx.distributed:
@@ -334,7 +335,7 @@ def ddp_loss(module: torch.nn.Module, ctx: DistContext, method: str = "loss",
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device is not None and device.type == "cuda" else None
-    return DDP(LossModule(module, method), device_ids=ids, find_unused_parameters=True)
+    return DDP(LossModule(module, method), device_ids=ids, find_unused_parameters=find_unused)
 
 
 def global_mean_scale(count: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -212,7 +212,8 @@ def build_trainer(ds, store, cfg: MetaDTConfig, wm: WorldModel | None,
     kw_prompt = sampler_kwargs(cfg, wm, train_ids, with_prompt=True) if cfg.use_prompt else None
     dist.per_rank_batch(cfg.batch_size, ctx.world)  # divisible, or a clear error
     return MetaDTTrainer(cfg, store, model, opt, sched, wm, dev, kw_plain, kw_prompt, ctx,
-                         dist.ddp_loss(model, ctx, "loss", dev))
+                         dist.ddp_loss(model, ctx, "loss", dev,  # prompt unused in warm-up:
+                                       find_unused=cfg.use_prompt and cfg.warm_train > 0))
 
 
 def drop_prompts(prompt_mask: torch.Tensor, p: float, seed: int) -> torch.Tensor:

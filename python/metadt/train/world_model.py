@@ -79,7 +79,7 @@ def build_world_model_trainer(ds, store, cfg: WorldModelConfig, dev: torch.devic
     opt = torch.optim.Adam(wm.parameters(), lr=cfg.lr)
     dist.per_rank_batch(cfg.batch_size, ctx.world)  # divisible, or a clear error
     return WorldModelTrainer(cfg, store, wm, opt, dev, train_ids, table, ctx,
-                             dist.ddp_loss(wm, ctx, "loss", dev))
+                             dist.ddp_loss(wm, ctx, "loss", dev, find_unused=False))
 
 
 def world_model_step(tr: WorldModelTrainer, i: int,
