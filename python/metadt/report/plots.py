@@ -48,7 +48,7 @@ def returns_bar(summary: list[dict[str, Any]], path: Path, title: str = "") -> P
         r = sum(rnd) / len(rnd)
         ax.axhline(r, color="gray", ls="-.", label=f"random ({r:.2f})")
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xticklabels(labels, fontsize=8, rotation=30, ha="right", rotation_mode="anchor")
     ax.set_ylabel("return (mean ± std over tasks and seeds)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -65,7 +65,9 @@ def learning_curves(curves: dict[str, list[tuple[str, list[dict[str, Any]]]]], p
     ``curves[name] = [(run label, metrics records), ...]``; records are
     ``metrics.jsonl`` lines with ``step`` and ``loss``.
     """
-    panels = {k: v for k, v in curves.items() if any(_pts(r) for _, r in v)}
+    order = ["world model"] + list(METHOD_LABELS)
+    names = sorted(curves, key=lambda k: (order.index(k) if k in order else len(order), k))
+    panels = {k: curves[k] for k in names if any(_pts(r) for _, r in curves[k])}
     if not panels:
         return None
     plt = _plt()
