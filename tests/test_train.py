@@ -198,6 +198,10 @@ def test_missing_quality_and_config_change(dataset, world_model_dir, tmp_path):
     train_meta_dt(dataset, cfg, tmp_path / "r", None, progress=False, stop_after=2)
     with pytest.raises(ValueError, match="different config"):
         train_meta_dt(dataset, cfg.replace(lr=0.5), tmp_path / "r", None, progress=False)
+    # how a run executes (threads, logging, checkpoint cadence) may change on resume
+    train_meta_dt(dataset, cfg.replace(num_threads=2, log_every=1, checkpoint_every=3),
+                  tmp_path / "r", None, progress=False)
+    assert (tmp_path / "r" / "model.pt").is_file()
 
 
 def test_missing_column(dataset, world_model_dir, tmp_path, monkeypatch):

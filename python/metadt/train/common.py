@@ -54,15 +54,24 @@ def obs_stats(table, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return obs.mean(0).astype(np.float32), (obs.std(0) + 1e-6).astype(np.float32)
 
 
+RUNTIME_FIELDS = frozenset({"device", "num_threads", "log_every", "checkpoint_every"})
+"""Config fields that say how a run executes, not what it computes: a run may
+resume with other values (e.g. on another device or thread count)."""
+
+
 def check_resume_config(out: Path, cfg_dict: dict[str, Any], what: str) -> bool:
-    """True when ``out`` holds a checkpoint of the same config (resume); error if different."""
+    """True when ``out`` holds a checkpoint of the same config (resume); error if different.
+
+    Fields in :data:`RUNTIME_FIELDS` are not compared.
+    """
     ckpt, cfg_file = out / "checkpoint.pt", out / "config.json"
     if not ckpt.is_file():
         return False
     if cfg_file.is_file():
         old = read_json(cfg_file)
-        if old != cfg_dict:
-            diff = sorted(k for k in set(old) | set(cfg_dict) if old.get(k) != cfg_dict.get(k))
+        keys = (set(old) | set(cfg_dict)) - RUNTIME_FIELDS
+        diff = sorted(k for k in keys if old.get(k) != cfg_dict.get(k))
+        if diff:
             raise ValueError(f"{out}: holds an unfinished {what} with a different config "
                              f"(fields {', '.join(diff)}); use another --out or --overwrite")
     return True
