@@ -339,3 +339,25 @@ class EpisodeClock:
                 f"the episode ended at the horizon ({self.horizon} steps); call reset()")
         self.t += 1
         return self.t >= self.horizon
+
+
+def require_family(task: Any, family_name: str) -> None:
+    """ValueError unless `task` is a task dict of family `family_name`."""
+    if not isinstance(task, Mapping) or task.get("family") != family_name:
+        fam = task.get("family") if isinstance(task, Mapping) else type(task).__name__
+        raise ValueError(f"task belongs to family {fam!r}, not {family_name!r}")
+
+
+class TaskProperty:
+    """Mixin for task envs: a `task` property (a copy of the current task dict)
+    whose setter goes through the env's `set_task`, the one way to switch."""
+
+    _task: dict[str, Any]
+
+    @property
+    def task(self) -> Task:
+        return dict(self._task)
+
+    @task.setter
+    def task(self, task: Mapping[str, Any]) -> None:
+        self.set_task(task)  # type: ignore[attr-defined]

@@ -42,7 +42,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from metadt.envs.base import EpisodeClock, Task, TaskFamily, check_action
+from metadt.envs.base import EpisodeClock, Task, TaskFamily, TaskProperty, check_action, require_family
 
 HORIZON = 500
 N_GOALS = 50
@@ -83,7 +83,7 @@ def _env_class(env_name: str):
     return ALL_V3_ENVIRONMENTS[env_name]
 
 
-class MetaWorldTaskEnv(gym.Env):
+class MetaWorldTaskEnv(TaskProperty, gym.Env):
     """A Meta-World ML1 env with the metadt task interface (see module docstring)."""
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"]}
@@ -117,21 +117,11 @@ class MetaWorldTaskEnv(gym.Env):
         """The underlying metaworld env."""
         return self._env
 
-    @property
-    def task(self) -> Task:
-        return dict(self._task)
-
-    @task.setter
-    def task(self, task: Mapping[str, Any]) -> None:
-        self.set_task(task)
-
     def set_task(self, task: Mapping[str, Any]) -> None:
         """Switch to `task` (no rebuild); call reset() before the next step."""
         from metaworld.types import Task as MWTask
 
-        if not isinstance(task, Mapping) or task.get("family") != self.family_name:
-            fam = task.get("family") if isinstance(task, Mapping) else type(task).__name__
-            raise ValueError(f"task belongs to family {fam!r}, not {self.family_name!r}")
+        require_family(task, self.family_name)
         if task.get("env_name") != self.env_name:
             raise ValueError(f"task is for {task.get('env_name')!r}, this env runs {self.env_name!r}")
         decode_task_data(task["data"])  # validate before handing the bytes to metaworld

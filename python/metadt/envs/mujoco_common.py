@@ -12,10 +12,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from metadt.envs.base import EpisodeClock, Task, check_action
+from metadt.envs.base import EpisodeClock, TaskProperty, check_action, require_family
 
 
-class MujocoTaskMixin:
+class MujocoTaskMixin(TaskProperty):
     family_name: str = ""
 
     def _init_task(self, task: Mapping[str, Any], horizon: int, **ctor: Any) -> None:
@@ -36,19 +36,9 @@ class MujocoTaskMixin:
     def __setstate__(self, state: dict[str, Any]) -> None:
         type(self).__init__(self, state["task"], horizon=state["horizon"], **state["ctor"])
 
-    @property
-    def task(self) -> Task:
-        return dict(self._task)
-
-    @task.setter
-    def task(self, task: Mapping[str, Any]) -> None:
-        self.set_task(task)
-
     def set_task(self, task: Mapping[str, Any]) -> None:
         """Switch to `task` now (no rebuild); call reset() to start an episode of it."""
-        if not isinstance(task, Mapping) or task.get("family") != self.family_name:
-            fam = task.get("family") if isinstance(task, Mapping) else type(task).__name__
-            raise ValueError(f"task belongs to family {fam!r}, not {self.family_name!r}")
+        require_family(task, self.family_name)
         self._apply_task(task)
         self._task = dict(task)
 

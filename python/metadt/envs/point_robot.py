@@ -21,7 +21,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from metadt.envs.base import (EpisodeClock, Task, TaskFamily, check_action, require_number)
+from metadt.envs.base import (EpisodeClock, Task, TaskFamily, TaskProperty, check_action, require_family,
+                              require_number)
 from metadt.envs.vector import TaskVectorEnv
 
 NAME = "point-robot"
@@ -36,7 +37,7 @@ def _goal(task: Mapping[str, Any]) -> np.ndarray:
     return np.array([require_number({"x": g[0]}, "x"), require_number({"y": g[1]}, "y")])
 
 
-class PointRobotEnv(gym.Env):
+class PointRobotEnv(TaskProperty, gym.Env):
     """A single point-robot task as a `gymnasium.Env` (see module docstring)."""
 
     metadata = {"render_modes": []}
@@ -52,18 +53,8 @@ class PointRobotEnv(gym.Env):
         self._state = np.zeros(2)
         self.set_task(task)
 
-    @property
-    def task(self) -> Task:
-        return dict(self._task)
-
-    @task.setter
-    def task(self, task: Mapping[str, Any]) -> None:
-        self.set_task(task)
-
     def set_task(self, task: Mapping[str, Any]) -> None:
-        if not isinstance(task, Mapping) or task.get("family") != NAME:
-            fam = task.get("family") if isinstance(task, Mapping) else type(task).__name__
-            raise ValueError(f"task belongs to family {fam!r}, not {NAME!r}")
+        require_family(task, NAME)
         self._goal = _goal(task)
         self._task = dict(task)
 
