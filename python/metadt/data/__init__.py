@@ -4,24 +4,7 @@
 """
 from __future__ import annotations
 
-from metadt.data.store import (
-    ACTION_PAD,
-    FORMAT_VERSION,
-    Prefetch,
-    PromptSpec,
-    TrajectoryStore,
-    derive_seed,
-    parallel_available,
-    step_contexts,
-)
+from metadt.data import store as _store
+from metadt.data.store import *  # noqa: F401,F403 - the public names are store's
 
-__all__ = [
-    "ACTION_PAD",
-    "FORMAT_VERSION",
-    "Prefetch",
-    "PromptSpec",
-    "TrajectoryStore",
-    "derive_seed",
-    "parallel_available",
-    "step_contexts",
-]
+__all__ = list(_store.__all__)

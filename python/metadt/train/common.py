@@ -1,6 +1,7 @@
 """Shared pieces of the trainers: input checks, batch conversion, progress, run dirs."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from metadt.data.dataset import Dataset
-from metadt.fileio import read_json
+from metadt.fileio import atomic_write_json, read_json
 
 #: Phases of a training step, in order; a step calls its ``timer`` hook with each
 #: name when that phase ends (``metadt profile`` times them, docs/profile.md).
@@ -75,6 +76,23 @@ def check_resume_config(out: Path, cfg_dict: dict[str, Any], what: str) -> bool:
             raise ValueError(f"{out}: holds an unfinished {what} with a different config "
                              f"(fields {', '.join(diff)}); use another --out or --overwrite")
     return True
+
+
+def prepare_run_dir(out: Path, cfg_dict: dict[str, Any], what: str, *,
+                    overwrite: bool) -> bool:
+    """Create (or, with ``overwrite``, recreate) a run directory; True when resuming.
+
+    Refuses a finished run (``model.pt`` present) and an unfinished one with a
+    different config, then writes ``config.json`` atomically.
+    """
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = check_resume_config(out, cfg_dict, what)
+    if not resume and (out / "model.pt").is_file():
+        raise FileExistsError(f"{out}: already holds a finished {what}; use --overwrite")
+    atomic_write_json(out / "config.json", cfg_dict)
+    return resume
 
 
 class Progress:

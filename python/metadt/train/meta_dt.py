@@ -20,7 +20,6 @@ attached as store columns, and every column the run needs is checked.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,9 @@ from metadt.config.meta_dt import MetaDTConfig
 from metadt.fileio import atomic_torch_save, atomic_write_json
 from metadt.models import MetaDT, WorldModel
 from metadt.seeding import seed_everything
-from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
+from metadt.train.checkpoint import load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, attach_z, compute_step_errors, compute_z
-from metadt.train.common import (Progress, check_resume_config, no_timer, obs_stats, open_dataset,
+from metadt.train.common import (Progress, prepare_run_dir, no_timer, obs_stats, open_dataset,
                                  set_threads, to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.prompts import attach_step_errors, prompt_spec
@@ -278,14 +277,7 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     ds, store, cfg, wm, info = prepare(data, cfg, world_model, dev, ctx)
 
     def make_out() -> bool:  # rank 0 only; the others get its answer (or its error)
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        resume = check_resume_config(out, cfg.to_dict(), "training run")
-        if not resume and (out / "model.pt").is_file():
-            raise FileExistsError(f"{out}: already holds a finished run; use --overwrite")
-        atomic_write_json(out / "config.json", cfg.to_dict())
-        return resume
+        return prepare_run_dir(out, cfg.to_dict(), "training run", overwrite=overwrite)
 
     resume = dist.main_first(make_out, ctx)
     main = ctx.is_main()

@@ -12,7 +12,6 @@ checkpoint, metrics, model and report. One process: unchanged.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +24,9 @@ from metadt.config.world_model import WorldModelConfig
 from metadt.fileio import atomic_torch_save, atomic_write_json
 from metadt.models import WorldModel
 from metadt.seeding import seed_everything
-from metadt.train.checkpoint import batch_seed, load_checkpoint, save_checkpoint
+from metadt.train.checkpoint import load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, compute_z
-from metadt.train.common import (Progress, check_resume_config, no_timer, obs_stats, open_dataset,
+from metadt.train.common import (Progress, prepare_run_dir, no_timer, obs_stats, open_dataset,
                                  set_threads, to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.run import resolve_device, world_model_payload
@@ -114,18 +113,11 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     cfg.validate()
     ctx = dist.init()  # world size 1 unless launched by torchrun
     ds = open_dataset(data, cfg.family, cfg.quality)
-    store = ds.store(cfg.quality, mmap=True) if ctx.distributed else ds.store(cfg.quality)
+    store = ds.store(cfg.quality)  # memory-mapped: ranks share one copy
     out = Path(out)
 
     def make_out() -> bool:  # rank 0 only; the others get its answer (or its error)
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        resume = check_resume_config(out, cfg.to_dict(), "world-model training")
-        if not resume and (out / "model.pt").is_file():
-            raise FileExistsError(f"{out}: already holds a trained world model; use --overwrite")
-        atomic_write_json(out / "config.json", cfg.to_dict())
-        return resume
+        return prepare_run_dir(out, cfg.to_dict(), "world-model training", overwrite=overwrite)
 
     resume = dist.main_first(make_out, ctx)
     main = ctx.is_main()
