@@ -210,7 +210,8 @@ def test_evaluator_settings_and_report_numbers():
     fam = TwoTaskFamily()
     subj = Subject(method="meta-dt", policy=ConstantPolicy(-1.0), family=fam, window=3,
                    context=2, prompt_len=2, return_scale=10.0, prompt_strategy="last")
-    cfg = EvaluateConfig(episodes=2, few_shot_episodes=3, settings=("zero-shot", "few-shot"))
+    cfg = EvaluateConfig(episodes=2, few_shot_episodes=3, few_shot_noise=0.0, few_shot_rounds=1,
+                         settings=("zero-shot", "few-shot"))
     saved = []
     res = Evaluator(subj, cfg, _targets(fam)).run(save=lambda r: saved.append(dict(r)))
     assert set(res["settings"]) == {"zero-shot", "few-shot"} and len(saved) == 2
@@ -259,10 +260,60 @@ def test_few_shot_prompt_only_sees_own_trajectories():
         def __call__(self):
             raise AssertionError("few-shot must not open the dataset")
 
-    ev = Evaluator(subj, EvaluateConfig(episodes=1, settings=("few-shot",)), _targets(fam),
-                   expert_store=NoStore())
+    ev = Evaluator(subj, EvaluateConfig(episodes=1, few_shot_noise=0.0, settings=("few-shot",)),
+                   _targets(fam), expert_store=NoStore())
     res = ev.run()
     assert res["settings"]["few-shot"]["returns"]["1"] == [walk_return(1, -3, 6)]
+
+
+def test_rollout_action_noise_is_seeded_clipped_and_centred():
+    fam = TwoTaskFamily()
+    ids = [0] * 300
+
+    def go(noise, seed):
+        return rollout(ConstantPolicy(0.0), fam, ids, target_returns=[0.0] * 300, window=2,
+                       context=2, return_scale=10.0, seed=seed, action_noise=noise).actions
+
+    assert np.all(go(0.0, 1) == 0.0), "no noise: the policy's action exactly"
+    a = go(0.5, 1)
+    np.testing.assert_array_equal(a, go(0.5, 1))  # reproducible from the seed
+    assert not np.array_equal(a, go(0.5, 2))
+    assert a.min() >= -1.0 and a.max() <= 1.0, "clipped to the action bounds"
+    # std 0.5 x half the range (1) = 0.5, slightly reduced by clipping at 2 sigma
+    assert abs(a.mean()) < 0.02 and 0.45 < a.std() < 0.5
+    with pytest.raises(ValueError, match="action_noise"):
+        go(-0.1, 1)
+
+
+def test_few_shot_rounds_reprompt_with_the_best_own_episode():
+    """Round 1 explores with noise; the best own episode's segment prompts round 2 and the
+    evaluation. PromptFollower goes +1 without a prompt (away from task 1's goal -3) and
+    follows the sign of the prompt's last state: only an own noisy episode that ended on
+    the negative side can turn it around, and the best own episode of task 1 is one."""
+    fam = TwoTaskFamily()
+    subj = Subject(method="meta-dt", policy=PromptFollower(), family=fam, window=2, context=2,
+                   prompt_len=2, return_scale=10.0, prompt_strategy="last")
+
+    def no_store():
+        raise AssertionError("few-shot must not open the dataset")
+
+    base = dict(episodes=1, few_shot_episodes=8, settings=("few-shot",))
+    quiet = Evaluator(subj, EvaluateConfig(**base, few_shot_noise=0.0), _targets(fam),
+                      expert_store=no_store).run()["settings"]["few-shot"]
+    assert quiet["returns"]["1"] == [walk_return(1, -3, 6)], "identical copies: no way back"
+    fs = Evaluator(subj, EvaluateConfig(**base, few_shot_noise=2.0, few_shot_rounds=2),
+                   _targets(fam), expert_store=no_store).run()["settings"]["few-shot"]
+    assert len(fs["collect_rounds"]) == 2
+    assert all(len(r["1"]) == 8 for r in fs["collect_rounds"])
+    assert fs["collect_returns"]["1"] == fs["collect_rounds"][0]["1"] + fs["collect_rounds"][1]["1"]
+    info = fs["prompts"]["1"]
+    assert info["source"] == "own" and info["candidates"] == 16
+    assert info["episode_return"] == pytest.approx(max(fs["collect_returns"]["1"]))
+    assert fs["returns"]["1"] == [walk_return(-1, -3, 6)], "turned toward the goal"
+    with pytest.raises(ValueError, match="few_shot_noise"):
+        EvaluateConfig(few_shot_noise=-1.0).validate()
+    with pytest.raises(ValueError, match="few_shot_rounds"):
+        EvaluateConfig(few_shot_rounds=0).validate()
 
 
 def test_eval_task_ids_and_normalized():

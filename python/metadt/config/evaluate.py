@@ -42,7 +42,18 @@ class EvaluateConfig(Config):
     episodes: int = 3
     """Evaluation episodes per task and setting (stepped together in one vector env)."""
     few_shot_episodes: int = 3
-    """Zero-shot episodes the agent runs on a task before few-shot; the best gives the prompt."""
+    """Episodes per task of each few-shot collection round (protocol: 3); the best of all
+    the agent's own collected episodes gives the final prompt."""
+    few_shot_rounds: int = 3
+    """Collection rounds before the few-shot evaluation. Round 1 runs zero-shot (no prompt);
+    each later round is prompted by the complementary segment of the best own episode so
+    far, like the original code's growing buffer of the agent's evaluation trajectories.
+    1 = the protocol as written (one zero-shot round only)."""
+    few_shot_noise: float = 0.5
+    """Exploration noise of the collection episodes: Gaussian, std = this x half the action
+    range, added before clipping. A deterministic policy in a deterministic env collects
+    identical episodes without it ("best of 3" would choose among copies); 0 disables it.
+    The evaluation episodes themselves are always noise-free."""
     num_train_tasks: int = 3
     """Training tasks evaluated besides the test tasks (evenly spaced over train ids; 0 = none)."""
     settings: tuple[str, ...] = ()
@@ -78,12 +89,15 @@ class EvaluateConfig(Config):
             return cfg.replace(episodes=5, num_train_tasks=5)
         if preset == "cpu":
             return cfg
-        return cfg.replace(episodes=1, few_shot_episodes=2, num_train_tasks=1)
+        return cfg.replace(episodes=1, few_shot_episodes=2, few_shot_rounds=2, num_train_tasks=1)
 
     def validate(self) -> "EvaluateConfig":
-        for name in ("episodes", "few_shot_episodes"):
+        for name in ("episodes", "few_shot_episodes", "few_shot_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"evaluate: {name} must be >= 1, got {getattr(self, name)}")
+        if not (self.few_shot_noise >= 0 and self.few_shot_noise < float("inf")):
+            raise ValueError(f"evaluate: few_shot_noise must be a finite number >= 0, "
+                             f"got {self.few_shot_noise}")
         if self.num_train_tasks < 0:
             raise ValueError("evaluate: num_train_tasks must be >= 0")
         bad = [s for s in self.settings if s not in SETTINGS]

@@ -202,14 +202,16 @@ class Evaluator:
     def _seed(self, salt: int) -> int:
         return int(self.cfg.seed) + 100_003 * int(self.s.seed) + 1_009 * salt
 
-    def _rollout(self, episodes: int, prompt: dict | None, salt: int) -> Trajectories:
+    def _rollout(self, episodes: int, prompt: dict | None, salt: int,
+                 action_noise: float = 0.0) -> Trajectories:
         ids = np.repeat(np.asarray(self.targets.ids, dtype=np.int64), episodes)
         stacked = None if prompt is None else stack_prompts(prompt, ids)
         targets = np.array([self.targets.target[int(t)] for t in ids])
         return rollout(self.s.policy, self.s.family, ids, target_returns=targets,
                        window=self.s.window, context=self.s.context,
                        return_scale=self.s.return_scale, world_model=self.s.world_model,
-                       prompt=stacked, seed=self._seed(salt), device=self.s.device)
+                       prompt=stacked, seed=self._seed(salt), device=self.s.device,
+                       action_noise=action_noise)
 
     def _result(self, trajs: Trajectories, **extra: Any) -> dict[str, Any]:
         res: dict[str, Any] = {"returns": _per_task(trajs)}
@@ -219,20 +221,35 @@ class Evaluator:
         res.update(extra)
         return res
 
-    def _few_shot(self) -> dict[str, Any]:
-        # 1. the agent's own zero-shot episodes on each task (no prompt)
-        own = self._rollout(self.cfg.few_shot_episodes, prompt=None, salt=2)
-        # 2. best by return -> (world-model scored) segment -> prompt
-        rng = np.random.default_rng(self._seed(3))
-        prompts, info = own_prompts(
+    def _own_prompts(self, own: Trajectories, salt: int) -> tuple[dict, dict]:
+        """Best own episode per task -> (world-model scored) segment -> prompt."""
+        return own_prompts(
             own, length=self.s.prompt_len, start_min=self.s.start_min,
-            return_scale=self.s.return_scale, strategy=self.cfg.few_shot_strategy or self.s.prompt_strategy,
-            rng=rng, world_model=self.s.world_model, column=self.cfg.error_column,
-            scorer=self._scorer)
-        # 3. evaluate with the prompt
-        trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=4)
+            return_scale=self.s.return_scale,
+            strategy=self.cfg.few_shot_strategy or self.s.prompt_strategy,
+            rng=np.random.default_rng(self._seed(salt)), world_model=self.s.world_model,
+            column=self.cfg.error_column, scorer=self._scorer)
+
+    def _few_shot(self) -> dict[str, Any]:
+        cfg = self.cfg
+        # 1. collection: round 1 zero-shot, later rounds prompted by the best own episode
+        #    so far; every collected episode is the agent's own (never a dataset episode)
+        rounds: list[Trajectories] = []
+        prompts = None
+        for r in range(cfg.few_shot_rounds):
+            rounds.append(self._rollout(cfg.few_shot_episodes, prompt=prompts,
+                                        salt=2 if r == 0 else 100 + r,
+                                        action_noise=cfg.few_shot_noise))
+            if r + 1 < cfg.few_shot_rounds:
+                prompts, _ = self._own_prompts(Trajectories.concat(rounds), salt=200 + r)
+        own = Trajectories.concat(rounds)
+        # 2. best of all own episodes by return -> complementary segment -> prompt
+        prompts, info = self._own_prompts(own, salt=3)
+        # 3. evaluate with that prompt (noise-free)
+        trajs = self._rollout(cfg.episodes, prompt=prompts, salt=4)
         return self._result(trajs, prompts={str(t): v for t, v in info.items()},
-                            collect_returns=_per_task(own))
+                            collect_returns=_per_task(own),
+                            collect_rounds=[_per_task(x) for x in rounds])
 
     def _expert(self) -> dict[str, Any]:
         if self._expert_store is None:

@@ -41,6 +41,22 @@ class Trajectories:
     def num(self) -> int:
         return int(self.tasks.shape[0])
 
+    @classmethod
+    def concat(cls, parts: Sequence["Trajectories"]) -> "Trajectories":
+        """Rows of several rollout calls as one (same horizon and spaces)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        succ = [p.success for p in parts]
+        return cls(
+            tasks=np.concatenate([p.tasks for p in parts]),
+            obs=np.concatenate([p.obs for p in parts]),
+            actions=np.concatenate([p.actions for p in parts]),
+            rewards=np.concatenate([p.rewards for p in parts]),
+            next_obs=np.concatenate([p.next_obs for p in parts]),
+            targets=np.concatenate([p.targets for p in parts]),
+            success=None if any(x is None for x in succ) else np.concatenate(succ),
+        )
+
     def best_per_task(self) -> dict[int, int]:
         """Row of the best episode (by return; the first on ties) of each task."""
         best: dict[int, int] = {}
@@ -60,13 +76,17 @@ def _as_numpy(x: Any) -> np.ndarray:
 def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
             target_returns: Sequence[float] | np.ndarray, window: int, context: int,
             return_scale: float, world_model: Any = None, prompt: Prompt | None = None,
-            seed: int | None = None, device: Any = "cpu",
+            seed: int | None = None, device: Any = "cpu", action_noise: float = 0.0,
             on_step: Callable[[int, int], None] | None = None) -> Trajectories:
     """Run one episode per entry of `task_ids` (repeat an id for several episodes).
 
     `target_returns` [N] are raw returns (the rtg fed to the model is divided
     by `return_scale`). `prompt`, if given, has one row per env and is fixed
-    for the episode. `on_step(t, horizon)` is called after every step.
+    for the episode. `action_noise` > 0 adds Gaussian exploration noise of
+    standard deviation ``action_noise x (high - low) / 2`` to every predicted
+    action before clipping (drawn from `seed`; the clipped, applied action is
+    what the history and the returned trajectories hold). `on_step(t, horizon)`
+    is called after every step.
     """
     import torch
 
@@ -79,6 +99,10 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
     horizon = int(family.horizon)
     low = np.asarray(family.action_low, dtype=np.float64)
     high = np.asarray(family.action_high, dtype=np.float64)
+    if action_noise < 0 or not np.isfinite(action_noise):
+        raise ValueError(f"action_noise must be a finite number >= 0, got {action_noise}")
+    noise_std = float(action_noise) * (high - low) / 2.0
+    noise_rng = np.random.default_rng(None if seed is None else [int(seed), 0x6E6F6973])
     hist = LiveHistory(n, family.obs_dim, family.act_dim, horizon, window, context,
                        return_scale, tasks=task_ids)
     env = family.make_vector_env(tasks, seed=seed)
@@ -95,6 +119,8 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
                 if action.shape != (n, family.act_dim):
                     raise ValueError(f"policy returned actions of shape {action.shape}, "
                                      f"expected {(n, family.act_dim)}")
+                if action_noise > 0:
+                    action = action + noise_rng.normal(size=action.shape) * noise_std
                 action = np.clip(action, low, high)
                 obs, rew, _term, _trunc, infos = env.step(action)
                 hist.record(action, rew, obs)
