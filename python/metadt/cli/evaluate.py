@@ -14,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Evaluate a finished `metadt train` run on every test task and a few training "
             "tasks, in the settings of its method: Meta-DT zero-shot (z online from its own "
-            "last h transitions) and few-shot (it first runs zero-shot a few episodes, the "
-            "world model scores its best trajectory and the complementary segment becomes "
+            "last h transitions) and few-shot (it first collects its own episodes: "
+            "rounds of a few episodes with exploration noise, the first zero-shot, the later "
+            "ones prompted by its best episode so far; the world model scores its best trajectory and the complementary segment becomes "
             "the prompt; no expert demonstration); Prompt-DT with an expert-data prompt and "
             "with its own trajectories; DT zero-shot. The target return is the dataset's max "
             "return of each task. Results go to RUN/eval.json (resumable: finished settings "

@@ -4,9 +4,12 @@ Settings (protocol sections 6 and 7; defaults per method in
 `metadt.config.evaluate.METHOD_SETTINGS`):
 
 - ``zero-shot``: no prompt; z online from the agent's own last h transitions;
-- ``few-shot``: the agent first runs zero-shot `few_shot_episodes` episodes
-  per task; its best one, scored by the world model, gives the prompt
-  (`metadt.evaluate.few_shot.own_prompts`); then `episodes` episodes with it;
+- ``few-shot``: the agent first collects its own episodes per task in
+  `few_shot_rounds` rounds of `few_shot_episodes` noisy episodes (round 1
+  zero-shot, later rounds prompted by its best episode so far); its best
+  episode, scored by the world model, gives the prompt
+  (`metadt.evaluate.few_shot.own_prompts`); then `episodes` noise-free
+  episodes with it;
 - ``expert-prompt``: a segment of the dataset's best expert episode of the
   task as prompt (Prompt-DT as published).
 

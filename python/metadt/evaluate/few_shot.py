@@ -1,7 +1,8 @@
 """Prompts for evaluation: from the agent's own trajectories, or from expert data.
 
-Few-shot (protocol section 6): the agent first runs zero-shot a few episodes
-on each task; of its OWN trajectories the best by return is kept, the world
+Few-shot (protocol section 6): the agent first collects a few episodes on
+each task (the evaluator's rounds: zero-shot, then prompted by its best so
+far); of its OWN trajectories the best by return is kept, the world
 model scores every step of it, and the complementary segment (largest summed
 error over k steps, start in [h, T-k]) becomes the prompt. No demonstration
 is involved: `own_prompts` takes nothing but the agent's trajectories (and
