@@ -80,6 +80,10 @@ def test_card_consistent_with_stores(smoke_dataset):
     for q in QUALITIES:
         a = _arrays(ds, q)["actions"]
         assert np.all(np.abs(a) <= 0.1 + 1e-6)
+    # the random quality is uniform over the action box: moments of U(-0.1, 0.1)
+    a = _arrays(ds, "random")["actions"].astype(np.float64)
+    assert abs(a.mean()) < 3 * 0.1 / np.sqrt(3 * a.size)
+    assert a.std() == pytest.approx(0.2 / np.sqrt(12), rel=0.1)
 
 
 def test_rerun_of_finished_dataset_is_a_noop(smoke_dataset):

@@ -8,7 +8,7 @@ from typing import Any
 
 ORDER = 20
 
-HELP = "train one SAC agent per task (batched) and write expert/medium/mixed datasets"
+HELP = "train one SAC agent per task (batched) and write expert/medium/mixed/random datasets"
 
 DESCRIPTION = """\
 Train one Soft Actor-Critic agent per task of a family -- all tasks at once, as
@@ -21,6 +21,7 @@ checkpoints, and write the offline datasets of protocol section 2 to --out:
   OUT/medium      TrajectoryStore: per task, the checkpoint whose evaluation
                   return is closest to the midpoint of random and final returns
   OUT/mixed       TrajectoryStore: 70% medium + 30% expert episodes per task
+  OUT/random      TrajectoryStore: a uniform-random policy (behaviour-free data)
   OUT/.work       checkpoints, evaluations and resume state
 
 Interrupting is safe: every file is written atomically, and running the same

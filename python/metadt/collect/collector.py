@@ -17,8 +17,9 @@ atomically, finished work never redone):
    the checkpoint whose evaluation return is closest to the midpoint of the
    random return and the final checkpoint's return (protocol section 2).
    ``episodes_per_task`` episodes per task of each are rolled out with the
-   stochastic policy and saved to ``.work/rollouts``.
-4. **write**: the ``expert``, ``medium`` and ``mixed`` stores (mixed = the
+   stochastic policy, and as many with a uniform-random policy (the ``random``
+   quality), and saved to ``.work/rollouts``.
+4. **write**: the ``expert``, ``medium``, ``random`` and ``mixed`` stores (mixed = the
    first ``mixed_medium_fraction`` share of each task's medium episodes and
    the first rest of its expert episodes) and, last, ``card.json``.
 
@@ -377,30 +378,41 @@ def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
 # --------------------------------------------------------------------------
 # phase 3: rollouts
 
+#: Qualities rolled out (mixed is assembled from medium and expert).
+ROLLOUT_QUALITIES = ("expert", "medium", "random")
+
 
 def rollouts(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,
              chosen: dict[str, np.ndarray], progress: Progress | None = None,
              block: range | None = None) -> dict[str, Episodes]:
-    """Roll out ``episodes_per_task`` episodes per task for expert and medium
-    (of the tasks of ``block``, as the whole run rolls them out; ``chosen`` per block task)."""
+    """Roll out ``episodes_per_task`` episodes per task for expert, medium and random
+    (a uniform-random policy) of the tasks of ``block``, as the whole run rolls them out
+    (``chosen``: the expert and medium checkpoint per block task)."""
     out: dict[str, Episodes] = {}
     blk, part = _block(family, block)
     n_total = family.num_tasks
     n = len(blk)
-    for qi, quality in enumerate(("expert", "medium")):
+    for qi, quality in enumerate(ROLLOUT_QUALITIES):
         path = work.rollout(quality)
         if path.is_file():
             out[quality] = _load_episodes(path)
             _emit(progress, phase="rollout", quality=quality, episodes=cfg.episodes_per_task * n,
                   total=cfg.episodes_per_task * n)
             continue
-        steps = chosen[quality]
-        cache: dict[int, PolicyParams] = {}
-        for s in sorted(set(int(x) for x in steps)):
-            cache[s] = _load_policy(work.checkpoint(s), device)
-        policy = PolicyParams.gather([cache[int(s)] for s in steps], list(range(n))) \
-            if len(cache) > 1 else cache[int(steps[0])]
-        gen = torch.Generator(device=device).manual_seed(_sub_seed(seed + qi, _ROLLOUT))
+        if quality == "random":  # uniform-random actions: the behaviour-free data
+            rng = np.random.default_rng(_sub_seed(seed + qi, _ROLLOUT))
+            act = (_block_random_fn(family.action_low, family.action_high, rng, n_total, blk)
+                   if part else random_act_fn(family.action_low, family.action_high, rng))
+        else:
+            steps = chosen[quality]
+            cache: dict[int, PolicyParams] = {}
+            for s in sorted(set(int(x) for x in steps)):
+                cache[s] = _load_policy(work.checkpoint(s), device)
+            policy = PolicyParams.gather([cache[int(s)] for s in steps], list(range(n))) \
+                if len(cache) > 1 else cache[int(steps[0])]
+            gen = torch.Generator(device=device).manual_seed(_sub_seed(seed + qi, _ROLLOUT))
+            act = (_block_act_fn(policy, gen, n_total, blk) if part
+                   else policy_act_fn(policy, gen))
         done = 0
         _emit(progress, phase="rollout", quality=quality, episodes=0,
               total=cfg.episodes_per_task * n)
@@ -412,7 +424,6 @@ def rollouts(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
                   total=cfg.episodes_per_task * n)
 
         par = min(cfg.rollout_parallel, cfg.episodes_per_task)
-        act = _block_act_fn(policy, gen, n_total, blk) if part else policy_act_fn(policy, gen)
         with Roller(family, [family.tasks[i] for i in blk], par) as roller:
             eps = roller.run(act, cfg.episodes_per_task, seed=_sub_seed(seed + qi, _ROLLOUT),
                              on_chunk=on_chunk, seed_offset=blk.start * par,
@@ -431,13 +442,14 @@ def mixed_split(episodes_per_task: int, medium_fraction: float) -> tuple[int, in
 
 def build_stores(family: Any, episodes: dict[str, Episodes], n_medium: int,
                  n_expert: int) -> dict[str, Any]:
-    """The expert, medium and mixed `TrajectoryStore`s (task id = index into family.tasks)."""
+    """The expert, medium, random and mixed `TrajectoryStore`s (task id = index into
+    family.tasks)."""
     from metadt import TrajectoryStore
 
     od, ad = family.obs_dim, family.act_dim
     stores = {q: TrajectoryStore(od, ad) for q in QUALITIES}
     n = family.num_tasks
-    for quality in ("expert", "medium"):
+    for quality in ROLLOUT_QUALITIES:
         eps = episodes[quality]
         for i in range(n):
             for e in range(eps.obs.shape[1]):
@@ -560,7 +572,7 @@ def _collect_ranks(cfg: CollectConfig, out: Path, seed: int, progress: Progress 
         chosen = {"expert": np.full(family.num_tasks, final, dtype=np.int64),
                   "medium": medium_steps}
         episodes = {q: _concat_episodes([_load_episodes(w.rollout(q)) for w in parts])
-                    for q in ("expert", "medium")}
+                    for q in ROLLOUT_QUALITIES}
         ds = _write(cfg, out, seed, family, work, device, timer, summary, evals, random_returns,
                     chosen, midpoints, episodes, progress)
         if not cfg.keep_replay:
@@ -632,6 +644,9 @@ def _write(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
                    "rule": "checkpoint whose evaluation return is closest to the midpoint of "
                            "the random return and the final checkpoint's return",
                    "midpoints": {str(i): float(m) for i, m in enumerate(midpoints)}},
+        "random": {"episodes_per_task": cfg.episodes_per_task,
+                   "rule": "uniform-random actions in the action box (behaviour-free data: "
+                           "the world model's default training data includes it)"},
         "mixed": {"episodes_per_task": n_med + n_exp,
                   "composition": {"medium": n_med, "expert": n_exp},
                   "rule": f"first {n_med} medium and first {n_exp} expert episodes of each task",
