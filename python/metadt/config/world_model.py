@@ -24,7 +24,12 @@ class WorldModelConfig(Config):
     seed: int = 0
     """Seed of parameters and of every sampled batch."""
     quality: str = "mixed"
-    """Dataset quality (store) the world model is trained on."""
+    """Dataset quality (store) the world model is trained on; several joined by ``+``
+    (e.g. ``random+medium+expert``) train on their union."""
+    task_targets: int = 0
+    """k > 0: the decoders also predict k other transitions of the same task (drawn
+    uniformly from its training data) from each z, not only the transition at t
+    (metadt.train.task_targets); 0 = the paper's objective."""
 
     # -- architecture
     context_len: int = 4
@@ -106,6 +111,8 @@ class WorldModelConfig(Config):
     def validate(self) -> "WorldModelConfig":
         if not (self.use_reward_decoder or self.use_transition_decoder):
             raise ValueError("world model: enable use_reward_decoder and/or use_transition_decoder")
+        if self.task_targets < 0:
+            raise ValueError(f"world model: task_targets must be >= 0, got {self.task_targets}")
         for name in ("context_len", "input_embed_dim", "gru_hidden", "z_dim", "decoder_hidden",
                      "batch_size", "num_steps", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CARD_FORMAT = "metadt-dataset"
 CARD_VERSION = 1
-QUALITIES = ("expert", "medium", "mixed")
+QUALITIES = ("expert", "medium", "mixed", "random")
 
 
 @dataclass
@@ -165,11 +165,26 @@ class Dataset:
             )
         return self._family
 
+    def check_quality(self, quality: str) -> list[str]:
+        """The qualities named by ``quality`` (one name, or several joined by ``+``),
+        each checked to exist; a clear error otherwise."""
+        parts = split_quality(quality)
+        for q in parts:
+            self.card._quality(q)
+        return parts
+
     def store(self, quality: str, mmap: bool = True) -> "TrajectoryStore":
-        """Open the store of a quality (memory-mapped by default), checked against the card."""
+        """Open the store of a quality (memory-mapped by default), checked against the card.
+
+        ``quality`` may join several qualities with ``+`` (``"random+medium+expert"``):
+        their union, built once in memory (episodes in the order named, task ids kept).
+        """
         from metadt import TrajectoryStore
 
         key = (quality, mmap)
+        if key not in self._stores and len(split_quality(quality)) > 1:
+            self._stores[key] = union_store(
+                [self.store(q, mmap) for q in self.check_quality(quality)])
         if key not in self._stores:
             q = self.card._quality(quality)
             store = TrajectoryStore.load(str(self.path / q.get("store", quality)), mmap=mmap)
@@ -180,6 +195,39 @@ class Dataset:
                 )
             self._stores[key] = store
         return self._stores[key]
+
+
+def split_quality(quality: str) -> list[str]:
+    """``"random+medium"`` -> ``["random", "medium"]`` (no empty or repeated names)."""
+    parts = [q.strip() for q in str(quality).split("+")]
+    if not all(parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"quality {quality!r}: expected a name or distinct names joined by '+' "
+                         f"(e.g. 'mixed' or 'random+medium+expert')")
+    return parts
+
+
+def union_store(stores: list["TrajectoryStore"]) -> "TrajectoryStore":
+    """One in-memory store holding every episode of ``stores`` (in order; tasks,
+    terminals and the stored columns obs/actions/rewards/next_obs copied)."""
+    from metadt import TrajectoryStore
+
+    if not stores:
+        raise ValueError("union of no stores")
+    od, ad = stores[0].obs_dim, stores[0].act_dim
+    out = TrajectoryStore(od, ad)
+    for st in stores:
+        if (st.obs_dim, st.act_dim) != (od, ad):
+            raise ValueError(f"union of stores with different dims: ({od}, {ad}) and "
+                             f"({st.obs_dim}, {st.act_dim})")
+        cols = {c: np.asarray(st.column(c)) for c in ("obs", "actions", "rewards", "next_obs",
+                                                       "terminals")}
+        for e, (o, n, t) in enumerate(zip(st.episode_offsets(), st.episode_lengths(),
+                                          st.episode_tasks())):
+            sl = slice(int(o), int(o) + int(n))
+            out.add_episode(cols["obs"][sl], cols["actions"][sl], cols["rewards"][sl],
+                            next_obs=cols["next_obs"][sl], task=int(t),
+                            terminals=cols["terminals"][sl])
+    return out
 
 
 def write_card(path: str | os.PathLike, card: DatasetCard) -> Path:

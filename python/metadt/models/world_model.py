@@ -80,29 +80,49 @@ class WorldModel(nn.Module):
         """``z``; ``reward`` r^ (raw units) and ``next_obs`` s'^ (raw units), or None
         when that decoder is off; ``reward_n`` / ``next_obs_n`` in normalized units."""
         z = self.encode(ctx_obs, ctx_actions, ctx_rewards, ctx_mask)
-        s, s2 = self.norm_obs(obs), self.norm_obs(next_obs)
-        out: dict[str, torch.Tensor | None] = {"z": z, "reward": None, "next_obs": None,
-                                               "reward_n": None, "next_obs_n": None}
-        if self.reward_decoder is not None:
-            rn = self.reward_decoder(s, actions, s2, z)
-            out["reward_n"], out["reward"] = rn, rn * self.reward_std + self.reward_mean
-        if self.transition_decoder is not None:
-            sn = self.transition_decoder(s, actions, z)
-            out["next_obs_n"], out["next_obs"] = sn, sn * self.obs_std + self.obs_mean
+        out: dict[str, torch.Tensor | None] = {"z": z, **self.decode(obs, actions, next_obs, z)}
+        rn, sn = out["reward_n"], out["next_obs_n"]
+        out["reward"] = rn * self.reward_std + self.reward_mean if rn is not None else None
+        out["next_obs"] = sn * self.obs_std + self.obs_mean if sn is not None else None
         return out
 
+    def decode(self, obs, actions, next_obs, z) -> dict[str, torch.Tensor | None]:
+        """Normalized predictions ``reward_n`` / ``next_obs_n`` of transitions from z
+        (z broadcast over the transitions' extra leading dims)."""
+        while z.dim() < obs.dim():
+            z = z.unsqueeze(-2)
+        z = z.expand(*obs.shape[:-1], z.shape[-1])
+        s, s2 = self.norm_obs(obs), self.norm_obs(next_obs)
+        return {"reward_n": (self.reward_decoder(s, actions, s2, z)
+                             if self.reward_decoder is not None else None),
+                "next_obs_n": (self.transition_decoder(s, actions, z)
+                               if self.transition_decoder is not None else None)}
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Weighted MSE of the enabled decoders on a `sample_transitions` batch."""
-        out = self(batch["obs"], batch["actions"], batch["next_obs"], batch["ctx_obs"],
-                   batch["ctx_actions"], batch["ctx_rewards"], batch.get("ctx_mask"))
-        total = torch.zeros((), device=batch["obs"].device)
+        """Weighted MSE of the enabled decoders on a `sample_transitions` batch.
+
+        With ``target_obs [B,k,obs]``, ``target_actions``, ``target_rewards [B,k]``,
+        ``target_next_obs`` in the batch (:mod:`metadt.train.task_targets`), the
+        decoders also predict those k transitions from the row's z; each MSE then
+        averages over all 1 + k predictions of a row."""
+        z = self.encode(batch["ctx_obs"], batch["ctx_actions"], batch["ctx_rewards"],
+                        batch.get("ctx_mask"))
+        obs, act, rew, nxt = (batch["obs"][:, None], batch["actions"][:, None],
+                              batch["rewards"].reshape(-1, 1), batch["next_obs"][:, None])
+        if "target_obs" in batch:
+            obs = torch.cat([obs, batch["target_obs"]], 1)
+            act = torch.cat([act, batch["target_actions"]], 1)
+            rew = torch.cat([rew, batch["target_rewards"].reshape(len(rew), -1)], 1)
+            nxt = torch.cat([nxt, batch["target_next_obs"]], 1)
+        out = self.decode(obs, act, nxt, z)
+        total = torch.zeros((), device=obs.device)
         parts: dict[str, float] = {}
         if out["reward_n"] is not None:
-            lr = ((out["reward_n"] - self.norm_reward(batch["rewards"])) ** 2).mean()
+            lr = ((out["reward_n"] - self.norm_reward(rew)) ** 2).mean()
             total = total + self.cfg.reward_loss_weight * lr
             parts["reward_loss"] = float(lr.detach())
         if out["next_obs_n"] is not None:
-            lt = ((out["next_obs_n"] - self.norm_obs(batch["next_obs"])) ** 2).mean()
+            lt = ((out["next_obs_n"] - self.norm_obs(nxt)) ** 2).mean()
             total = total + self.cfg.transition_loss_weight * lt
             parts["transition_loss"] = float(lt.detach())
         parts["loss"] = float(total.detach())

@@ -28,14 +28,16 @@ def set_threads(n: int) -> None:
 
 
 def open_dataset(path, family: str, quality: str) -> Dataset:
-    """Open a dataset and check it belongs to ``family`` and has ``quality``."""
+    """Open a dataset and check it belongs to ``family`` and has ``quality`` (one name or
+    several joined by ``+``)."""
     ds = Dataset.open(path)
     if ds.card.family != family:
         raise ValueError(f"{path}: dataset is of family {ds.card.family!r} but the config is for "
                          f"{family!r} (pick the preset of the dataset's family)")
-    if quality not in ds.card.qualities:
-        have = ", ".join(sorted(ds.card.qualities)) or "none"
-        raise ValueError(f"{path}: dataset has no quality {quality!r} (it has: {have})")
+    try:
+        ds.check_quality(quality)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return ds
 
 

@@ -30,6 +30,7 @@ from metadt.train.common import (Progress, prepare_run_dir, no_timer, obs_stats,
                                  set_threads, to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.run import resolve_device, world_model_payload
+from metadt.train.task_targets import TaskTargets
 
 
 @dataclass
@@ -47,6 +48,8 @@ class WorldModelTrainer:
     """Rank and world size (one process: rank 0 of 1)."""
     loss_fn: Callable[..., Any] | None = None
     """``model.loss``, through DDP with several ranks (None: ``model.loss``)."""
+    targets: TaskTargets | None = None
+    """Draws the extra same-task decoding targets (``cfg.task_targets > 0``)."""
 
     def sample_kwargs(self) -> dict[str, Any]:
         """``sample_transitions`` keyword arguments (besides batch and seed)."""
@@ -77,8 +80,10 @@ def build_world_model_trainer(ds, store, cfg: WorldModelConfig, dev: torch.devic
     wm.to(dev)
     opt = torch.optim.Adam(wm.parameters(), lr=cfg.lr)
     dist.per_rank_batch(cfg.batch_size, ctx.world)  # divisible, or a clear error
+    targets = (TaskTargets(table, train_ids, cfg.task_targets, cfg.seed)
+               if cfg.task_targets > 0 else None)
     return WorldModelTrainer(cfg, store, wm, opt, dev, train_ids, table, ctx,
-                             dist.ddp_loss(wm, ctx, "loss", dev, find_unused=False))
+                             dist.ddp_loss(wm, ctx, "loss", dev, find_unused=False), targets)
 
 
 def world_model_step(tr: WorldModelTrainer, i: int,
@@ -91,6 +96,8 @@ def world_model_step(tr: WorldModelTrainer, i: int,
     ends (no-op by default). ``next_batch(i)`` replaces the sampler.
     """
     raw = tr.sample(i) if next_batch is None else next_batch(i)
+    if tr.targets is not None:
+        raw = tr.targets.attach(raw, i, tr.ctx.rank)
     timer("sample")
     b = to_tensors(raw, tr.device)
     timer("h2d")
@@ -215,6 +222,11 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
+def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    """Root mean squared error of the task-parameter vector (Euclidean, per step)."""
+    return float(np.sqrt(((y - pred) ** 2).sum(1).mean()))
+
+
 def _r2_per_dim(y: np.ndarray, pred: np.ndarray) -> float:
     """Coefficient of determination of each output dim, averaged (sklearn's default)."""
     ss_res = ((y - pred) ** 2).sum(0)
@@ -264,8 +276,11 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
       ``r2_test_per_dim`` the per-dimension R^2 averaged; ``r2_test_cv``: a probe
       fitted and scored on the test tasks themselves, cross-validated over
       held-out episodes (does z identify *these* tasks linearly); also
-      with z averaged per episode (``r2_test_episode_mean``); steps with a full
-      h-step context only (z at t < h has seen less);
+      with z averaged per episode (``r2_test_episode_mean``); ``rmse_test`` in task-
+      parameter units, against ``rmse_test_constant`` (predicting the test mean);
+      steps with a full h-step context only (z at t < h has seen less);
+    - ``probe_by_quality``: the same probe scored on the test tasks of every
+      quality of the dataset (which behaviour's contexts identify the task);
     - ``behaviour_invariance``: per test task, the distance between the mean z of its
       medium and its expert data vs. the distance to other tasks' mean z
       (``behaviour_invariance_train``: the same on the training tasks;
@@ -295,6 +310,8 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
         probe = {"fit_on": "train tasks", "scored_on": "test tasks",
                  "r2_train": _r2(y_tr, _predict(w, z_tr)), "r2_test": _r2(y_te, _predict(w, z_te)),
                  "r2_test_per_dim": _r2_per_dim(y_te, _predict(w, z_te)),
+                 "rmse_test": _rmse(y_te, _predict(w, z_te)),
+                 "rmse_test_constant": _rmse(y_te, y_te.mean(0)[None]),
                  "train_steps": int(len(tr_f)), "test_steps": int(len(te_f))}
 
         def ep_mean(z, idx):
@@ -314,6 +331,18 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
         wm_ep = _ridge(zm_tr, ym_tr, cfg.probe_ridge)
         probe["r2_test_episode_mean"] = _r2(ym_te, _predict(wm_ep, zm_te))
         rep["probe"] = probe
+        # the same probe scored on the test tasks of each quality of the dataset
+        by_q = {}
+        for q in ds.card.qualities:
+            qt = StepTable.of(ds.store(q))
+            qi = _full_context(qt, _subsample_steps(qt, qt.steps_of_tasks(test_ids),
+                                                    cfg.report_max_steps, cfg.seed), h)
+            if len(qi):
+                zq = compute_z(qt, wm, cfg.report_batch_size, qi).astype(np.float64)
+                yq = np.stack([feats[int(t)] for t in qt.task[qi]])
+                by_q[q] = {"r2_test": _r2(yq, _predict(w, zq)),
+                           "rmse_test": _rmse(yq, _predict(w, zq)), "test_steps": int(len(qi))}
+        rep["probe_by_quality"] = by_q
     rep["behaviour_invariance"] = _invariance(wm, ds, cfg, test_ids)
     rep["behaviour_invariance_train"] = _invariance(wm, ds, cfg, train_ids, per_task=False)
     if rep.get("probe") is not None:
