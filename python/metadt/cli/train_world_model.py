@@ -18,11 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "batches from TrajectoryStore.sample_transitions. Writes OUT/config.json, "
                     "OUT/model.pt, OUT/metrics.jsonl, OUT/curves.png and OUT/report.json "
                     "(test-task loss, linear probe R^2 of z -> task parameter on test tasks, "
-                    "medium-vs-expert z distances). Run the same command again to resume.",
+                    "medium-vs-expert z distances). The default data is the union of the "
+                    "random, medium and expert qualities and the decoders also predict 4 other "
+                    "transitions of the same task (task_targets); --quality mixed --set "
+                    "task_targets=0 is the paper's recipe. Run the same command again to resume.",
     )
     add_training_arguments(p, config_name="WorldModelConfig",
                            out_default="runs/<dataset>/world-model-<quality>-<preset>-s<seed>",
-                           quality_default="mixed", set_example="num_steps=500")
+                           quality_default="random+medium+expert; '+' joins qualities", set_example="num_steps=500")
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     probe = rep.get("probe") or {}
     inv = rep.get("behaviour_invariance") or {}
     say(json.dumps({"out": str(out), "test_task_loss": rep.get("test_task_loss"),
+                      "probe_quality": probe.get("quality"),
                       "probe_r2_test": probe.get("r2_test"),
                       "fraction_same_task_closer": inv.get("fraction_same_task_closer")},
                      indent=2))

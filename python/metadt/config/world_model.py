@@ -23,13 +23,15 @@ class WorldModelConfig(Config):
     """Preset these values came from (informational)."""
     seed: int = 0
     """Seed of parameters and of every sampled batch."""
-    quality: str = "mixed"
+    quality: str = "random+medium+expert"
     """Dataset quality (store) the world model is trained on; several joined by ``+``
-    (e.g. ``random+medium+expert``) train on their union."""
-    task_targets: int = 0
+    train on their union. The default adds uniform-random-policy episodes to the
+    medium and expert data: contexts whose behaviour says nothing about the task, so
+    z must come from the rewards (docs/train.md). ``mixed`` = the paper's data."""
+    task_targets: int = 4
     """k > 0: the decoders also predict k other transitions of the same task (drawn
     uniformly from its training data) from each z, not only the transition at t
-    (metadt.train.task_targets); 0 = the paper's objective."""
+    (metadt.train.task_targets); 0 = the paper's objective (the transition at t only)."""
 
     # -- architecture
     context_len: int = 4
@@ -76,6 +78,10 @@ class WorldModelConfig(Config):
     """Steps per forward pass when computing z / errors for the report."""
     report_max_steps: int = 200000
     """At most this many steps per store are encoded for the report (subsampled by episode)."""
+    probe_quality: str = "mixed"
+    """Quality whose contexts the report's probe is fitted on (training tasks) and scored
+    on (test tasks): the data Meta-DT is conditioned on. The training quality when the
+    dataset lacks it; every quality is also scored in ``probe_by_quality``."""
     probe_ridge: float = 1e-3
     """Ridge penalty of the linear probe z -> task features."""
     probe_folds: int = 5
@@ -102,7 +108,7 @@ class WorldModelConfig(Config):
             return cfg.replace(num_steps=100000, checkpoint_every=5000, log_every=200,
                                device="auto", num_threads=0)
         if preset == "cpu":
-            return cfg.replace(num_steps=3000, batch_size=128, log_every=100,
+            return cfg.replace(num_steps=6000, batch_size=128, log_every=100,
                                checkpoint_every=1000)
         # smoke
         return cfg.replace(num_steps=30, batch_size=32, gru_hidden=32, decoder_hidden=32,

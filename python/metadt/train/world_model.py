@@ -119,7 +119,14 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     """Train (or resume) a world model into ``out``; returns the report dict."""
     cfg.validate()
     ctx = dist.init()  # world size 1 unless launched by torchrun
-    ds = open_dataset(data, cfg.family, cfg.quality)
+    try:
+        ds = open_dataset(data, cfg.family, cfg.quality)
+    except ValueError as e:
+        if "no quality" not in str(e):
+            raise
+        raise ValueError(f"{e}; a dataset without random-policy episodes (e.g. imported): "
+                         f"train on what it has, e.g. --quality mixed (and --set "
+                         f"task_targets=0 for the paper's recipe)") from None
     store = ds.store(cfg.quality)  # memory-mapped: ranks share one copy
     out = Path(out)
 
@@ -271,7 +278,8 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
 
     - ``train_task_loss`` / ``test_task_loss``: the world-model loss on each split;
     - ``probe``: a ridge-regression probe z -> task features fitted on training-task
-      steps and scored on test-task steps: ``r2_test`` (the quality bar) is the
+      steps and scored on test-task steps of ``cfg.probe_quality`` (default ``mixed``,
+      the data Meta-DT is conditioned on; the training quality when absent): ``r2_test`` (the quality bar) is the
       fraction of the total variance of the task parameter vector explained,
       ``r2_test_per_dim`` the per-dimension R^2 averaged; ``r2_test_cv``: a probe
       fitted and scored on the test tasks themselves, cross-validated over
@@ -283,21 +291,29 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
       quality of the dataset (which behaviour's contexts identify the task);
     - ``behaviour_invariance``: per test task, the distance between the mean z of its
       medium and its expert data vs. the distance to other tasks' mean z
-      (``behaviour_invariance_train``: the same on the training tasks;
+      (``fraction_same_task_closer``: than the nearest other task;
+      ``fraction_closer_than_mean_other``: than the average other task;
+      ``behaviour_invariance_train``: the same on the training tasks;
       ``behaviour_invariance_probe_space``: the same after the probe's linear
       readout, i.e. on the task-relevant part of z).
     """
     h = cfg.context_len
     train_ids = [int(t) for t in ds.card.train_ids]
     test_ids = [int(t) for t in ds.card.test_ids]
-    store = ds.store(cfg.quality)
-    table = StepTable.of(store)
+    table = StepTable.of(ds.store(cfg.quality))
     rep: dict[str, Any] = {"family": ds.card.family, "quality": cfg.quality,
                            "context_len": h, "z_dim": wm.z_dim}
     tr = _subsample_steps(table, table.steps_of_tasks(train_ids), cfg.report_max_steps, cfg.seed)
     te = _subsample_steps(table, table.steps_of_tasks(test_ids), cfg.report_max_steps, cfg.seed)
     rep["train_task_loss"] = _loss_on(wm, table, tr, cfg)
     rep["test_task_loss"] = _loss_on(wm, table, te, cfg)
+    probe_q = cfg.probe_quality if cfg.probe_quality in ds.card.qualities else cfg.quality
+    if probe_q != cfg.quality:
+        table = StepTable.of(ds.store(probe_q))
+        tr = _subsample_steps(table, table.steps_of_tasks(train_ids), cfg.report_max_steps,
+                              cfg.seed)
+        te = _subsample_steps(table, table.steps_of_tasks(test_ids), cfg.report_max_steps,
+                              cfg.seed)
 
     feats = {t: task_features(ds, t) for t in train_ids + test_ids}
     tr_f, te_f = _full_context(table, tr, h), _full_context(table, te, h)
@@ -307,7 +323,7 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
         y_tr = np.stack([feats[int(t)] for t in table.task[tr_f]])
         y_te = np.stack([feats[int(t)] for t in table.task[te_f]])
         w = _ridge(z_tr, y_tr, cfg.probe_ridge)
-        probe = {"fit_on": "train tasks", "scored_on": "test tasks",
+        probe = {"quality": probe_q, "fit_on": "train tasks", "scored_on": "test tasks",
                  "r2_train": _r2(y_tr, _predict(w, z_tr)), "r2_test": _r2(y_te, _predict(w, z_te)),
                  "r2_test_per_dim": _r2_per_dim(y_te, _predict(w, z_te)),
                  "rmse_test": _rmse(y_te, _predict(w, z_te)),
@@ -374,7 +390,7 @@ def _invariance(wm, ds, cfg, task_ids, per_task: bool = True,
     if len(tasks) < 2:
         return None
     per_task_d = {}
-    wins = 0
+    wins = wins_mean = 0
     ratios = []
     for t in tasks:
         same = float(np.linalg.norm(med[t] - exp[t]))
@@ -382,10 +398,12 @@ def _invariance(wm, ds, cfg, task_ids, per_task: bool = True,
         other += [float(np.linalg.norm(exp[t] - med[u])) for u in tasks if u != t]
         nearest = min(other)
         wins += same < nearest
+        wins_mean += same < float(np.mean(other))
         ratios.append(same / max(np.mean(other), 1e-12))
         per_task_d[str(t)] = {"medium_vs_expert": same, "nearest_other_task": nearest,
                             "mean_other_task": float(np.mean(other))}
     return {"tasks": tasks, "fraction_same_task_closer": wins / len(tasks),
+            "fraction_closer_than_mean_other": wins_mean / len(tasks),
             "mean_ratio_same_over_other": float(np.mean(ratios)),
             "per_task": per_task_d if per_task else None,
             "note": ("mean z per task" if project is None else
