@@ -192,3 +192,27 @@ def test_collect_split_across_two_ranks_equals_one_process(tmp_path):
         for name in ("obs", "actions", "rewards", "next_obs", "terminals"):
             np.testing.assert_array_equal(np.asarray(sa.column(name)),
                                           np.asarray(sb.column(name)), err_msg=f"{q}/{name}")
+
+
+# ------------------------------------------------------------------ the pipeline on 2 ranks
+def test_torchrun_pipeline_rank_zero_evaluates_reports_and_logs_once(tmp_path):
+    """``torchrun --nproc_per_node 2 -m metadt run``: collection and training split across
+    the ranks, evaluation/report/logging by rank 0 alone, the report printed once."""
+    out, data = tmp_path / "run", tmp_path / "data"
+    proc = torchrun("-m", "metadt", "run", "--preset", "smoke", "--methods", "meta-dt,dt",
+                    "--out", str(out), "--data", str(data), "--no-progress",
+                    "--set-collect", "device=cpu", timeout=600)
+    assert proc.stdout.count("# metadt: point-robot") == 1, proc.stdout
+    assert proc.stderr.count("pipeline finished") == 1, proc.stderr
+    stages = [json.loads(x) for x in (out / "stages.jsonl").read_text().splitlines()]
+    keys = [(s["stage"], s.get("seed"), s.get("method")) for s in stages]
+    assert keys == [("collect", None, None), ("world-model", 0, None),
+                    ("train", 0, "meta-dt"), ("evaluate", 0, "meta-dt"),
+                    ("train", 0, "dt"), ("evaluate", 0, "dt"), ("report", None, None)], keys
+    parts = sorted(p.name for p in (data / ".work").iterdir() if p.name.startswith("rank-"))
+    assert parts == ["rank-0-of-2", "rank-1-of-2"]
+    for m in ("meta-dt", "dt"):
+        ev = json.loads((out / "seed-0" / m / "eval.json").read_text())
+        assert ev["method"] == m
+    res = json.loads((out / "report" / "results.json").read_text())
+    assert res  # written, parseable

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 ORDER = 5
 
@@ -61,5 +62,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{cfg.family}-{cfg.preset}"
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     run_pipeline(cfg, out, progress=say, bars=not args.no_progress)
-    print((__import__("pathlib").Path(out) / REPORT_DIR / "results.md").read_text(encoding="utf-8"))
+    from metadt.distributed import is_main
+
+    if is_main():  # under torchrun: rank 0 prints
+        print((Path(out) / REPORT_DIR / "results.md").read_text(encoding="utf-8"))
     return 0

@@ -14,6 +14,12 @@ resumable (an interrupted stage continues from its last checkpoint):
 4. **report** (`metadt.report.build.build_report`), rebuilt after every seed
    from whatever is evaluated so far, into ``OUT/report``.
 
+Under ``torchrun`` (docs/distributed.md) every rank runs the pipeline: collection,
+world-model and Meta-DT training are split across the ranks by those stages
+themselves; rank 0 alone writes ``pipeline.json`` and ``stages.jsonl``, prints,
+evaluates and builds the report, and the other ranks wait for it (so a stage
+never starts before the previous one is complete on disk).
+
 Layout of OUT::
 
     pipeline.json          the pipeline config (family / preset / data are fixed
@@ -30,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from metadt import distributed as dist
 from metadt.config.pipeline import PipelineConfig
 from metadt.fileio import append_jsonl, atomic_write_json, read_json
 
@@ -51,8 +58,10 @@ class Pipeline:
         self.cfg = cfg.validate()
         self.out = Path(out)
         self.data = Path(cfg.data_dir())
-        self.say = progress or (lambda msg: None)
-        self.bars = bars
+        self.ctx = dist.init()  # world size 1 unless launched by torchrun
+        self.main = self.ctx.is_main()
+        self.say = (progress if self.main else None) or (lambda msg: None)
+        self.bars = bars and self.main
 
     # ---------------------------------------------------------------- configs
     def collect_config(self):
@@ -99,7 +108,7 @@ class Pipeline:
 
     def _run(self) -> dict[str, Any]:
         t_all = time.perf_counter()
-        self._check_out()
+        dist.main_first(self._check_out, self.ctx)
         self.stage_collect()
         ev_cfg = self.evaluate_config()
         report: dict[str, Any] = {}
@@ -135,6 +144,8 @@ class Pipeline:
                                  "all_seeds": seeds, "all_methods": methods})
 
     def _log(self, stage: str, t0: float, **fields: Any) -> None:
+        if not self.main:
+            return
         append_jsonl(self.out / STAGES_FILE, {"stage": stage, **fields,
                                               "seconds": round(time.perf_counter() - t0, 2),
                                               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -202,6 +213,10 @@ class Pipeline:
         self._log("train", t0, seed=seed, method=method)
 
     def stage_evaluate(self, method: str, seed: int, ev_cfg: Any) -> None:
+        """Rank 0 evaluates; the others wait (its error is raised on every rank)."""
+        dist.main_first(lambda: self._evaluate(method, seed, ev_cfg), self.ctx)
+
+    def _evaluate(self, method: str, seed: int, ev_cfg: Any) -> None:
         from metadt.evaluate.evaluator import EVAL_FILE, evaluate_run, is_complete
 
         run = self.run_dir(method, seed)
@@ -214,6 +229,10 @@ class Pipeline:
         self._log("evaluate", t0, seed=seed, method=method)
 
     def stage_report(self) -> dict[str, Any]:
+        """Rank 0 builds the report; every rank returns it."""
+        return dist.main_first(self._report, self.ctx)
+
+    def _report(self) -> dict[str, Any]:
         from metadt.report.build import build_report
 
         t0 = time.perf_counter()
