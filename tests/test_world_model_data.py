@@ -130,3 +130,14 @@ def test_union_and_task_targets_train_and_resume_exactly(dataset, tmp_path):
     cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
     for key in ca["model"]:
         torch.testing.assert_close(ca["model"][key], cb["model"][key], rtol=0, atol=0)
+
+
+def test_default_recipe_on_a_dataset_without_random_says_what_to_do(tmp_path):
+    path = tmp_path / "no-random"
+    make_point_dataset(path, GOALS, num_train=3, episodes=2,
+                       qualities={"expert": 0.01, "medium": 0.06}, seed=4)
+    cfg = WorldModelConfig.for_family("point-robot", "smoke")
+    assert cfg.quality == "random+medium+expert"
+    with pytest.raises(ValueError, match=r"no quality 'random'.*--quality mixed"):
+        train_world_model(path, cfg, tmp_path / "wm", progress=False)
+    assert not (tmp_path / "wm").exists()
