@@ -17,7 +17,7 @@ from metadt.train.prompts import attach_step_errors
 from metadt.train.run import load_run, load_world_model
 from metadt.train.world_model import train_world_model
 
-from test_train_support import make_point_dataset
+from test_train_support import interrupted_world_model_checkpoints, make_point_dataset
 
 GOALS = [(0.8, 0.8), (-0.8, -0.7), (0.7, -0.8), (-0.6, 0.9), (0.1, -0.9)]
 
@@ -146,16 +146,7 @@ def test_resume_gives_the_same_losses(z_source, dataset, world_model_dir, tmp_pa
 def test_world_model_resume(dataset, tmp_path):
     cfg = WorldModelConfig.for_family("point-robot", "smoke").replace(
         quality="medium", num_steps=12, checkpoint_every=4, log_every=4)
-    train_world_model(dataset, cfg, tmp_path / "a", progress=False)
-    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    # interrupted copy: stop at step 8 by training a shorter config? emulate with the
-    # checkpoint of a separate 8-step run that used the same seeds
-    cfg8 = cfg.replace(num_steps=8)
-    train_world_model(dataset, cfg8, tmp_path / "b", progress=False)
-    (tmp_path / "b" / "model.pt").unlink()
-    (tmp_path / "b" / "config.json").write_text(json.dumps(cfg.to_dict()))
-    train_world_model(dataset, cfg, tmp_path / "b", progress=False)
-    cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    ck, cb = interrupted_world_model_checkpoints(dataset, cfg, 8, tmp_path)
     assert ck["step"] == cb["step"] == 12
     for k in ck["model"]:
         torch.testing.assert_close(ck["model"][k], cb["model"][k], rtol=0, atol=0)

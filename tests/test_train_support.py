@@ -1,7 +1,9 @@
 """Test helpers for the model/training tests (no tests here).
 
 - ``make_point_dataset``: a small point-robot dataset of scripted policies of
-  different quality, written through ``write_dataset``.
+  different quality, written through ``write_dataset``;
+- ``interrupted_world_model_checkpoints``: the final checkpoints of an uninterrupted
+  world-model run and of one stopped early and resumed.
 """
 from __future__ import annotations
 
@@ -51,3 +53,21 @@ def make_point_dataset(path, goals, num_train, episodes=8, qualities=None, seed=
                        tasks=tasks, train_ids=list(range(num_train)),
                        test_ids=list(range(num_train, len(goals))))
     return write_dataset(path, card, stores)
+
+
+def interrupted_world_model_checkpoints(data, cfg, stop: int, root):
+    """``(uninterrupted, resumed)`` final checkpoints of ``cfg``: run A trains straight
+    through; run B trains ``stop`` steps (the same seeds), is turned into an unfinished
+    run of ``cfg`` and resumed."""
+    import json
+
+    import torch
+
+    from metadt.train.world_model import train_world_model
+
+    train_world_model(data, cfg, root / "a", progress=False)
+    train_world_model(data, cfg.replace(num_steps=stop), root / "b", progress=False)
+    (root / "b" / "model.pt").unlink()
+    (root / "b" / "config.json").write_text(json.dumps(cfg.to_dict()))
+    train_world_model(data, cfg, root / "b", progress=False)
+    return tuple(torch.load(root / r / "checkpoint.pt", weights_only=False) for r in "ab")

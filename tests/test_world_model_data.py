@@ -2,7 +2,6 @@
 and the loss with targets against a plain PyTorch reference."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from metadt.train.columns import StepTable
 from metadt.train.task_targets import TaskTargets
 from metadt.train.world_model import train_world_model
 
-from test_train_support import make_point_dataset
+from test_train_support import interrupted_world_model_checkpoints, make_point_dataset
 
 GOALS = [(0.8, 0.8), (-0.8, -0.7), (0.7, -0.8), (-0.6, 0.9)]
 
@@ -121,13 +120,8 @@ def test_union_and_task_targets_train_and_resume_exactly(dataset, tmp_path):
     assert rep["quality"] == "random+medium+expert"
     assert set(rep["probe_by_quality"]) == {"expert", "medium", "random"}
     assert rep["probe"]["rmse_test"] >= 0
-    cfg8 = cfg.replace(num_steps=8)
-    train_world_model(dataset, cfg8, tmp_path / "b", progress=False)
-    (tmp_path / "b" / "model.pt").unlink()
-    (tmp_path / "b" / "config.json").write_text(json.dumps(cfg.to_dict()))
-    train_world_model(dataset, cfg, tmp_path / "b", progress=False)
-    ca = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    ca, cb = interrupted_world_model_checkpoints(dataset, cfg, 8, tmp_path / "r")
+    assert ca["step"] == cb["step"] == 12
     for key in ca["model"]:
         torch.testing.assert_close(ca["model"][key], cb["model"][key], rtol=0, atol=0)
 

@@ -27,9 +27,9 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def open_dataset(path, family: str, quality: str) -> Dataset:
+def open_dataset(path, family: str, quality: str, missing_hint: str = "") -> Dataset:
     """Open a dataset and check it belongs to ``family`` and has ``quality`` (one name or
-    several joined by ``+``)."""
+    several joined by ``+``); ``missing_hint`` is appended to a missing-quality error."""
     ds = Dataset.open(path)
     if ds.card.family != family:
         raise ValueError(f"{path}: dataset is of family {ds.card.family!r} but the config is for "
@@ -37,7 +37,7 @@ def open_dataset(path, family: str, quality: str) -> Dataset:
     try:
         ds.check_quality(quality)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ValueError(f"{path}: {e}{missing_hint}") from None
     return ds
 
 

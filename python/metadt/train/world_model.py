@@ -119,14 +119,9 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     """Train (or resume) a world model into ``out``; returns the report dict."""
     cfg.validate()
     ctx = dist.init()  # world size 1 unless launched by torchrun
-    try:
-        ds = open_dataset(data, cfg.family, cfg.quality)
-    except ValueError as e:
-        if "no quality" not in str(e):
-            raise
-        raise ValueError(f"{e}; a dataset without random-policy episodes (e.g. imported): "
-                         f"train on what it has, e.g. --quality mixed (and --set "
-                         f"task_targets=0 for the paper's recipe)") from None
+    ds = open_dataset(data, cfg.family, cfg.quality, missing_hint=(
+        "; a dataset without random-policy episodes (e.g. imported): train on what it has, "
+        "e.g. --quality mixed (and --set task_targets=0 for the paper's recipe)"))
     store = ds.store(cfg.quality)  # memory-mapped: ranks share one copy
     out = Path(out)
 
