@@ -2,7 +2,6 @@
 and the loss with targets against a plain PyTorch reference."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
