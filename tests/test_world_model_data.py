@@ -46,9 +46,11 @@ def test_bad_quality_expressions(bad):
         split_quality(bad)
 
 
-def test_unknown_quality_in_a_union_is_a_clear_error(dataset, tmp_path):
-    cfg = WorldModelConfig.for_family("point-robot", "smoke").replace(quality="medium+bogus")
-    with pytest.raises(ValueError, match="no quality 'bogus'"):
+@pytest.mark.parametrize("field", ["quality", "probe_quality"])
+def test_unknown_quality_is_a_clear_error_before_training(field, dataset, tmp_path):
+    cfg = WorldModelConfig.for_family("point-robot", "smoke").replace(
+        **{field: "medium+bogus" if field == "quality" else "mixd"})
+    with pytest.raises(ValueError, match="no quality '(bogus|mixd)'"):
         train_world_model(dataset, cfg, tmp_path / "wm", progress=False)
     assert not (tmp_path / "wm").exists()
 
@@ -119,6 +121,7 @@ def test_union_and_task_targets_train_and_resume_exactly(dataset, tmp_path):
     assert rep["quality"] == "random+medium+expert"
     assert set(rep["probe_by_quality"]) == {"expert", "medium", "random"}
     assert rep["probe"]["rmse_test"] >= 0
+    assert rep["probe"]["quality"] == "random+medium+expert"  # the dataset has no mixed
     ca, cb = interrupted_world_model_checkpoints(dataset, cfg, 8, tmp_path / "r")
     assert ca["step"] == cb["step"] == 12
     for key in ca["model"]:

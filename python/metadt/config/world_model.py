@@ -78,10 +78,11 @@ class WorldModelConfig(Config):
     """Steps per forward pass when computing z / errors for the report."""
     report_max_steps: int = 200000
     """At most this many steps per store are encoded for the report (subsampled by episode)."""
-    probe_quality: str = "mixed"
+    probe_quality: str = ""
     """Quality whose contexts the report's probe is fitted on (training tasks) and scored
-    on (test tasks): the data Meta-DT is conditioned on. The training quality when the
-    dataset lacks it; every quality is also scored in ``probe_by_quality``."""
+    on (test tasks); "" = ``mixed`` (the data Meta-DT is conditioned on) when the dataset
+    has it, else the training quality. A name given must exist in the dataset. Every
+    quality is also scored in ``probe_by_quality``."""
     probe_ridge: float = 1e-3
     """Ridge penalty of the linear probe z -> task features."""
     probe_folds: int = 5

@@ -221,8 +221,7 @@ def union_store(stores: list["TrajectoryStore"]) -> "TrajectoryStore":
                              f"({st.obs_dim}, {st.act_dim})")
         cols = {c: np.asarray(st.column(c)) for c in ("obs", "actions", "rewards", "next_obs",
                                                        "terminals")}
-        for e, (o, n, t) in enumerate(zip(st.episode_offsets(), st.episode_lengths(),
-                                          st.episode_tasks())):
+        for o, n, t in zip(st.episode_offsets(), st.episode_lengths(), st.episode_tasks()):
             sl = slice(int(o), int(o) + int(n))
             out.add_episode(cols["obs"][sl], cols["actions"][sl], cols["rewards"][sl],
                             next_obs=cols["next_obs"][sl], task=int(t),

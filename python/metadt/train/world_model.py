@@ -122,6 +122,11 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     ds = open_dataset(data, cfg.family, cfg.quality, missing_hint=(
         "; a dataset without random-policy episodes (e.g. imported): train on what it has, "
         "e.g. --quality mixed (and --set task_targets=0 for the paper's recipe)"))
+    if cfg.probe_quality:
+        try:
+            ds.check_quality(cfg.probe_quality)
+        except ValueError as e:
+            raise ValueError(f"{data}: probe_quality: {e}") from None
     store = ds.store(cfg.quality)  # memory-mapped: ranks share one copy
     out = Path(out)
 
@@ -274,7 +279,8 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
     - ``train_task_loss`` / ``test_task_loss``: the world-model loss on each split;
     - ``probe``: a ridge-regression probe z -> task features fitted on training-task
       steps and scored on test-task steps of ``cfg.probe_quality`` (default ``mixed``,
-      the data Meta-DT is conditioned on; the training quality when absent): ``r2_test`` (the quality bar) is the
+      the data Meta-DT is conditioned on, when the dataset has it, else the training
+      quality): ``r2_test`` (the quality bar) is the
       fraction of the total variance of the task parameter vector explained,
       ``r2_test_per_dim`` the per-dimension R^2 averaged; ``r2_test_cv``: a probe
       fitted and scored on the test tasks themselves, cross-validated over
@@ -295,20 +301,21 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
     h = cfg.context_len
     train_ids = [int(t) for t in ds.card.train_ids]
     test_ids = [int(t) for t in ds.card.test_ids]
-    table = StepTable.of(ds.store(cfg.quality))
     rep: dict[str, Any] = {"family": ds.card.family, "quality": cfg.quality,
                            "context_len": h, "z_dim": wm.z_dim}
-    tr = _subsample_steps(table, table.steps_of_tasks(train_ids), cfg.report_max_steps, cfg.seed)
-    te = _subsample_steps(table, table.steps_of_tasks(test_ids), cfg.report_max_steps, cfg.seed)
+
+    def split(quality: str) -> tuple[StepTable, np.ndarray, np.ndarray]:
+        """The quality's steps table and its (subsampled) train-task and test-task steps."""
+        table = StepTable.of(ds.store(quality))
+        return table, *(_subsample_steps(table, table.steps_of_tasks(ids), cfg.report_max_steps,
+                                         cfg.seed) for ids in (train_ids, test_ids))
+
+    table, tr, te = split(cfg.quality)
     rep["train_task_loss"] = _loss_on(wm, table, tr, cfg)
     rep["test_task_loss"] = _loss_on(wm, table, te, cfg)
-    probe_q = cfg.probe_quality if cfg.probe_quality in ds.card.qualities else cfg.quality
+    probe_q = cfg.probe_quality or ("mixed" if "mixed" in ds.card.qualities else cfg.quality)
     if probe_q != cfg.quality:
-        table = StepTable.of(ds.store(probe_q))
-        tr = _subsample_steps(table, table.steps_of_tasks(train_ids), cfg.report_max_steps,
-                              cfg.seed)
-        te = _subsample_steps(table, table.steps_of_tasks(test_ids), cfg.report_max_steps,
-                              cfg.seed)
+        table, tr, te = split(probe_q)
 
     feats = {t: task_features(ds, t) for t in train_ids + test_ids}
     tr_f, te_f = _full_context(table, tr, h), _full_context(table, te, h)
