@@ -137,3 +137,16 @@ def test_default_recipe_on_a_dataset_without_random_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match=r"no quality 'random'.*--quality mixed"):
         train_world_model(path, cfg, tmp_path / "wm", progress=False)
     assert not (tmp_path / "wm").exists()
+
+
+def test_probe_r2_hand_computed_and_undefined_for_a_constant_target():
+    from metadt.train.world_model import _r2, _r2_per_dim
+
+    y = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 4.0]])
+    pred = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    # SS_res = 1 + 0 + 1 + 0 + 1 + 1 = 4; SS_tot = 8 (x) + 6 (y) = 14
+    assert _r2(y, pred) == pytest.approx(1 - 4 / 14)
+    assert _r2_per_dim(y, pred) == pytest.approx(((1 - 2 / 8) + (1 - 2 / 6)) / 2)
+    # one task: the goal does not vary (up to rounding), R^2 is undefined, not -1e29
+    const = np.full((5, 2), 0.7) + np.array([0.0, 1e-17])[None]
+    assert _r2(const, const + 0.1) is None and _r2_per_dim(const, const + 0.1) is None

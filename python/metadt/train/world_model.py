@@ -221,12 +221,17 @@ def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(xb.T @ xb + reg, xb.T @ y)
 
 
-def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+_MIN_VARIANCE = 1e-9
+"""Below this mean squared deviation the task parameter is taken as constant (e.g. one
+test task: rounding leaves ~1e-30, and R^2 against it is meaningless): R^2 is None."""
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float | None:
     """Fraction of the total variance of the task parameter (as a vector) explained:
-    ``1 - sum SS_res / sum SS_tot`` over all output dims."""
+    ``1 - sum SS_res / sum SS_tot`` over all output dims; None when it does not vary."""
     ss_res = float(((y - pred) ** 2).sum())
     ss_tot = float(((y - y.mean(0)) ** 2).sum())
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    return 1.0 - ss_res / ss_tot if ss_tot > _MIN_VARIANCE * len(y) else None
 
 
 def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
@@ -234,12 +239,13 @@ def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.sqrt(((y - pred) ** 2).sum(1).mean()))
 
 
-def _r2_per_dim(y: np.ndarray, pred: np.ndarray) -> float:
-    """Coefficient of determination of each output dim, averaged (sklearn's default)."""
+def _r2_per_dim(y: np.ndarray, pred: np.ndarray) -> float | None:
+    """Coefficient of determination of each output dim that varies, averaged (sklearn's
+    default); None when none varies."""
     ss_res = ((y - pred) ** 2).sum(0)
     ss_tot = ((y - y.mean(0)) ** 2).sum(0)
-    ok = ss_tot > 0
-    return float(np.mean(1.0 - ss_res[ok] / ss_tot[ok])) if ok.any() else float("nan")
+    ok = ss_tot > _MIN_VARIANCE * len(y)
+    return float(np.mean(1.0 - ss_res[ok] / ss_tot[ok])) if ok.any() else None
 
 
 def _r2_cv(z: np.ndarray, y: np.ndarray, episodes: np.ndarray, lam: float, folds: int,
