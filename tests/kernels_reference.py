@@ -53,3 +53,48 @@ def left_padding_mask(lengths, t):
     lengths = torch.as_tensor(lengths)
     pos = torch.arange(t)[None, :]
     return pos >= (t - lengths)[:, None]
+
+
+def rust_best_segments(errors, lengths, k, start_min, groups=None):
+    """The Rust store's choice on the same errors: {key: (row, start, score)} for every
+    group with a segment (``store.best_segments`` argmax over an attached error column;
+    ``groups`` None = per row). Rows of length 0 are not stored (they have no segment)."""
+    from metadt import TrajectoryStore
+
+    errors = np.asarray(errors, dtype=np.float32)
+    n, t = errors.shape
+    lengths = np.clip(np.asarray(lengths, dtype=np.int64), 0, t)
+    store = TrajectoryStore(1, 1)
+    row_of_episode, column = [], []
+    for row in range(n):
+        ln = int(lengths[row])
+        if ln == 0:
+            continue
+        key = row if groups is None else int(groups[row])
+        store.add_episode(np.zeros((ln, 1), np.float32), np.zeros((ln, 1), np.float32),
+                          np.zeros(ln, np.float32), task=key)
+        row_of_episode.append(row)
+        column.append(errors[row, :ln])
+    if not row_of_episode:
+        return {}
+    store.attach_column("err", np.concatenate(column).reshape(-1, 1))
+    segs = store.best_segments("err", length=k, start_min=start_min, per="task", mode="argmax")
+    return {int(key): (row_of_episode[int(ep)], int(s), float(sc))
+            for key, ep, s, sc in zip(segs["keys"], segs["episodes"], segs["starts"],
+                                      segs["scores"])}
+
+
+def assert_same_choice_as_rust(result, errors, lengths, k, start_min, groups=None):
+    """A ``BestSegments`` result chooses exactly what the Rust store chooses."""
+    want = rust_best_segments(errors, lengths, k, start_min, groups)
+    keys = result.keys.tolist()
+    expected_keys = (list(range(len(lengths))) if groups is None
+                     else sorted(set(np.asarray(groups).tolist())))
+    assert keys == expected_keys
+    for key, ep, start, score in zip(keys, result.episode.tolist(), result.start.tolist(),
+                                     result.score.tolist()):
+        if key in want:
+            assert (ep, start) == want[key][:2], (key, ep, start, want[key])
+            assert score == want[key][2], (key, score, want[key])  # bit-identical float64 sums
+        else:
+            assert (ep, start) == (-1, -1) and score == float("-inf"), (key, ep, start, score)
