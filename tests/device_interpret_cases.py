@@ -144,3 +144,38 @@ def test_few_shot_selection_on_device_equals_the_host_path(length, start_min, ho
     with host_path():
         host = select_starts(tr, rows, rng=np.random.default_rng(0), **kw)
     assert dev == host and sorted(dev) == [0, 1, 2]
+
+
+def test_bf16_policy_through_the_triton_attention_matches_float32(host_path):
+    """The paper preset's amp on a device: bf16 autocast, attention in the Triton kernel
+    (bf16 q, k, v; float32 accumulation), against the float32 model on PyTorch's path."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import test_precision as P
+
+    z = torch.randn(P.B, P.K, 16, generator=torch.Generator().manual_seed(1))
+    calls = []
+    import metadt.models.transformer as T
+
+    real = T._kernel_attention
+
+    def spy(q, *a, **kw):
+        calls.append((q.dtype, K.backend(q)))
+        return real(q, *a, **kw)
+
+    T._kernel_attention = spy
+    try:
+        amp = P._policy("bf16")
+        l1 = amp.loss(P._batch(), z)
+        g1 = torch.autograd.grad(l1, list(amp.parameters()))
+        with host_path():
+            ref = P._policy("off")
+            l0 = ref.loss(P._batch(), z)
+            g0 = torch.autograd.grad(l0, list(ref.parameters()))
+    finally:
+        T._kernel_attention = real
+    assert calls[0] == (torch.bfloat16, "triton") and calls[-1] == (torch.float32, "torch")
+    l0, l1 = l0.detach(), l1.detach()
+    assert abs(float(l1) - float(l0)) <= 2e-2 * abs(float(l0))
+    for a, b in zip(g1, g0):
+        assert a.dtype == torch.float32 and torch.isfinite(a).all()
+        assert float((a - b).abs().max()) <= 5e-2 * float(b.abs().max()) + 1e-6
