@@ -57,29 +57,12 @@ def left_padding_mask(lengths, t):
 
 def rust_best_segments(errors, lengths, k, start_min, groups=None):
     """The Rust store's choice on the same errors: {key: (row, start, score)} for every
-    group with a segment (``store.best_segments`` argmax over an attached error column;
-    ``groups`` None = per row). Rows of length 0 are not stored (they have no segment)."""
-    from metadt import TrajectoryStore
+    group with a segment (``store.best_segments`` argmax over an attached error column,
+    through ``metadt.train.device_scoring.host_best_segments``; ``groups`` None = per row)."""
+    from metadt.train.device_scoring import host_best_segments
 
-    errors = np.asarray(errors, dtype=np.float32)
-    n, t = errors.shape
-    lengths = np.clip(np.asarray(lengths, dtype=np.int64), 0, t)
-    store = TrajectoryStore(1, 1)
-    row_of_episode, column = [], []
-    for row in range(n):
-        ln = int(lengths[row])
-        if ln == 0:
-            continue
-        key = row if groups is None else int(groups[row])
-        store.add_episode(np.zeros((ln, 1), np.float32), np.zeros((ln, 1), np.float32),
-                          np.zeros(ln, np.float32), task=key)
-        row_of_episode.append(row)
-        column.append(errors[row, :ln])
-    if not row_of_episode:
-        return {}
-    store.attach_column("err", np.concatenate(column).reshape(-1, 1))
-    segs = store.best_segments("err", length=k, start_min=start_min, per="task", mode="argmax")
-    return {int(key): (row_of_episode[int(ep)], int(s), float(sc))
+    segs = host_best_segments(errors, lengths, length=k, start_min=start_min, groups=groups)
+    return {int(key): (int(ep), int(s), float(sc))
             for key, ep, s, sc in zip(segs["keys"], segs["episodes"], segs["starts"],
                                       segs["scores"])}
 

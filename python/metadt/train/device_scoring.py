@@ -85,6 +85,42 @@ def best_segments(world_model, obs, actions, rewards, next_obs, *, length: int,
             "scores": scores[found]}
 
 
+def host_best_segments(errors, lengths, *, length: int, start_min: int,
+                       groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The CPU path on the same padded errors: the rows' valid steps go into a
+    ``TrajectoryStore`` as an error column and the Rust scorer picks
+    (``best_segments(per="task", mode="argmax")``, task = group, or row when ``groups``
+    is None). Same return layout as :func:`best_segments` (rows of length 0 have no
+    segment and are not stored)."""
+    from metadt import TrajectoryStore
+
+    errors = np.asarray(errors, dtype=np.float32)
+    n, t = errors.shape
+    lengths = np.clip(np.asarray(lengths, dtype=np.int64), 0, t)
+    store = TrajectoryStore(1, 1)
+    rows, column = [], []
+    for row in range(n):
+        ln = int(lengths[row])
+        if ln == 0:
+            continue
+        zeros = np.zeros((ln, 1), np.float32)
+        store.add_episode(zeros, zeros, np.zeros(ln, np.float32),
+                          task=row if groups is None else int(groups[row]))
+        rows.append(row)
+        column.append(errors[row, :ln])
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return {"keys": empty, "episodes": empty, "starts": empty, "scores": np.zeros(0)}
+    store.attach_column("err", np.concatenate(column).reshape(-1, 1))
+    segs = store.best_segments("err", length=int(length), start_min=int(start_min), per="task",
+                               mode="argmax")
+    return {"keys": np.asarray(segs["keys"], dtype=np.int64),
+            "episodes": np.asarray(rows, dtype=np.int64)[np.asarray(segs["episodes"],
+                                                                    dtype=np.int64)],
+            "starts": np.asarray(segs["starts"], dtype=np.int64),
+            "scores": np.asarray(segs["scores"], dtype=np.float64)}
+
+
 @torch.no_grad()
 def step_errors(table, world_model, batch_size: int = 4096,
                 idx: np.ndarray | None = None) -> np.ndarray:
