@@ -85,13 +85,10 @@ def best_segments(world_model, obs, actions, rewards, next_obs, *, length: int,
             "scores": scores[found]}
 
 
-def host_best_segments(errors, lengths, *, length: int, start_min: int,
-                       groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The CPU path on the same padded errors: the rows' valid steps go into a
-    ``TrajectoryStore`` as an error column and the Rust scorer picks
-    (``best_segments(per="task", mode="argmax")``, task = group, or row when ``groups``
-    is None). Same return layout as :func:`best_segments` (rows of length 0 have no
-    segment and are not stored)."""
+def errors_store(errors, lengths, groups: np.ndarray | None = None):
+    """``(store, rows)``: a ``TrajectoryStore`` holding each non-empty row's valid steps as
+    one episode (task = its group, or the row when ``groups`` is None) with the errors as
+    column ``"err"``, and the row of each stored episode."""
     from metadt import TrajectoryStore
 
     errors = np.asarray(errors, dtype=np.float32)
@@ -108,15 +105,24 @@ def host_best_segments(errors, lengths, *, length: int, start_min: int,
                           task=row if groups is None else int(groups[row]))
         rows.append(row)
         column.append(errors[row, :ln])
-    if not rows:
+    if rows:
+        store.attach_column("err", np.concatenate(column).reshape(-1, 1))
+    return store, np.asarray(rows, dtype=np.int64)
+
+
+def host_best_segments(errors, lengths, *, length: int, start_min: int,
+                       groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The CPU path on the same padded errors: the Rust scorer
+    (``best_segments(per="task", mode="argmax")``) over :func:`errors_store`. Same
+    return layout as :func:`best_segments` (rows of length 0 have no segment)."""
+    store, rows = errors_store(errors, lengths, groups)
+    if len(rows) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return {"keys": empty, "episodes": empty, "starts": empty, "scores": np.zeros(0)}
-    store.attach_column("err", np.concatenate(column).reshape(-1, 1))
     segs = store.best_segments("err", length=int(length), start_min=int(start_min), per="task",
                                mode="argmax")
     return {"keys": np.asarray(segs["keys"], dtype=np.int64),
-            "episodes": np.asarray(rows, dtype=np.int64)[np.asarray(segs["episodes"],
-                                                                    dtype=np.int64)],
+            "episodes": rows[np.asarray(segs["episodes"], dtype=np.int64)],
             "starts": np.asarray(segs["starts"], dtype=np.int64),
             "scores": np.asarray(segs["scores"], dtype=np.float64)}
 
