@@ -11,7 +11,10 @@ Cases (the paper's configs, then a longer sequence):
   B=16, T=1024, 4 heads of 32 (a long-sequence case);
 * prompt scoring: 4500 candidate trajectories of 200 steps (45 tasks x 100
   episodes, MuJoCo horizon) with 20-dim states, k=5, start_min=4; and 300
-  Meta-World trajectories of 500 steps with 39-dim states.
+  Meta-World trajectories of 500 steps with 39-dim states;
+* ``best_segments`` (what the pipeline scores with on the device) on 4500 x 200
+  per-step errors, per episode and per task (45 tasks), beside the Rust store's
+  ``best_segments`` on the same errors on the host.
 
 Each case runs the Triton kernel and the PyTorch path (``METADT_KERNELS``
 forced each way through the one dispatch point) in float32 and bfloat16
@@ -27,6 +30,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 import metadt.kernels as K
@@ -90,6 +94,29 @@ def scores_case(n, t, d, device):
     return run
 
 
+def best_case(n, t, tasks, device, per):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    errors = torch.rand(n, t, generator=g).to(device)
+    lengths = torch.randint(t // 2, t + 1, (n,), generator=g).to(device)
+    groups = (torch.arange(n) % tasks).to(device) if per == "task" else None
+
+    def run():
+        K.best_segments(errors, lengths, 5, 4, groups)
+    return run
+
+
+def rust_best(n, t, tasks, per, reps):
+    """Milliseconds per ``store.best_segments`` call on the same kind of errors (host)."""
+    from metadt.train.device_scoring import errors_store
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    errors = torch.rand(n, t, generator=g).numpy()
+    lengths = torch.randint(t // 2, t + 1, (n,), generator=g).numpy()
+    store, _ = errors_store(errors, lengths, (np.arange(n) % tasks) if per == "task" else None)
+    return timeit(lambda: store.best_segments("err", length=5, start_min=4, per="task",
+                                              mode="argmax"), reps)
+
+
 def compare(name: str, make, reps: int, modes=("torch", "triton")) -> None:
     times = {}
     for mode in modes:
@@ -110,8 +137,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--cpu", action="store_true",
                     help="without CUDA, still time the PyTorch fallback on the CPU")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args(argv)
     reps = 10 if args.quick else 50
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if not torch.cuda.is_available():
         print("bench_kernels: skipped: no CUDA device (the Triton kernels only run on CUDA; "
@@ -125,6 +155,12 @@ def main(argv=None) -> int:
                         max(reps // 10, 2), modes=("torch",))
             compare("prompt_scores N=4500 T=200 d=20", lambda: scores_case(4500, 200, 20, "cpu"),
                     max(reps // 10, 2), modes=("torch",))
+            for per in ("episode", "task"):
+                compare(f"best_segments N=4500 T=200 k=5 per {per}",
+                        lambda per=per: best_case(4500, 200, 45, "cpu", per),
+                        max(reps // 10, 2), modes=("torch",))
+                print(f"{'  the Rust store on the same errors (host)':<58} "
+                      f"rust {rust_best(4500, 200, 45, per, max(reps // 10, 2)):8.3f} ms")
         return 0
 
     dev = "cuda"
@@ -145,6 +181,11 @@ def main(argv=None) -> int:
     for label, shape in [("N=4500 T=200 d=20 (MuJoCo: 45 tasks x 100)", (4500, 200, 20)),
                          ("N=300 T=500 d=39 (Meta-World: 15 tasks x 20)", (300, 500, 39))]:
         compare(f"prompt_scores {label}", lambda shape=shape: scores_case(*shape, dev), reps)
+    for per in ("episode", "task"):
+        compare(f"best_segments N=4500 T=200 k=5 per {per} (45 tasks)",
+                lambda per=per: best_case(4500, 200, 45, dev, per), reps)
+        print(f"{'  the Rust store on the same errors (host)':<58} "
+              f"rust {rust_best(4500, 200, 45, per, max(reps // 5, 2)):8.3f} ms")
     return 0
 
 

@@ -235,7 +235,7 @@ def test_triton_kernels_compile_for_gpu_ahead_of_time():
         pytest.skip(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("shared ")]
-    assert len(lines) == 10, proc.stdout
+    assert len(lines) == 11, proc.stdout
     for ln in lines:
         assert int(ln.split()[-1]) <= AOT_SHARED_LIMIT, ln
 
@@ -287,6 +287,9 @@ types = dict(P="*fp32", G="*fp32", W="*fp32", LEN="*i64", MAT="*fp32", IDX="*i64
 compile_one(P._prompt_scores_kernel, types,
             dict(HAS_W=True, WRITE_MAT=True, BLOCK_S=256, BLOCK_D=16),
             dict(num_warps=4, enable_fp_fusion=False))
+types = dict(E="*fp32", LEN="*i64", ORDER="*i64", OFF="*i64", EP="*i64", START="*i64",
+             SCORE="*fp64", T="i32", k="i32", start_min="i32", width="i32")
+compile_one(P._best_segments_kernel, types, dict(BLOCK_S=256), dict(num_warps=4))
 '''
 
 
