@@ -191,15 +191,17 @@ def check_scoring(rep: Report, dev: torch.device, cases) -> None:
     for n, t, k, start_min in cases:
         for integer in (False, True):
             errors, lengths, task = _errors_case(n, t, n + t + k, integer, groups=max(n // 8, 2))
-            for per in ("episode", "task"):
+            for per, dtype in (("episode", torch.float32), ("task", torch.float32),
+                               ("task", torch.bfloat16)):
                 groups = task if per == "task" else None
                 name = (f"best_segments N{n} T{t} k{k} start{start_min} per {per}"
-                        f"{' ties' if integer else ''}")
+                        f"{' ties' if integer else ''} {str(dtype)[6:]}")
+                e = errors.to(dtype)  # both sides see the same values
                 try:
                     with forced("triton"):
-                        res = K.best_segments(errors.to(dev), lengths.to(dev), k, start_min,
-                                              None if groups is None else groups.to(dev))
-                    want = host_best_segments(errors.numpy(), lengths.numpy(), length=k,
+                        res = K.best_segments(e.to(dev), lengths.to(dev), k,
+                                              start_min, None if groups is None else groups.to(dev))
+                    want = host_best_segments(e.float().numpy(), lengths.numpy(), length=k,
                                               start_min=start_min,
                                               groups=None if groups is None else groups.numpy())
                     found = res.episode.cpu().numpy() >= 0

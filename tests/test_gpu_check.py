@@ -34,7 +34,8 @@ def test_gpu_check_cpu_mode(tmp_path):
     assert all(c["ok"] for c in doc["correctness"]), doc["correctness"]
     assert any(n.startswith("attention") and "bfloat16" in n for n in names)
     assert any(n.startswith("attention") and "float32" in n for n in names)
-    assert sum(n.startswith("best_segments") for n in names) >= 8
+    assert sum(n.startswith("best_segments") for n in names) >= 12
+    assert any(n.startswith("best_segments") and n.endswith("bfloat16") for n in names)
     assert "training losses finite" in names
     assert {r["dtype"] for r in doc["attention_speed"]} == {"float32", "bfloat16"}
     assert all(r["triton_ms"] > 0 and r["sdpa_ms"] > 0 for r in doc["attention_speed"])

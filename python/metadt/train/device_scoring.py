@@ -54,8 +54,9 @@ def episode_errors(world_model, obs, actions, rewards, next_obs,
     steps = torch.arange(t, device=dev)
     mask = (steps[:, None] - h + torch.arange(h, device=dev)[None, :]) >= 0  # [T, h]
     out = torch.empty(n, t, dtype=torch.float32, device=dev)
-    for lo in range(0, n, max(int(rows_per_pass), 1)):
-        s = slice(lo, lo + rows_per_pass)
+    step = max(int(rows_per_pass), 1)
+    for lo in range(0, n, step):
+        s = slice(lo, lo + step)
         rows = obs[s].shape[0]
         out[s] = world_model.step_errors(
             obs[s], actions[s], rewards[s], next_obs[s],
@@ -144,8 +145,9 @@ def step_errors(table, world_model, batch_size: int = 4096,
         np.asarray(idx, dtype=np.int64))
     out = torch.empty(len(idx), dtype=torch.float32, device=dev)
     offs = torch.arange(h, device=dev) - h
-    for lo in range(0, len(idx), max(int(batch_size), 1)):
-        part = idx[lo:lo + batch_size]
+    step = max(int(batch_size), 1)
+    for lo in range(0, len(idx), step):
+        part = idx[lo:lo + step]
         cidx = part[:, None] + offs[None, :]
         valid = cidx >= ep_start[part][:, None]
         cidx = torch.where(valid, cidx, 0)
