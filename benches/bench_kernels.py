@@ -9,12 +9,10 @@ Cases (the paper's configs, then a longer sequence):
   batch 128, 75 tokens (K=20 main + k=5 prompt steps, 3 tokens each), width
   128, 1 head; batch 128, 24 + 9 tokens x 3 (Hopper/Walker K=8, k=3); and
   B=16, T=1024, 4 heads of 32 (a long-sequence case);
-* prompt scoring: 4500 candidate trajectories of 200 steps (45 tasks x 100
-  episodes, MuJoCo horizon) with 20-dim states, k=5, start_min=4; and 300
-  Meta-World trajectories of 500 steps with 39-dim states;
-* ``best_segments`` (what the pipeline scores with on the device) on 4500 x 200
-  per-step errors, per episode and per task (45 tasks), beside the Rust store's
-  ``best_segments`` on the same errors on the host.
+* prompt scoring (``best_segments``, what the pipeline scores with on the
+  device): 4500 candidate episodes of 200 steps (45 tasks x 100 episodes,
+  MuJoCo horizon), k=5, start_min=4, per episode and per task, beside the Rust
+  store's ``best_segments`` on the same errors on the host.
 
 Each case runs the Triton kernel and the PyTorch path (``METADT_KERNELS``
 forced each way through the one dispatch point) in float32 and bfloat16
@@ -83,17 +81,6 @@ def attention_case(b, h, t, d, dtype, device, backward):
     return run
 
 
-def scores_case(n, t, d, device):
-    g = torch.Generator(device="cpu").manual_seed(0)
-    pred = torch.randn(n, t, d, generator=g).to(device)
-    target = torch.randn(n, t, d, generator=g).to(device)
-    lengths = torch.randint(t // 2, t + 1, (n,), generator=g).to(device)
-
-    def run():
-        K.prompt_scores(pred, target, lengths, 5, 4)
-    return run
-
-
 def best_case(n, t, tasks, device, per):
     g = torch.Generator(device="cpu").manual_seed(0)
     errors = torch.rand(n, t, generator=g).to(device)
@@ -153,8 +140,6 @@ def main(argv=None) -> int:
                 compare(f"attention {tag} B=128 T=75 H=1 D=128 float32",
                         lambda: attention_case(128, 1, 75, 128, torch.float32, "cpu", backward),
                         max(reps // 10, 2), modes=("torch",))
-            compare("prompt_scores N=4500 T=200 d=20", lambda: scores_case(4500, 200, 20, "cpu"),
-                    max(reps // 10, 2), modes=("torch",))
             for per in ("episode", "task"):
                 compare(f"best_segments N=4500 T=200 k=5 per {per}",
                         lambda per=per: best_case(4500, 200, 45, "cpu", per),
@@ -178,9 +163,6 @@ def main(argv=None) -> int:
             for label, shape in att:
                 compare(f"attention {tag:<7} {label} {str(dtype)[6:]}",
                         lambda shape=shape: attention_case(*shape, dtype, dev, backward), reps)
-    for label, shape in [("N=4500 T=200 d=20 (MuJoCo: 45 tasks x 100)", (4500, 200, 20)),
-                         ("N=300 T=500 d=39 (Meta-World: 15 tasks x 20)", (300, 500, 39))]:
-        compare(f"prompt_scores {label}", lambda shape=shape: scores_case(*shape, dev), reps)
     for per in ("episode", "task"):
         compare(f"best_segments N=4500 T=200 k=5 per {per} (45 tasks)",
                 lambda per=per: best_case(4500, 200, 45, dev, per), reps)

@@ -7,28 +7,6 @@ import numpy as np
 import torch
 
 
-def prompt_scores_numpy(pred, target, lengths, k, start_min, weights=None):
-    """Loop-level NumPy reference: (index [N] int64, score [N] float64, matrix [N, T-k+1])."""
-    pred = np.asarray(pred, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    n, t, d = pred.shape
-    w = np.ones(d) if weights is None else np.asarray(weights, dtype=np.float64)
-    width = max(t - k + 1, 0)
-    matrix = np.full((n, width), -np.inf)
-    index = np.full(n, -1, dtype=np.int64)
-    score = np.full(n, -np.inf)
-    for i in range(n):
-        length = int(min(max(int(lengths[i]), 0), t))
-        err = np.zeros(t)
-        for step in range(length):
-            err[step] = float(np.sum(w * np.abs(pred[i, step] - target[i, step])))
-        for s in range(start_min, length - k + 1):
-            matrix[i, s] = err[s:s + k].sum()
-            if matrix[i, s] > score[i]:  # strict: ties keep the earliest start
-                score[i], index[i] = matrix[i, s], s
-    return index, score, matrix
-
-
 def attention_float32(q, k, v, key_padding_mask=None, causal=True, scale=None,
                       dropout_keep=None, dropout_p=0.0):
     """Explicit float32 softmax attention with the metadt masking semantics."""
