@@ -448,7 +448,7 @@ def main(argv=None) -> int:
                        (60, 500, 5, 4), (45, 20, 5, 4)]
         speed_shapes = [("paper K=20 k=5", (128, 1, 75, 128)),
                         ("Hopper/Walker K=8 k=3", (128, 1, 33, 128)),
-                        ("long", (16, 4, 1024, 32)), ("long", (8, 4, 4096, 64))]
+                        ("long", (16, 4, 1024, 32)), ("long", (4, 4, 4096, 64))]
         reps, n_eps, n_t, n_tasks = 30, 4500, 200, 45
 
     section("correctness", lambda: (check_attention(rep, dev, att_shapes, dtypes),
