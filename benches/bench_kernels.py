@@ -9,9 +9,10 @@ Cases (the paper's configs, then a longer sequence):
   batch 128, 75 tokens (K=20 main + k=5 prompt steps, 3 tokens each), width
   128, 1 head; batch 128, 24 + 9 tokens x 3 (Hopper/Walker K=8, k=3); and
   B=16, T=1024, 4 heads of 32 (a long-sequence case);
-* prompt scoring: 4500 candidate trajectories of 200 steps (45 tasks x 100
-  episodes, MuJoCo horizon) with 20-dim states, k=5, start_min=4; and 300
-  Meta-World trajectories of 500 steps with 39-dim states.
+* prompt scoring (``best_segments``, what the pipeline scores with on the
+  device): 4500 candidate episodes of 200 steps (45 tasks x 100 episodes,
+  MuJoCo horizon), k=5, start_min=4, per episode and per task, beside the Rust
+  store's ``best_segments`` on the same errors on the host.
 
 Each case runs the Triton kernel and the PyTorch path (``METADT_KERNELS``
 forced each way through the one dispatch point) in float32 and bfloat16
@@ -27,6 +28,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 import metadt.kernels as K
@@ -79,15 +81,27 @@ def attention_case(b, h, t, d, dtype, device, backward):
     return run
 
 
-def scores_case(n, t, d, device):
+def best_case(n, t, tasks, device, per):
     g = torch.Generator(device="cpu").manual_seed(0)
-    pred = torch.randn(n, t, d, generator=g).to(device)
-    target = torch.randn(n, t, d, generator=g).to(device)
+    errors = torch.rand(n, t, generator=g).to(device)
     lengths = torch.randint(t // 2, t + 1, (n,), generator=g).to(device)
+    groups = (torch.arange(n) % tasks).to(device) if per == "task" else None
 
     def run():
-        K.prompt_scores(pred, target, lengths, 5, 4)
+        K.best_segments(errors, lengths, 5, 4, groups)
     return run
+
+
+def rust_best(n, t, tasks, per, reps):
+    """Milliseconds per ``store.best_segments`` call on the same kind of errors (host)."""
+    from metadt.train.device_scoring import errors_store
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    errors = torch.rand(n, t, generator=g).numpy()
+    lengths = torch.randint(t // 2, t + 1, (n,), generator=g).numpy()
+    store, _ = errors_store(errors, lengths, (np.arange(n) % tasks) if per == "task" else None)
+    return timeit(lambda: store.best_segments("err", length=5, start_min=4, per="task",
+                                              mode="argmax"), reps)
 
 
 def compare(name: str, make, reps: int, modes=("torch", "triton")) -> None:
@@ -110,8 +124,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--cpu", action="store_true",
                     help="without CUDA, still time the PyTorch fallback on the CPU")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args(argv)
     reps = 10 if args.quick else 50
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if not torch.cuda.is_available():
         print("bench_kernels: skipped: no CUDA device (the Triton kernels only run on CUDA; "
@@ -123,8 +140,12 @@ def main(argv=None) -> int:
                 compare(f"attention {tag} B=128 T=75 H=1 D=128 float32",
                         lambda: attention_case(128, 1, 75, 128, torch.float32, "cpu", backward),
                         max(reps // 10, 2), modes=("torch",))
-            compare("prompt_scores N=4500 T=200 d=20", lambda: scores_case(4500, 200, 20, "cpu"),
-                    max(reps // 10, 2), modes=("torch",))
+            for per in ("episode", "task"):
+                compare(f"best_segments N=4500 T=200 k=5 per {per}",
+                        lambda per=per: best_case(4500, 200, 45, "cpu", per),
+                        max(reps // 10, 2), modes=("torch",))
+                print(f"{'  the Rust store on the same errors (host)':<58} "
+                      f"rust {rust_best(4500, 200, 45, per, max(reps // 10, 2)):8.3f} ms")
         return 0
 
     dev = "cuda"
@@ -142,9 +163,11 @@ def main(argv=None) -> int:
             for label, shape in att:
                 compare(f"attention {tag:<7} {label} {str(dtype)[6:]}",
                         lambda shape=shape: attention_case(*shape, dtype, dev, backward), reps)
-    for label, shape in [("N=4500 T=200 d=20 (MuJoCo: 45 tasks x 100)", (4500, 200, 20)),
-                         ("N=300 T=500 d=39 (Meta-World: 15 tasks x 20)", (300, 500, 39))]:
-        compare(f"prompt_scores {label}", lambda shape=shape: scores_case(*shape, dev), reps)
+    for per in ("episode", "task"):
+        compare(f"best_segments N=4500 T=200 k=5 per {per} (45 tasks)",
+                lambda per=per: best_case(4500, 200, 45, dev, per), reps)
+        print(f"{'  the Rust store on the same errors (host)':<58} "
+              f"rust {rust_best(4500, 200, 45, per, max(reps // 5, 2)):8.3f} ms")
     return 0
 
 

@@ -12,18 +12,17 @@ a plain ``pytest`` run covers it. By hand::
 Tolerances (kernel vs float32 reference computed from the same inputs):
 float32 1e-5 abs + 1e-5 rel on outputs and gradients (observed <= 2e-6);
 float16 5e-3 / 5e-3 and bfloat16 3e-2 / 3e-2 (one or two ulps of the output
-dtype); prompt scores 1e-5 abs + 1e-5 rel, indices exact.
+dtype); best segments: exactly the Rust store's choice and float64 score.
 """
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
 import metadt.kernels as K
-from kernels_reference import attention_float32, left_padding_mask, prompt_scores_numpy
+from kernels_reference import assert_same_choice_as_rust, attention_float32, left_padding_mask
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1" or os.environ.get(K.ENV_VAR) != "triton",
@@ -126,70 +125,6 @@ def test_attention_training_flag_and_seeding():
     assert torch.equal(first, again) and not torch.equal(first, evaluation)
 
 
-def _scores_inputs(n, t, d, seed, integer=False):
-    g = torch.Generator().manual_seed(seed)
-    if integer:
-        pred = torch.randint(0, 3, (n, t, d), generator=g).float()
-        target = torch.randint(0, 3, (n, t, d), generator=g).float()
-    else:
-        pred = torch.randn(n, t, d, generator=g)
-        target = torch.randn(n, t, d, generator=g)
-    lengths = torch.randint(0, t + 1, (n,), generator=g)
-    lengths[0] = t
-    return pred, target, lengths
-
-
-@pytest.mark.parametrize("t,d,k,start_min", [(1, 1, 1, 0), (7, 3, 3, 2), (33, 2, 5, 4),
-                                              (75, 11, 5, 4), (75, 20, 3, 4), (200, 39, 5, 4),
-                                              (4, 3, 5, 0)])
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("integer", [False, True])
-def test_prompt_scores_match_numpy_and_torch_path(t, d, k, start_min, weighted, integer):
-    n = 9
-    pred, target, lengths = _scores_inputs(n, t, d, seed=t * 7 + d + k, integer=integer)
-    lengths[1] = max(start_min + k - 1, 0)  # one step too short: "no segment"
-    lengths[2] = min(start_min + k, t)  # exactly one segment when it fits
-    lengths[3] = 0
-    if integer:
-        w = torch.randint(1, 3, (d,)).float() if weighted else None
-    else:
-        w = torch.rand(d) + 0.5 if weighted else None
-    assert K.backend(pred, target, lengths) == "triton"
-    idx, score, mat = K.prompt_scores(pred, target, lengths, k, start_min, w, return_matrix=True)
-    ridx, rscore, rmat = prompt_scores_numpy(pred.numpy(), target.numpy(), lengths.numpy(), k,
-                                             start_min, None if w is None else w.numpy())
-    assert idx.dtype == torch.int64 and score.dtype == torch.float32
-    assert mat.shape == (n, max(t - k + 1, 0))
-    np.testing.assert_array_equal(idx.numpy(), ridx)
-    np.testing.assert_allclose(score.numpy(), rscore, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(mat.numpy(), rmat, rtol=1e-5, atol=1e-5)
-    assert idx[1] == K.NO_SEGMENT and score[1] == K.NO_SCORE and idx[3] == K.NO_SEGMENT
-    # The PyTorch path (what CPU callers get) agrees: same index, score to 1e-5.
-    tidx, tscore, tmat = K.prompt_scores_torch(pred, target, lengths, k, start_min, w,
-                                               return_matrix=True)
-    assert torch.equal(idx, tidx)
-    torch.testing.assert_close(score, tscore, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(mat, tmat, rtol=1e-5, atol=1e-5)
-    idx2, score2 = K.prompt_scores(pred, target, lengths, k, start_min, w)
-    assert torch.equal(idx2, idx) and torch.equal(score2, score)
-
-
-def test_prompt_scores_ties_pick_earliest():
-    target = torch.zeros(2, 12, 2)
-    target[0, [3, 8], 0] = 1.0
-    idx, score = K.prompt_scores(torch.zeros(2, 12, 2), target, torch.tensor([12, 12]), 2, 1)
-    assert idx.tolist() == [2, 1] and score.tolist() == [1.0, 0.0]
-
-
-def test_prompt_scores_half_inputs():
-    pred, target, lengths = _scores_inputs(5, 40, 6, seed=5)
-    idx, score = K.prompt_scores(pred.half(), target.half(), lengths, 5, 4)
-    ridx, rscore, _ = prompt_scores_numpy(pred.half().numpy(), target.half().numpy(),
-                                          lengths.numpy(), 5, 4)
-    np.testing.assert_array_equal(idx.numpy(), ridx)
-    np.testing.assert_allclose(score.numpy(), rscore, rtol=1e-5, atol=1e-5)
-
-
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_strided_inputs_like_fused_qkv(causal):
     # The model slices q, k, v out of one [B, T, 3, H, Dh] projection: no copies needed.
@@ -223,6 +158,67 @@ def test_forced_triton_refuses_what_the_kernels_cannot_take():
     wide = torch.zeros(1, 1, 4, 512)
     with pytest.raises(RuntimeError, match="head dim"):
         K.attention(wide, wide, wide)
-    p = torch.zeros(2, 8, 3, dtype=torch.float64)
+    p = torch.zeros(2, 8, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="float64"):
-        K.prompt_scores(p, p, torch.tensor([8, 8]), 3, 0)
+        K.best_segments(p, torch.tensor([8, 8]), 3, 0)
+
+
+def _errors_case(n, t, seed, integer=False, groups=4):
+    g = torch.Generator().manual_seed(seed)
+    if integer:  # exact sums: exact ties between starts and between rows
+        errors = torch.randint(0, 3, (n, t), generator=g).float()
+    else:
+        errors = torch.rand(n, t, generator=g) * torch.rand(n, 1, generator=g) * 10
+    lengths = torch.randint(0, t + 1, (n,), generator=g)
+    task = torch.randint(-1, groups - 1, (n,), generator=g)
+    if n:
+        lengths[0] = t
+    if n > 3:
+        lengths[3] = 0
+        task[3] = groups + 5  # a task whose only row is empty: no segment
+    # padding past each row's length holds garbage, never read
+    pad = torch.arange(t)[None, :] >= lengths[:, None]
+    errors = errors.masked_fill(pad, float("nan"))
+    if n > 1:
+        errors[1, : int(lengths[1])] = 1e30 if t else 0  # huge but finite
+    return errors, lengths, task
+
+
+BEST_CASES = [(9, 1, 1, 0), (9, 7, 3, 2), (12, 20, 5, 4), (10, 75, 5, 4), (6, 200, 5, 4),
+              (5, 4, 5, 0), (0, 10, 3, 0), (11, 12, 3, 20)]
+
+
+@pytest.mark.parametrize("n,t,k,start_min", BEST_CASES)
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("per_task", [False, True])
+def test_best_segments_choose_as_the_rust_scorer(n, t, k, start_min, integer, per_task):
+    errors, lengths, task = _errors_case(n, t, seed=n * 31 + t + k, integer=integer)
+    groups = task if per_task else None
+    assert K.backend(errors, lengths) == "triton"
+    res = K.best_segments(errors, lengths, k, start_min, groups)
+    assert res.episode.dtype == torch.int64 and res.score.dtype == torch.float64
+    assert_same_choice_as_rust(res, errors.numpy(), lengths.numpy(), k, start_min,
+                               None if groups is None else groups.numpy())
+    ref = K.best_segments_torch(errors, lengths, k, start_min, groups)
+    for a, b in zip(res, ref):
+        assert torch.equal(a, b)
+
+
+def test_best_segments_ties_go_to_the_earliest_row_then_start():
+    errors = torch.zeros(4, 10)
+    errors[1, [2, 6]] = 1.0  # rows 1 and 2 tie (score 1), each with two tied starts
+    errors[2, [3, 7]] = 1.0
+    lengths = torch.tensor([10, 10, 10, 3])
+    res = K.best_segments(errors, lengths, 1, 2, torch.tensor([5, 5, 5, 5]))
+    assert res.keys.tolist() == [5] and res.episode.tolist() == [1] and res.start.tolist() == [2]
+    res = K.best_segments(errors, lengths, 2, 1)
+    assert res.episode.tolist() == [0, 1, 2, 3] and res.start.tolist() == [1, 1, 2, 1]
+    assert_same_choice_as_rust(res, errors.numpy(), lengths.numpy(), 2, 1)
+
+
+def test_best_segments_reject_non_finite_errors_inside_episodes():
+    errors = torch.zeros(2, 6)
+    errors[1, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"errors\[1, 5\]"):
+        K.best_segments(errors, torch.tensor([6, 6]), 2, 0)
+    assert K.best_segments(errors, torch.tensor([6, 5]), 2, 0).episode.tolist() == [0, 1]

@@ -7,28 +7,6 @@ import numpy as np
 import torch
 
 
-def prompt_scores_numpy(pred, target, lengths, k, start_min, weights=None):
-    """Loop-level NumPy reference: (index [N] int64, score [N] float64, matrix [N, T-k+1])."""
-    pred = np.asarray(pred, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    n, t, d = pred.shape
-    w = np.ones(d) if weights is None else np.asarray(weights, dtype=np.float64)
-    width = max(t - k + 1, 0)
-    matrix = np.full((n, width), -np.inf)
-    index = np.full(n, -1, dtype=np.int64)
-    score = np.full(n, -np.inf)
-    for i in range(n):
-        length = int(min(max(int(lengths[i]), 0), t))
-        err = np.zeros(t)
-        for step in range(length):
-            err[step] = float(np.sum(w * np.abs(pred[i, step] - target[i, step])))
-        for s in range(start_min, length - k + 1):
-            matrix[i, s] = err[s:s + k].sum()
-            if matrix[i, s] > score[i]:  # strict: ties keep the earliest start
-                score[i], index[i] = matrix[i, s], s
-    return index, score, matrix
-
-
 def attention_float32(q, k, v, key_padding_mask=None, causal=True, scale=None,
                       dropout_keep=None, dropout_p=0.0):
     """Explicit float32 softmax attention with the metadt masking semantics."""
@@ -53,3 +31,31 @@ def left_padding_mask(lengths, t):
     lengths = torch.as_tensor(lengths)
     pos = torch.arange(t)[None, :]
     return pos >= (t - lengths)[:, None]
+
+
+def rust_best_segments(errors, lengths, k, start_min, groups=None):
+    """The Rust store's choice on the same errors: {key: (row, start, score)} for every
+    group with a segment (``store.best_segments`` argmax over an attached error column,
+    through ``metadt.train.device_scoring.host_best_segments``; ``groups`` None = per row)."""
+    from metadt.train.device_scoring import host_best_segments
+
+    segs = host_best_segments(errors, lengths, length=k, start_min=start_min, groups=groups)
+    return {int(key): (int(ep), int(s), float(sc))
+            for key, ep, s, sc in zip(segs["keys"], segs["episodes"], segs["starts"],
+                                      segs["scores"])}
+
+
+def assert_same_choice_as_rust(result, errors, lengths, k, start_min, groups=None):
+    """A ``BestSegments`` result chooses exactly what the Rust store chooses."""
+    want = rust_best_segments(errors, lengths, k, start_min, groups)
+    keys = result.keys.tolist()
+    expected_keys = (list(range(len(lengths))) if groups is None
+                     else sorted(set(np.asarray(groups).tolist())))
+    assert keys == expected_keys
+    for key, ep, start, score in zip(keys, result.episode.tolist(), result.start.tolist(),
+                                     result.score.tolist()):
+        if key in want:
+            assert (ep, start) == want[key][:2], (key, ep, start, want[key])
+            assert score == want[key][2], (key, score, want[key])  # bit-identical float64 sums
+        else:
+            assert (ep, start) == (-1, -1) and score == float("-inf"), (key, ep, start, score)

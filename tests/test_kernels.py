@@ -11,13 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import metadt.kernels as K
 from metadt.kernels import dispatch
-from kernels_reference import attention_float32, left_padding_mask, prompt_scores_numpy
+from kernels_reference import assert_same_choice_as_rust, attention_float32, left_padding_mask
 
 HERE = Path(__file__).resolve().parent
 
@@ -88,84 +87,36 @@ def test_attention_rejects_bad_shapes():
         K.attention(q, k, v, torch.ones(2, 4, dtype=torch.bool))
 
 
-def _scores_case(n, t, d, seed, integer=False):
-    g = torch.Generator().manual_seed(seed)
-    if integer:  # exact sums: exact ties
-        pred = torch.randint(0, 3, (n, t, d), generator=g).float()
-        target = torch.randint(0, 3, (n, t, d), generator=g).float()
-    else:
-        pred = torch.randn(n, t, d, generator=g)
-        target = torch.randn(n, t, d, generator=g)
-    lengths = torch.randint(0, t + 1, (n,), generator=g)
-    lengths[0] = t
-    return pred, target, lengths
+def test_best_segments_float64_and_half_errors():
+    errors, lengths, task = _errors_case(7, 30, seed=1)
+    errors = errors.clamp(max=100.0)  # row 1's 1e30 would overflow float16 (NaN padding stays)
+    r64 = K.best_segments(errors.double(), lengths, 5, 4, task)
+    r32 = K.best_segments(errors, lengths, 5, 4, task)
+    for a, b in zip(r64, r32):  # float64 errors that are float32 values: the same sums
+        assert torch.equal(a, b)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = errors.to(dtype)
+        res = K.best_segments(half, lengths, 5, 4, task)
+        assert_same_choice_as_rust(res, half.float().numpy(), lengths.numpy(), 5, 4,
+                                   task.numpy())
 
 
-@pytest.mark.parametrize("t,d,k,start_min", [(1, 1, 1, 0), (7, 3, 3, 2), (20, 2, 5, 4),
-                                              (75, 11, 5, 4), (200, 20, 5, 4), (8, 17, 3, 4)])
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("integer", [False, True])
-def test_prompt_scores_fallback_matches_numpy(t, d, k, start_min, weighted, integer):
-    n = 9
-    pred, target, lengths = _scores_case(n, t, d, seed=t + d + k, integer=integer)
-    lengths[1] = start_min + k - 1  # just too short: no segment
-    lengths[2] = min(start_min + k, t)  # exactly one segment when it fits
-    w = torch.rand(d) + 0.5 if weighted else None
-    if integer and weighted:
-        w = torch.randint(1, 3, (d,)).float()
-    idx, score, mat = K.prompt_scores(pred, target, lengths, k, start_min, w, return_matrix=True)
-    ridx, rscore, rmat = prompt_scores_numpy(pred.numpy(), target.numpy(), lengths.numpy(), k,
-                                             start_min, None if w is None else w.numpy())
-    assert idx.dtype == torch.int64 and idx.shape == (n,)
-    assert score.dtype == torch.float32 and mat.shape == (n, max(t - k + 1, 0))
-    np.testing.assert_array_equal(idx.numpy(), ridx)
-    np.testing.assert_allclose(score.numpy(), rscore, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(mat.numpy(), rmat, rtol=1e-5, atol=1e-5)
-    assert idx[1] == K.NO_SEGMENT and score[1] == K.NO_SCORE
-    two = K.prompt_scores(pred, target, lengths, k, start_min, w)
-    assert isinstance(two, K.PromptScores)
-    assert torch.equal(two.index, idx) and torch.equal(two.score, score)
-
-
-def test_prompt_scores_ties_pick_earliest():
-    pred = torch.zeros(1, 10, 1)
-    target = torch.zeros(1, 10, 1)
-    target[0, [3, 7], 0] = 1.0  # windows of k=1 starting at 3 and 7 tie
-    idx, score = K.prompt_scores(pred, target, torch.tensor([10]), 1, 0)
-    assert idx.tolist() == [3] and score.tolist() == [1.0]
-    idx, _ = K.prompt_scores(torch.zeros(1, 6, 2), torch.zeros(1, 6, 2), torch.tensor([6]), 2, 1)
-    assert idx.tolist() == [1]  # all-zero errors: the earliest valid start
-
-
-def test_prompt_scores_k_longer_than_t():
-    idx, score, mat = K.prompt_scores(torch.zeros(2, 3, 1), torch.ones(2, 3, 1),
-                                      torch.tensor([3, 2]), 5, 0, return_matrix=True)
-    assert idx.tolist() == [-1, -1] and mat.shape == (2, 0)
-    assert torch.isneginf(score).all()
-
-
-def test_prompt_scores_float64_and_half_inputs():
-    pred, target, lengths = _scores_case(5, 30, 4, seed=1)
-    i64, s64 = K.prompt_scores(pred.double(), target.double(), lengths, 5, 4)
-    assert s64.dtype == torch.float64
-    i16, s16 = K.prompt_scores(pred.half(), target.half(), lengths, 5, 4)
-    assert s16.dtype == torch.float32
-    ridx, rscore, _ = prompt_scores_numpy(pred.half().numpy(), target.half().numpy(),
-                                          lengths.numpy(), 5, 4)
-    np.testing.assert_array_equal(i16.numpy(), ridx)
-    np.testing.assert_allclose(s16.numpy(), rscore, rtol=1e-5, atol=1e-5)
-
-
-def test_prompt_scores_validation():
-    x = torch.zeros(2, 5, 3)
-    with pytest.raises(ValueError):
-        K.prompt_scores(x, x, torch.tensor([5]), 2, 0)
-    with pytest.raises(ValueError):
-        K.prompt_scores(x, x, torch.tensor([5, 5]), 0, 0)
-    with pytest.raises(ValueError):
-        K.prompt_scores(x, x, torch.tensor([5, 5]), 2, 0, weights=torch.ones(2))
-    with pytest.raises(ValueError):
-        K.prompt_scores(x, x, torch.tensor([5.0, 5.0]), 2, 0)
+def test_best_segments_validation():
+    x = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match="lengths"):
+        K.best_segments(x, torch.tensor([5]), 2, 0)
+    with pytest.raises(ValueError, match="k must"):
+        K.best_segments(x, torch.tensor([5, 5]), 0, 0)
+    with pytest.raises(ValueError, match="start_min"):
+        K.best_segments(x, torch.tensor([5, 5]), 2, -1)
+    with pytest.raises(ValueError, match="integer"):
+        K.best_segments(x, torch.tensor([5.0, 5.0]), 2, 0)
+    with pytest.raises(ValueError, match="groups"):
+        K.best_segments(x, torch.tensor([5, 5]), 2, 0, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"\[N, T\]"):
+        K.best_segments(torch.zeros(2, 5, 1), torch.tensor([5, 5]), 2, 0)
+    with pytest.raises(ValueError, match="float"):
+        K.best_segments(torch.zeros(2, 5, dtype=torch.int64), torch.tensor([5, 5]), 2, 0)
 
 
 def test_dispatch_env_var(monkeypatch):
@@ -251,7 +202,7 @@ try:
 except Exception as exc:
     print(f"cannot compile ahead of time: {exc}")
     sys.exit(3)
-from metadt.kernels import _attention_triton as A, _prompt_scores_triton as P
+from metadt.kernels import _attention_triton as A, _best_segments_triton as P
 
 target = GPUTarget("cuda", 80, 32)
 
@@ -281,9 +232,68 @@ for tdt, d in [(torch.float32, 128), (torch.bfloat16, 128), (torch.float16, 256)
         consts = dict(HAS_KPM=True, CAUSAL=True, DROPOUT=True, DOT_F32=tdt == torch.float32,
                       PRECISION=prec, **cfg)
         compile_one(fn, types, consts, dict(options, enable_fp_fusion=True))
-types = dict(P="*fp32", G="*fp32", W="*fp32", LEN="*i64", MAT="*fp32", IDX="*i64",
-             SCORE="*fp32", T="i32", d="i32", k="i32", start_min="i32", width="i32")
-compile_one(P._prompt_scores_kernel, types,
-            dict(HAS_W=True, WRITE_MAT=True, BLOCK_S=256, BLOCK_D=16),
-            dict(num_warps=4, enable_fp_fusion=False))
+types = dict(E="*fp32", LEN="*i64", ORDER="*i64", OFF="*i64", EP="*i64", START="*i64",
+             SCORE="*fp64", T="i32", k="i32", start_min="i32", width="i32")
+compile_one(P._best_segments_kernel, types, dict(BLOCK_S=256), dict(num_warps=4))
 '''
+
+
+def _errors_case(n, t, seed, integer=False, groups=4):
+    g = torch.Generator().manual_seed(seed)
+    if integer:  # exact sums: exact ties between starts and between rows
+        errors = torch.randint(0, 3, (n, t), generator=g).float()
+    else:
+        errors = torch.rand(n, t, generator=g) * torch.rand(n, 1, generator=g) * 10
+    lengths = torch.randint(0, t + 1, (n,), generator=g)
+    task = torch.randint(-1, groups - 1, (n,), generator=g)
+    if n:
+        lengths[0] = t
+    if n > 3:
+        lengths[3] = 0
+        task[3] = groups + 5  # a task whose only row is empty: no segment
+    # padding past each row's length holds garbage, never read
+    pad = torch.arange(t)[None, :] >= lengths[:, None]
+    errors = errors.masked_fill(pad, float("nan"))
+    if n > 1:
+        errors[1, : int(lengths[1])] = 1e30 if t else 0  # huge but finite
+    return errors, lengths, task
+
+
+BEST_CASES = [(9, 1, 1, 0), (9, 7, 3, 2), (12, 20, 5, 4), (10, 75, 5, 4), (6, 200, 5, 4),
+              (5, 4, 5, 0), (0, 10, 3, 0), (11, 12, 3, 20)]
+
+
+@pytest.mark.parametrize("n,t,k,start_min", BEST_CASES)
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("per_task", [False, True])
+def test_best_segments_choose_as_the_rust_scorer(n, t, k, start_min, integer, per_task):
+    errors, lengths, task = _errors_case(n, t, seed=n * 31 + t + k, integer=integer)
+    groups = task if per_task else None
+    assert K.backend(errors, lengths) == "torch"
+    res = K.best_segments(errors, lengths, k, start_min, groups)
+    assert res.episode.dtype == torch.int64 and res.score.dtype == torch.float64
+    assert_same_choice_as_rust(res, errors.numpy(), lengths.numpy(), k, start_min,
+                               None if groups is None else groups.numpy())
+    ref = K.best_segments_torch(errors, lengths, k, start_min, groups)
+    for a, b in zip(res, ref):
+        assert torch.equal(a, b)
+
+
+def test_best_segments_ties_go_to_the_earliest_row_then_start():
+    errors = torch.zeros(4, 10)
+    errors[1, [2, 6]] = 1.0  # rows 1 and 2 tie (score 1), each with two tied starts
+    errors[2, [3, 7]] = 1.0
+    lengths = torch.tensor([10, 10, 10, 3])
+    res = K.best_segments(errors, lengths, 1, 2, torch.tensor([5, 5, 5, 5]))
+    assert res.keys.tolist() == [5] and res.episode.tolist() == [1] and res.start.tolist() == [2]
+    res = K.best_segments(errors, lengths, 2, 1)
+    assert res.episode.tolist() == [0, 1, 2, 3] and res.start.tolist() == [1, 1, 2, 1]
+    assert_same_choice_as_rust(res, errors.numpy(), lengths.numpy(), 2, 1)
+
+
+def test_best_segments_reject_non_finite_errors_inside_episodes():
+    errors = torch.zeros(2, 6)
+    errors[1, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"errors\[1, 5\]"):
+        K.best_segments(errors, torch.tensor([6, 6]), 2, 0)
+    assert K.best_segments(errors, torch.tensor([6, 5]), 2, 0).episode.tolist() == [0, 1]

@@ -30,13 +30,12 @@ CHECK = textwrap.dedent("""
     out.sum().backward()
     assert out.shape == (2, 1, 6, 16) and torch.isfinite(q.grad).all()
     assert torch.count_nonzero(out[1, :, :2]) == 0
-    idx, score = K.prompt_scores(torch.zeros(2, 10, 3), torch.ones(2, 10, 3),
-                                 torch.tensor([10, 5]), 5, 4)
-    assert idx.tolist() == [4, -1], idx
+    res = K.best_segments(torch.ones(2, 10), torch.tensor([10, 5]), 5, 4)
+    assert res.start.tolist() == [4, -1], res
     assert K.backend(q) == "torch"
     if importlib.util.find_spec("triton") is not None:
         import metadt.kernels._attention_triton as A
-        import metadt.kernels._prompt_scores_triton as P
+        import metadt.kernels._best_segments_triton as P
         print(A.__file__)
         print(P.__file__)
     print("OK")

@@ -11,6 +11,9 @@ from typing import Any
 from metadt.config.base import Config, check_preset
 
 PROMPT_STRATEGIES = ("argmax", "proportional", "random", "last")
+#: Mixed precision of the policy: "off" (float32), "auto" (bfloat16 autocast on CUDA,
+#: float32 elsewhere), "bf16" (bfloat16 autocast on any device; on the CPU only for checks).
+AMP_MODES = ("off", "auto", "bf16")
 Z_SOURCES = ("column", "on_the_fly")
 
 #: method name -> the flags it sets (everything else comes from the preset).
@@ -124,6 +127,11 @@ class MetaDTConfig(Config):
     """Steps per forward pass when computing the z / error columns."""
     device: str = "cpu"
     """Torch device ("cpu", "cuda", "auto" = cuda when available)."""
+    amp: str = "off"
+    """Mixed precision of the policy's forward (training and evaluation): "off" (float32),
+    "auto" (bfloat16 autocast on CUDA, float32 elsewhere; the paper preset), "bf16"
+    (bfloat16 autocast on any device). Weights, optimizer state and the loss stay float32;
+    float32 matmuls use TF32 exactly when PyTorch's own switch allows it."""
     num_threads: int = 1
     """torch CPU threads for training (0 = torch's default). 1 on the cpu/smoke presets:
     on a shared 2-core machine, 2 threads measured 20-100x slower per step than 1."""
@@ -143,7 +151,8 @@ class MetaDTConfig(Config):
         if family in _SHORT_WINDOWS:
             cfg = cfg.replace(seq_len=8, prompt_len=3)
         if preset == "paper":
-            cfg = cfg.replace(device="auto", num_threads=0, log_every=200, checkpoint_every=5000)
+            cfg = cfg.replace(device="auto", num_threads=0, log_every=200, checkpoint_every=5000,
+                              amp="auto")
         elif preset == "cpu":
             # ~25x cheaper per step than `paper`; finishes in minutes on 2 cores.
             cfg = cfg.replace(embed_dim=64, n_layers=2, mlp_dim=256, batch_size=32,
@@ -166,6 +175,8 @@ class MetaDTConfig(Config):
         if self.prompt_strategy not in PROMPT_STRATEGIES:
             raise ValueError(f"prompt_strategy {self.prompt_strategy!r} is not one of "
                              f"{', '.join(PROMPT_STRATEGIES)}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp {self.amp!r} is not one of {', '.join(AMP_MODES)}")
         if self.z_source not in Z_SOURCES:
             raise ValueError(f"z_source {self.z_source!r} is not one of {', '.join(Z_SOURCES)}")
         if self.embed_dim % self.n_heads:

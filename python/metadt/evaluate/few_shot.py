@@ -76,6 +76,14 @@ def select_starts(trajs: Trajectories, rows: dict[int, int], *, length: int, sta
         raise ValueError(f"unknown prompt strategy {strategy!r}")
     if world_model is None:
         raise ValueError(f"prompt strategy {strategy!r} needs a world model to score segments")
+    from metadt.train import device_scoring
+
+    if strategy == "argmax" and scorer is None and device_scoring.on_device(world_model):
+        r = [rows[t] for t in tasks]  # errors and argmax on the device, one copy back
+        segs = device_scoring.best_segments(world_model, trajs.obs[r], trajs.actions[r],
+                                            trajs.rewards[r], trajs.next_obs[r], length=length,
+                                            start_min=lo, groups=np.asarray(tasks))
+        return _starts_from_store(segs, tasks, {t: i for i, t in enumerate(tasks)})
     from metadt import TrajectoryStore
 
     store = TrajectoryStore(int(trajs.obs.shape[2]), int(trajs.actions.shape[2]))

@@ -4,8 +4,10 @@ Public API:
 
 * :func:`attention` -- fused flash attention (forward + backward) on CUDA,
   ``scaled_dot_product_attention`` elsewhere;
-* :func:`prompt_scores` -- complementary-prompt segment scoring in one kernel
-  launch on CUDA, PyTorch elsewhere;
+* :func:`best_segments` -- the complementary-prompt segment (highest summed
+  per-step error over k steps) per episode or per task, in one kernel launch
+  on CUDA, PyTorch elsewhere; float64 sums that choose exactly as the Rust
+  store's ``best_segments``;
 * :func:`backend` -- which implementation a call would run.
 
 The choice is made in one place, :mod:`metadt.kernels.dispatch`, and can be
@@ -16,27 +18,25 @@ of metadt.
 from __future__ import annotations
 
 from .attention import attention, attention_torch
-from .dispatch import ENV_VAR, backend, triton_available, use_triton
-from .prompt_scores import (
+from .best_segments import (
     NO_SCORE,
     NO_SEGMENT,
-    PromptScores,
-    PromptScoresWithMatrix,
-    prompt_scores,
-    prompt_scores_torch,
+    BestSegments,
+    best_segments,
+    best_segments_torch,
 )
+from .dispatch import ENV_VAR, backend, triton_available, use_triton
 
 __all__ = [
+    "BestSegments",
     "ENV_VAR",
     "NO_SCORE",
     "NO_SEGMENT",
-    "PromptScores",
-    "PromptScoresWithMatrix",
     "attention",
     "attention_torch",
     "backend",
-    "prompt_scores",
-    "prompt_scores_torch",
+    "best_segments",
+    "best_segments_torch",
     "triton_available",
     "use_triton",
 ]

@@ -16,6 +16,8 @@ step t of the main sequence.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -23,6 +25,16 @@ from metadt.config.meta_dt import MetaDTConfig
 from metadt.models.transformer import GPT
 
 DEFAULT_MAX_TIMESTEP = 1000
+
+
+def autocast(device: torch.device, amp: str):
+    """The forward's precision context for ``MetaDTConfig.amp`` on ``device``: bfloat16
+    autocast for "bf16", and for "auto" on CUDA; no autocast otherwise."""
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if amp not in ("off", "auto"):
+        raise ValueError(f"unknown amp mode {amp!r}")
+    return contextlib.nullcontext()
 
 
 def context_windows(batch: dict[str, torch.Tensor], seq_len: int) -> tuple[torch.Tensor, ...]:
@@ -126,17 +138,20 @@ class MetaDT(nn.Module):
 
     # --------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], z: torch.Tensor | None = None) -> torch.Tensor:
-        """Action predictions ``[B, K, act]`` for every window position."""
-        x, m = self._main_tokens(batch, z)
-        offset = 0
-        if self.uses_prompt(batch):
-            px, pm = self._prompt_tokens(batch)
-            x, m = torch.cat([px, x], 1), torch.cat([pm, m], 1)
-            offset = px.shape[1]
-        h = self.gpt(self.embed_drop(self.embed_ln(x)), m)
-        k = batch["obs"].shape[1]
-        h_state = h[:, offset + 1: offset + 3 * k: 3]
-        return torch.tanh(self.action_head(h_state)) * self.action_scale
+        """Action predictions ``[B, K, act]`` (float32) for every window position
+        (under bfloat16 autocast when ``cfg.amp`` asks for it on this device)."""
+        with autocast(self.obs_mean.device, self.cfg.amp):
+            x, m = self._main_tokens(batch, z)
+            offset = 0
+            if self.uses_prompt(batch):
+                px, pm = self._prompt_tokens(batch)
+                x, m = torch.cat([px, x], 1), torch.cat([pm, m], 1)
+                offset = px.shape[1]
+            h = self.gpt(self.embed_drop(self.embed_ln(x)), m)
+            k = batch["obs"].shape[1]
+            h_state = h[:, offset + 1: offset + 3 * k: 3]
+            out = torch.tanh(self.action_head(h_state)) * self.action_scale
+        return out.float()
 
     def loss(self, batch: dict[str, torch.Tensor], z: torch.Tensor | None = None) -> torch.Tensor:
         """MSE of the actions (in units of ``action_scale``) over real steps."""

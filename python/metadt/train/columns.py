@@ -116,8 +116,13 @@ def compute_z(store_or_table, world_model, batch_size: int = 4096,
 @torch.no_grad()
 def compute_step_errors(store_or_table, world_model, batch_size: int = 4096,
                         idx: np.ndarray | None = None) -> np.ndarray:
-    """World-model error of every step (or of steps ``idx``): ``[n]`` float32."""
+    """World-model error of every step (or of steps ``idx``): ``[n]`` float32
+    (on the model's device when the kernels run there: :mod:`metadt.train.device_scoring`)."""
     table = store_or_table if isinstance(store_or_table, StepTable) else StepTable.of(store_or_table)
+    from metadt.train import device_scoring
+
+    if device_scoring.on_device(world_model):
+        return device_scoring.step_errors(table, world_model, batch_size, idx)
     world_model.eval()
     dev = _device_of(world_model)
     n = table.num_steps if idx is None else len(idx)
