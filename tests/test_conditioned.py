@@ -227,7 +227,7 @@ def test_resumed_conditioned_collection_equals_uninterrupted(tmp_path):
 
 def test_per_task_mode_still_collects_mujoco(tmp_path):
     """``sac_mode=per-task`` (the paper preset's) on a MuJoCo family: one agent per task."""
-    cfg = conditioned("cheetah-vel", sac_mode="per-task")
+    cfg = conditioned("cheetah-vel").replace(sac_mode="per-task")
     ds = collect(cfg, tmp_path / "cv", seed=0)
     assert ds.card.collection["sac_mode"] == "per-task"
     assert "task_conditioning" not in ds.card.collection
