@@ -14,6 +14,16 @@ resumable (an interrupted stage continues from its last checkpoint):
 4. **report** (`metadt.report.build.build_report`), rebuilt after every seed
    from whatever is evaluated so far, into ``OUT/report``.
 
+With ``jobs > 1`` (``metadt run --jobs N``) stages 2-3 run in ``N`` worker
+processes (spawned; each with ``torch_threads`` threads): every seed's world
+model at once, every method that needs none at once, and a method that needs
+its seed's world model as soon as that is written; train + evaluate of a
+method is one job. Each job runs exactly the stage of the one-process run, so
+the models and evaluations are the same (``tests/test_pipeline.py``). The main
+process alone writes ``stages.jsonl`` (the workers return their records) and
+builds the report once every job is done; a failed job lets the running ones
+finish, starts nothing new and is raised.
+
 Under ``torchrun`` (docs/distributed.md) every rank runs the pipeline: collection,
 world-model and Meta-DT training are split across the ranks by those stages
 themselves; rank 0 alone writes ``pipeline.json`` and ``stages.jsonl``, prints,
