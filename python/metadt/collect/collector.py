@@ -1,4 +1,10 @@
-"""`metadt collect`: train one SAC agent per task (as one ensemble) and build datasets.
+"""`metadt collect`: train SAC agents and build datasets.
+
+``sac_mode="per-task"`` trains one SAC agent per task (as one ensemble);
+``"task-conditioned"`` trains one agent for every task whose input is the
+observation and the task's features (`TaskConditionedSAC`; one pooled replay
+memory; its checkpoints are folded into per-task actors, so every phase after
+training is the same code for both modes).
 
 Phases, each resumable (state under ``DIR/.work``, every file written
 atomically, finished work never redone):
