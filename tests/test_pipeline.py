@@ -121,6 +121,9 @@ def test_jobs_two_equals_jobs_one(tmp_path):
     ra = json.loads((one / "report" / "results.json").read_text())
     rb = json.loads((two / "report" / "results.json").read_text())
     assert ra["groups"][0]["summary"] == rb["groups"][0]["summary"]
+    assert all(s.get("jobs") == 2 for s in stages if s["stage"] != "report")
+    assert "up to 2 ran at once" in (two / "report" / "results.md").read_text()
+    assert "Pipeline wall time" in (one / "report" / "results.md").read_text()
     with pytest.raises(ValueError, match="jobs"):
         base.replace(jobs=0).validate()
 

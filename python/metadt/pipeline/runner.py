@@ -189,8 +189,8 @@ class Pipeline:
                             continue
                         for msg in messages:
                             self.say(msg)
-                        for rec in records:
-                            append_jsonl(self.out / STAGES_FILE, rec)
+                        for rec in records:  # jobs: these stages may have overlapped
+                            append_jsonl(self.out / STAGES_FILE, {**rec, "jobs": jobs})
                         if kind == "world-model" and error is None:
                             for m in waiting.pop(seed, []):
                                 submit("method", seed, m, have_wm=True)
