@@ -633,7 +633,27 @@ def _train_part(cfg: CollectConfig, family: Any, work: WorkDir, mine: WorkDir, s
     of each checkpoint into ``mine`` for its evaluations and rollouts."""
     if cfg.sac_mode != "task-conditioned":
         return train(cfg, family, mine, seed, device, progress, block)
-    summary = dist.main_first(lambda: train(cfg, family, work, seed, device, progress), ctx)
+    import datetime
+
+    import torch.distributed as tdist
+
+    # the other ranks wait as long as the training takes: a barrier of a group whose
+    # timeout is not the default group's 30 minutes (torchrun ends every rank if one dies)
+    waiting = tdist.new_group(backend="gloo", timeout=datetime.timedelta(days=7))
+    result: list[Any] = [None, None]
+    if ctx.is_main():
+        try:
+            result[0] = train(cfg, family, work, seed, device, progress)
+        except BaseException as exc:  # raised on every rank by main_first below
+            result[1] = exc
+    tdist.barrier(group=waiting)
+
+    def outcome() -> dict[str, Any]:
+        if result[1] is not None:
+            raise result[1]
+        return result[0]
+
+    summary = dist.main_first(outcome, ctx)
     for step in checkpoint_steps(cfg):
         if not mine.checkpoint(step).is_file():
             policy = _load_policy(work.checkpoint(step), torch.device("cpu"))
