@@ -146,11 +146,12 @@ class CollectConfig(Config):
                                    episodes_per_task=100, rollout_parallel=10, resume_every=4_000,
                                    torch_threads=1, sac=SACConfig(alpha=0.05, lr=1e-3))
             # Meta-World: every task (20 = 15 + 5), one task-conditioned agent, 20k steps per
-            # task (horizon 500), 2 updates per step of all tasks (40k updates)
+            # task (horizon 500), 2 updates per step of all tasks (38k updates); 2 episodes
+            # per task side by side (a Meta-World env takes ~35 MB: 40 envs, not 100)
             return cfg.replace(sac_mode="task-conditioned", steps_per_task=20_000,
                                start_steps=2_000, update_after=1_000, updates_per_step=2.0,
                                checkpoint_every=2_000, eval_episodes=2, random_episodes=2,
-                               episodes_per_task=20, rollout_parallel=5, resume_every=5_000,
+                               episodes_per_task=20, rollout_parallel=2, resume_every=5_000,
                                torch_threads=1)
         # smoke: seconds
         sac = SACConfig(hidden_dim=32, batch_size=32)
