@@ -100,10 +100,16 @@ def test_jobs_two_equals_jobs_one(tmp_path):
     assert {(s["stage"], s.get("method")) for s in stages} == {
         ("world-model", None), ("train", "meta-dt"), ("train", "dt"),
         ("evaluate", "meta-dt"), ("evaluate", "dt"), ("report", None)}
-    # meta-dt needs the world model: it started after the world model was written
-    t_wm = next(s["time"] for s in stages if s["stage"] == "world-model")
-    t_mdt = next(s["time"] for s in stages if s["stage"] == "train" and s["method"] == "meta-dt")
-    assert t_mdt >= t_wm
+    # meta-dt needs the world model: its training started after the world model ended
+    # (stage times are end times to the second, hence the 1 s slack)
+    import datetime
+
+    def end(rec):
+        return datetime.datetime.strptime(rec["time"], "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+    wm = next(s for s in stages if s["stage"] == "world-model")
+    mdt = next(s for s in stages if s["stage"] == "train" and s["method"] == "meta-dt")
+    assert end(mdt) - mdt["seconds"] >= end(wm) - 1.0
     for method in ("meta-dt", "dt"):
         a = json.loads((one / "seed-0" / method / "eval.json").read_text())
         b = json.loads((two / "seed-0" / method / "eval.json").read_text())
