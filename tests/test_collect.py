@@ -219,6 +219,11 @@ def test_smoke_preset_runs_for_every_family(tmp_path, family):
     assert set(ds.qualities) == set(QUALITIES)
     assert ds.store("expert").num_episodes > 0
     assert ds.card.obs_dim == ds.family.obs_dim
+    # the MuJoCo families and Meta-World collect with one task-conditioned agent (cpu, smoke)
+    mode = "per-task" if family == "point-robot" else "task-conditioned"
+    assert ds.card.collection["sac_mode"] == mode
+    assert CollectConfig.for_family(family, "cpu").sac_mode == mode
+    assert CollectConfig.for_family(family, "paper").sac_mode == "per-task"
 
 
 # ---------------------------------------------------------------- config + CLI

@@ -166,20 +166,23 @@ def test_torchrun_cli_train(trained, tmp_path):
 
 
 # ------------------------------------------------------------------ collection on 2 ranks
-def test_collect_split_across_two_ranks_equals_one_process(tmp_path):
+@pytest.mark.parametrize("mode", ["per-task", "task-conditioned"])
+def test_collect_split_across_two_ranks_equals_one_process(tmp_path, mode):
     """``torchrun --nproc_per_node 2 -m metadt collect`` (tasks split 3 + 3, smoke preset)
-    writes the same dataset as one process with the same seed."""
+    writes the same dataset as one process with the same seed. A task-conditioned agent is
+    trained by rank 0; evaluations and rollouts are split."""
     from metadt.collect.collector import collect
     from metadt.config.collect import CollectConfig
     from metadt.data.dataset import QUALITIES, Dataset
 
     two, one = tmp_path / "two", tmp_path / "one"
     proc = torchrun("-m", "metadt", "collect", "--family", "point-robot", "--preset", "smoke",
-                    "--out", str(two), "--seed", "3", "--set", "device=cpu", "--quiet")
+                    "--out", str(two), "--seed", "3", "--set", "device=cpu", "--quiet",
+                    "--set", f"sac_mode={mode}")
     assert proc.stdout.count("point-robot") >= 1
     parts = sorted(p.name for p in (two / ".work").iterdir() if p.name.startswith("rank-"))
     assert parts == ["rank-0-of-2", "rank-1-of-2"]
-    cfg = CollectConfig.for_family("point-robot", "smoke").replace(device="cpu")
+    cfg = CollectConfig.for_family("point-robot", "smoke").replace(device="cpu", sac_mode=mode)
     collect(cfg, one, seed=3)
     a, b = Dataset.open(one), Dataset.open(two)
     assert a.card.qualities == b.card.qualities

@@ -8,12 +8,17 @@ from typing import Any
 
 ORDER = 20
 
-HELP = "train one SAC agent per task (batched) and write expert/medium/mixed/random datasets"
+HELP = ("train SAC (one agent per task, batched, or one task-conditioned agent) and write "
+        "expert/medium/mixed/random datasets")
 
 DESCRIPTION = """\
 Train one Soft Actor-Critic agent per task of a family -- all tasks at once, as
 one batched ensemble (CUDA when present, CPU otherwise) -- save policy
-checkpoints, and write the offline datasets of protocol section 2 to --out:
+checkpoints, and write the offline datasets of protocol section 2 to --out.
+With --set sac_mode=task-conditioned (the cpu preset of the MuJoCo families and
+Meta-World) ONE agent, whose input is the observation and the task parameter,
+learns every task at once: one agent's compute instead of one per task; the
+stored observations are the env's only (docs/collect.md):
 
   OUT/card.json   the dataset card (tasks, split, SAC config and budget, the
                   checkpoint chosen per task and quality, returns, random returns)
@@ -33,8 +38,9 @@ EPILOG = """\
 presets:
   paper  the protocol's budgets (point-robot 2k env steps per task, MuJoCo 500k,
          Meta-World 50k), all tasks -- for a GPU
-  cpu    a 2-core CPU: point-robot all 50 tasks in minutes; MuJoCo 6 tasks with a
-         reduced budget in under an hour; Meta-World 4 tasks
+  cpu    a 2-core CPU: point-robot all 50 tasks in minutes (per-task agents);
+         MuJoCo all 50 tasks (cheetah-dir 2) and Meta-World all 20 with one
+         task-conditioned agent (cheetah-vel: ~34 min estimated)
   smoke  seconds, for tests
 
 examples:
@@ -85,7 +91,9 @@ class _Bars:
     def __call__(self, ev: dict[str, Any]) -> None:
         phase = ev.get("phase")
         if phase == "train":
-            bar = self._bar("train", ev["total"], f"SAC x{ev['tasks']} tasks", "step")
+            label = (f"SAC x{ev['tasks']} tasks" if ev.get("agents", ev["tasks"]) != 1
+                     else f"1 task-conditioned SAC, {ev['tasks']} tasks")
+            bar = self._bar("train", ev["total"], label, "step")
             bar.n = ev["step"]
             post = {"updates": ev.get("updates", 0)}
             if ev.get("recent_return") is not None:

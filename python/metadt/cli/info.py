@@ -76,6 +76,8 @@ def format_card(ds: Any, tasks_table: bool = True) -> str:
     budget = col.get("budget") or {}
     if budget.get("steps_per_task"):
         made.append(f"SAC {budget['steps_per_task']} env steps/task")
+    if col.get("sac_mode"):
+        made.append(f"SAC mode {col['sac_mode']}")
     if col.get("timings_s"):
         made.append("took " + ", ".join(f"{k} {v:.0f}s" for k, v in col["timings_s"].items()))
     if col.get("source_dir"):

@@ -41,8 +41,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch threads (default 1: fastest for the small cpu-preset models on a "
                         "shared machine; 0 = torch's default)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="independent trainings run at once, each in its own process with "
+                        "--threads torch threads: the seeds' world models, then every method "
+                        "(train + evaluate) of a seed once its world model is done; results "
+                        "equal --jobs 1 (default: the machine's cores, here "
+                        f"{_cores()})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+def _cores() -> int:
+    """CPU cores this process may use."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data or "",
         collect_overrides=tuple(args.set_collect), world_model_overrides=tuple(args.set_world_model),
         train_overrides=tuple(args.set_train), evaluate_overrides=tuple(args.set_evaluate),
-        torch_threads=args.threads,
+        torch_threads=args.threads, jobs=args.jobs if args.jobs is not None else _cores(),
     )
     if args.methods:
         cfg = cfg.replace(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))

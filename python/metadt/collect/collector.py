@@ -1,4 +1,10 @@
-"""`metadt collect`: train one SAC agent per task (as one ensemble) and build datasets.
+"""`metadt collect`: train SAC agents and build datasets.
+
+``sac_mode="per-task"`` trains one SAC agent per task (as one ensemble);
+``"task-conditioned"`` trains one agent for every task whose input is the
+observation and the task's features (`TaskConditionedSAC`; one pooled replay
+memory; its checkpoints are folded into per-task actors, so every phase after
+training is the same code for both modes).
 
 Phases, each resumable (state under ``DIR/.work``, every file written
 atomically, finished work never redone):
@@ -51,7 +57,8 @@ import torch
 from metadt.collect.replay import DEFAULT_LAYOUT, Replay
 from metadt.collect.rollout import Episodes, Roller, policy_act_fn, random_act_fn
 from metadt import distributed as dist
-from metadt.collect.sac import PolicyParams, SACEnsemble, resolve_device
+from metadt.collect.sac import (PolicyParams, SACEnsemble, TaskConditionedSAC,
+                                feature_normalizer, resolve_device)
 from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
 from metadt.fileio import atomic_directory, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
@@ -224,9 +231,8 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
     ckpt_steps = set(checkpoint_steps(cfg))
     low, high = np.asarray(family.action_low), np.asarray(family.action_high)
 
-    ens = SACEnsemble(n_total, od, ad, low, high, cfg.sac, device=device, seed=seed)
-    if part:  # the whole run's initial weights of these agents
-        ens = ens.select(list(blk))
+    ens, layout = _make_agent(cfg, family, blk, device, seed)
+    pooled = isinstance(ens, TaskConditionedSAC)
     act_gen = torch.Generator(device=device).manual_seed(_sub_seed(seed, _ACT))
     np_rng = np.random.default_rng(_sub_seed(seed, _ACT))
     state: dict[str, Any] = {"step": 0, "episodes": 0, "credit": 0.0, "returns": []}
@@ -240,7 +246,7 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
         replay = Replay.load(work.train_state / "replay", n, od, ad, cfg.replay_capacity,
                              saved["layout"])
     else:
-        replay = Replay(n, od, ad, cfg.replay_capacity, DEFAULT_LAYOUT)
+        replay = Replay(n, od, ad, cfg.replay_capacity, layout)
     if state["step"] >= total:
         return state
 
@@ -251,7 +257,7 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
     last_saved = step
     losses: dict[str, float] = {}
     _emit(progress, phase="train", step=step, total=total, tasks=n, updates=ens.updates,
-          recent_return=_recent(state["returns"]))
+          agents=1 if pooled else n, recent_return=_recent(state["returns"]))
 
     def save_state() -> None:
         with atomic_directory(work.train_state) as tmp:
@@ -288,8 +294,10 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
                     state["credit"] += cfg.updates_per_step
                     while state["credit"] >= 1.0:
                         state["credit"] -= 1.0
-                        batch = replay.sample(cfg.sac.batch_size, sample_seed, ens.updates, device,
-                                              task_offset=blk.start)
+                        batch = (replay.sample_pooled(cfg.sac.batch_size, sample_seed,
+                                                      ens.updates, device) if pooled else
+                                 replay.sample(cfg.sac.batch_size, sample_seed, ens.updates,
+                                               device, task_offset=blk.start))
                         if part:  # the whole run's draws: next-action noise, then policy noise
                             bs = (cfg.sac.batch_size, ad)
                             nz_next = _noise(act_gen, n_total, bs, blk, device)
@@ -310,10 +318,44 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
                 save_state()
                 last_saved = step
             _emit(progress, phase="train", step=step, total=total, tasks=n,
-                  updates=ens.updates, recent_return=_recent(state["returns"]), **losses)
+                  updates=ens.updates, agents=1 if pooled else n,
+                  recent_return=_recent(state["returns"]), **losses)
     finally:
         env.close()
     return state
+
+
+def _make_agent(cfg: CollectConfig, family: Any, blk: range, device: torch.device,
+                seed: int) -> tuple[SACEnsemble | TaskConditionedSAC, str]:
+    """The learner of ``cfg.sac_mode`` for the tasks ``blk`` and its replay layout.
+
+    ``per-task``: an ensemble of one agent per task (a block gets the whole run's initial
+    weights of its agents). ``task-conditioned``: one agent for all the family's tasks
+    whose input is obs ⊕ the task features (`task_conditioning`); its replay is one pooled
+    memory. It is never split by task (`_train_part`).
+    """
+    n_total, od, ad = family.num_tasks, family.obs_dim, family.act_dim
+    low, high = np.asarray(family.action_low), np.asarray(family.action_high)
+    if cfg.sac_mode == "task-conditioned":
+        if len(blk) != n_total:
+            raise ValueError("a task-conditioned agent trains on every task: it cannot be "
+                             "split by task")
+        features, mean, scale = task_conditioning(family)
+        return (TaskConditionedSAC(features, mean, scale, od, ad, low, high, cfg.sac,
+                                   device=device, seed=seed), "shared")
+    ens = SACEnsemble(n_total, od, ad, low, high, cfg.sac, device=device, seed=seed)
+    if len(blk) != n_total:  # the whole run's initial weights of these agents
+        ens = ens.select(list(blk))
+    return ens, DEFAULT_LAYOUT
+
+
+def task_conditioning(family: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a task-conditioned agent sees of the tasks: the family's `task_features` of
+    every task ``[N, F]`` and the mean/scale standardizing them (fitted on the training
+    tasks only)."""
+    features = family.task_feature_matrix()
+    mean, scale = feature_normalizer(features, family.train_ids)
+    return features, mean, scale
 
 
 def _recent(returns: list[list[float]]) -> float | None:
@@ -548,7 +590,7 @@ def _collect_ranks(cfg: CollectConfig, out: Path, seed: int, progress: Progress 
     prog = progress if main else None
     timer = _Timer(work) if main else None
     t0 = time.perf_counter()
-    summary = train(cfg, family, mine, seed, device, prog, block)
+    summary = _train_part(cfg, family, work, mine, seed, device, prog, block, ctx)
     t1 = time.perf_counter()
     evaluate(cfg, family, mine, seed, device, prog, block)
     t2 = time.perf_counter()
@@ -580,6 +622,43 @@ def _collect_ranks(cfg: CollectConfig, out: Path, seed: int, progress: Progress 
                 shutil.rmtree(w.train_state, ignore_errors=True)
     dist.barrier()  # the dataset is complete
     return ds if ds is not None else Dataset.open(out)
+
+
+def _train_part(cfg: CollectConfig, family: Any, work: WorkDir, mine: WorkDir, seed: int,
+                device: torch.device, progress: Progress | None, block: range,
+                ctx: dist.DistContext) -> dict[str, Any]:
+    """Phase 1 of a rank. Per-task agents: the rank trains its block's agents in ``mine``.
+    A task-conditioned agent is one learner of every task: rank 0 trains it (in ``work``,
+    as one process does; the other ranks wait), then every rank copies its block's slice
+    of each checkpoint into ``mine`` for its evaluations and rollouts."""
+    if cfg.sac_mode != "task-conditioned":
+        return train(cfg, family, mine, seed, device, progress, block)
+    import datetime
+
+    import torch.distributed as tdist
+
+    # the other ranks wait as long as the training takes: a barrier of a group whose
+    # timeout is not the default group's 30 minutes (torchrun ends every rank if one dies)
+    waiting = tdist.new_group(backend="gloo", timeout=datetime.timedelta(days=7))
+    result: list[Any] = [None, None]
+    if ctx.is_main():
+        try:
+            result[0] = train(cfg, family, work, seed, device, progress)
+        except BaseException as exc:  # raised on every rank by main_first below
+            result[1] = exc
+    tdist.barrier(group=waiting)
+
+    def outcome() -> dict[str, Any]:
+        if result[1] is not None:
+            raise result[1]
+        return result[0]
+
+    summary = dist.main_first(outcome, ctx)
+    for step in checkpoint_steps(cfg):
+        if not mine.checkpoint(step).is_file():
+            policy = _load_policy(work.checkpoint(step), torch.device("cpu"))
+            atomic_torch_save(policy.select(list(block)).state_dict(), mine.checkpoint(step))
+    return summary
 
 
 def _read_evals(cfg: CollectConfig, work: WorkDir) -> tuple[dict[int, np.ndarray], np.ndarray]:
@@ -619,6 +698,21 @@ def _start(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
                                   f"choose an empty or new directory")
         atomic_write_json(work.config, identity)
     return None
+
+
+def _mode_record(cfg: CollectConfig, family: Any) -> dict[str, Any]:
+    """The card's record of how the agents were trained (``sac_mode``; for one
+    task-conditioned agent also what it saw of the tasks)."""
+    rec: dict[str, Any] = {"sac_mode": cfg.sac_mode}
+    if cfg.sac_mode == "task-conditioned":
+        _, mean, scale = task_conditioning(family)
+        rec["task_conditioning"] = {
+            "input": "observation + standardized task_features of the task (the stored "
+                     "observations are the env's only)",
+            "feature_dim": int(mean.shape[0]), "mean": mean.tolist(), "scale": scale.tolist(),
+            "fitted_on": "train tasks", "trained_on": "every task of the card (train and test)",
+            "agents": 1}
+    return rec
 
 
 def _write(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
@@ -663,6 +757,7 @@ def _write(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
         random_returns={str(i): float(r) for i, r in enumerate(random_returns)},
         collection={
             "preset": cfg.preset, "seed": int(seed), "config": cfg.to_dict(),
+            **_mode_record(cfg, family),
             "budget": {"steps_per_task": cfg.steps_per_task,
                        "env_steps_total": cfg.steps_per_task * family.num_tasks,
                        "updates": int(summary.get("updates", 0)) or None},

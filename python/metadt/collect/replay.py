@@ -93,6 +93,19 @@ class Replay:
             out[key] = torch.from_numpy(arr).to(device)
         return out
 
+    def sample_pooled(self, batch: int, seed: int, update: int,
+                      device: torch.device) -> dict[str, torch.Tensor]:
+        """One batch of ``batch`` transitions drawn uniformly over every task's memory (a
+        task-conditioned agent's batch): the batch keys as ``[1, batch, ...]`` float32 and
+        ``tasks [batch]`` int64. Needs the ``shared`` layout (one store, one draw)."""
+        if self.layout != "shared":
+            raise ValueError("sample_pooled needs the shared replay layout")
+        got = self.stores[0].sample_transitions(batch, context=0, seed=_seed(seed, update, 0))
+        out = {key: torch.from_numpy(np.asarray(got[key], dtype=np.float32)[None]).to(device)
+               for key in ("obs", "actions", "rewards", "next_obs", "terminals")}
+        out["tasks"] = torch.from_numpy(np.asarray(got["tasks"], dtype=np.int64)).to(device)
+        return out
+
     # ---- persistence (resume)
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)

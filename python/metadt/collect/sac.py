@@ -313,3 +313,113 @@ class SACEnsemble:
         self.actor_opt.load_state_dict(copy.deepcopy(state["actor_opt"]))
         self.critic_opt.load_state_dict(copy.deepcopy(state["critic_opt"]))
         self.updates = int(state["updates"])
+
+
+# --------------------------------------------------------------------------
+# one agent for many tasks: conditioned on the task parameter
+
+
+def feature_normalizer(features: np.ndarray, fit_rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale that standardize ``features [N, F]``, fitted on rows ``fit_rows``
+    (the training tasks); a column constant there is only centred (scale 1)."""
+    fit = np.asarray(features, dtype=np.float64)[list(fit_rows)]
+    mean = fit.mean(axis=0)
+    std = fit.std(axis=0)
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
+def fold_task_features(policy: PolicyParams, features: Tensor, obs_dim: int) -> PolicyParams:
+    """The ``N``-agent actor equal to one actor on ``obs ⊕ features[i]`` for task ``i``.
+
+    ``policy`` is a one-agent actor whose input is ``obs_dim + F`` wide
+    (observation first); ``features`` is ``[N, F]``. Agent ``i`` of the result
+    reads the observation only: its first layer is the observation rows of the
+    shared first layer, and its bias absorbs ``features[i] @ W_feat + b``. The
+    result is an ordinary stacked actor (what a per-task checkpoint holds), so
+    evaluation, medium choice and rollouts treat both modes alike.
+    """
+    if policy.num_agents != 1:
+        raise ValueError("fold_task_features needs a one-agent policy")
+    w, b = policy.params[0].detach(), policy.params[1].detach()
+    if w.shape[1] != obs_dim + features.shape[1]:
+        raise ValueError(f"first layer has {w.shape[1]} inputs, expected obs {obs_dim} + "
+                         f"features {features.shape[1]}")
+    n = int(features.shape[0])
+    f = features.to(device=w.device, dtype=w.dtype)
+    first_w = w[:, :obs_dim].expand(n, -1, -1).clone()
+    first_b = (b + (f @ w[0, obs_dim:]).unsqueeze(1)).clone()  # [N, 1, H]
+    rest = [p.detach().expand(n, *p.shape[1:]).clone() for p in policy.params[2:]]
+    return PolicyParams([first_w, first_b, *rest], policy.action_low.clone(),
+                        policy.action_high.clone(), policy.log_std_min, policy.log_std_max)
+
+
+class TaskConditionedSAC:
+    """One SAC agent for ``N`` tasks; its input is ``obs ⊕ task features``.
+
+    The agent is a one-member `SACEnsemble` with an ``obs_dim + F`` wide input.
+    The task features (the family's `task_features`, standardized with
+    ``mean``/``scale``) are appended to the observation here, at the agent's
+    input only: callers pass and store the env's observations. It exposes the
+    interface the collector uses of an ensemble of ``N`` per-task agents:
+    `act` on ``[N, obs_dim]`` (row ``i`` in task ``i``), `update` on a pooled
+    batch with a ``tasks`` index, `policy_snapshot` (the folded ``N``-agent
+    actor, see `fold_task_features`), `state_dict`/`load_state_dict`, `updates`.
+    """
+
+    def __init__(self, features: np.ndarray, mean: np.ndarray, scale: np.ndarray, obs_dim: int,
+                 act_dim: int, action_low: Sequence[float] | np.ndarray,
+                 action_high: Sequence[float] | np.ndarray, cfg: Any,
+                 device: str | torch.device | None = "auto", seed: int = 0) -> None:
+        raw = np.asarray(features, dtype=np.float64)
+        if raw.ndim != 2 or raw.shape[0] < 1:
+            raise ValueError(f"features must be [num_tasks, F], got shape {raw.shape}")
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+        norm = (raw - self.mean) / self.scale
+        self.agent = SACEnsemble(1, obs_dim + raw.shape[1], act_dim, action_low, action_high,
+                                 cfg, device=device, seed=seed)
+        self.device = self.agent.device
+        self.n = int(raw.shape[0])
+        self.obs_dim, self.act_dim, self.feature_dim = int(obs_dim), int(act_dim), int(raw.shape[1])
+        self.features = torch.as_tensor(norm, dtype=torch.float32, device=self.device)
+
+    @property
+    def updates(self) -> int:
+        return self.agent.updates
+
+    def with_features(self, obs: Tensor, tasks: Tensor) -> Tensor:
+        """``obs [..., obs_dim] ⊕ features[tasks]`` (``tasks`` broadcast like ``obs[..., 0]``)."""
+        if obs.shape[-1] != self.obs_dim:
+            raise ValueError(f"observations must have {self.obs_dim} columns, got {obs.shape[-1]}")
+        return torch.cat([obs, self.features[tasks]], dim=-1)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> Tensor:
+        """Actions ``[N, act_dim]`` for ``obs [N, obs_dim]`` (row ``i`` in task ``i``)."""
+        tasks = torch.arange(self.n, device=obs.device)
+        x = self.with_features(obs, tasks).unsqueeze(0)  # [1, N, obs + F]
+        return self.agent.act(x, deterministic, generator).squeeze(0)
+
+    def update(self, batch: Mapping[str, Tensor], noise_next: Tensor | None = None,
+               noise_pi: Tensor | None = None,
+               generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One update on a pooled batch: the `BATCH_KEYS` as ``[1, B, ...]`` plus
+        ``tasks [B]`` (the task of each transition)."""
+        tasks = batch["tasks"].to(self.device, torch.long)
+        full = dict(batch)
+        full["obs"] = self.with_features(batch["obs"], tasks.unsqueeze(0))
+        full["next_obs"] = self.with_features(batch["next_obs"], tasks.unsqueeze(0))
+        return self.agent.update(full, noise_next, noise_pi, generator)
+
+    def policy_snapshot(self) -> PolicyParams:
+        """The ``N``-agent actor of the tasks (`fold_task_features`): a checkpoint."""
+        return fold_task_features(self.agent.policy_snapshot(), self.features, self.obs_dim)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent.state_dict(), "features": self.features.cpu()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not torch.equal(torch.as_tensor(state["features"]), self.features.cpu()):
+            raise ValueError("checkpoint was trained with other task features")
+        self.agent.load_state_dict(state["agent"])

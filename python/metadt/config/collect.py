@@ -5,8 +5,10 @@
 - ``paper``: the protocol's budgets (point-robot 2,000 env steps per task,
   MuJoCo 500,000, Meta-World 50,000), all tasks; for a GPU and patience.
 - ``cpu``: finishes on a 2-core CPU: point-robot with all 50 tasks in a few
-  minutes; the MuJoCo families with 6 tasks (5 train + 1 test) and a reduced
-  budget in under an hour; Meta-World with 4 tasks.
+  minutes (per-task SAC); the MuJoCo families and Meta-World with all their
+  tasks (50 = 45 + 5, cheetah-dir 2, Meta-World 20 = 15 + 5) and one
+  task-conditioned SAC agent (``sac_mode``; cheetah-vel estimated at ~34 minutes,
+  docs/collect.md).
 - ``smoke``: seconds, for tests: tiny networks, a few tasks, a couple of
   episodes.
 
@@ -23,6 +25,8 @@ from metadt.config.base import Config, check_preset
 
 MUJOCO = ("cheetah-vel", "cheetah-dir", "ant-dir", "hopper-param", "walker-param")
 METAWORLD = ("reach", "sweep", "door-lock")
+#: Values of `CollectConfig.sac_mode`.
+SAC_MODES = ("per-task", "task-conditioned")
 
 
 @dataclass
@@ -70,7 +74,8 @@ class CollectConfig(Config):
     update_after: int = 256
     """Steps per task before the first update (at least one batch in memory)."""
     updates_per_step: float = 1.0
-    """Gradient updates per environment step (fractions accumulate: 0.5 = every other step)."""
+    """Gradient updates per environment step (fractions accumulate: 0.5 = every other step):
+    of every agent (per-task), or of the one agent per step of all tasks (task-conditioned)."""
     replay_capacity: int | None = None
     """Replay memory per task in steps (oldest whole episodes evicted); None = unbounded."""
     checkpoint_every: int = 100
@@ -93,6 +98,11 @@ class CollectConfig(Config):
     """Torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..."""
     torch_threads: int = 0
     """torch.set_num_threads for the run (0 = leave torch's default)."""
+    sac_mode: str = "per-task"
+    """``per-task``: one SAC agent per task (the protocol). ``task-conditioned``: one agent
+    for every task, its input the observation and the task's parameter (`task_features`),
+    trained on all tasks at once: one agent's compute instead of one per task (a documented
+    deviation; docs/collect.md). The stored data holds the env's observations only."""
     sac: SACConfig = field(default_factory=SACConfig)
     """The agents' hyperparameters."""
 
@@ -126,18 +136,22 @@ class CollectConfig(Config):
                                    resume_every=500, torch_threads=1,
                                    sac=SACConfig(alpha=0.003, lr=1e-3))
             if kind == "mujoco":
-                # 4 tasks (3 train + 1 test), 40k steps; alpha/lr as for point-robot's cpu
-                # preset: faster to a usable expert within the budget (docs/collect.md)
-                return cfg.replace(num_tasks=4 if family != "cheetah-dir" else None,
-                                   steps_per_task=40_000, start_steps=2_000, update_after=1_000,
-                                   updates_per_step=1.0, checkpoint_every=2_000,
-                                   eval_episodes=3, random_episodes=5, episodes_per_task=100,
-                                   rollout_parallel=20, resume_every=4_000, torch_threads=1,
-                                   sac=SACConfig(alpha=0.05, lr=1e-3))
-            return cfg.replace(num_tasks=4, num_train=3, steps_per_task=20_000,
-                               start_steps=2_000, update_after=1_000, updates_per_step=0.5,
+                # every task (50 = 45 + 5; cheetah-dir 2), ONE task-conditioned agent:
+                # 20k steps per task (1M transitions), 5 updates per step of all tasks
+                # (100k updates at batch 256); alpha/lr as measured for the earlier per-task
+                # cpu preset: faster to a usable expert (docs/collect.md, budget arithmetic)
+                return cfg.replace(sac_mode="task-conditioned", steps_per_task=20_000,
+                                   start_steps=2_000, update_after=1_000, updates_per_step=5.0,
+                                   checkpoint_every=1_000, eval_episodes=3, random_episodes=5,
+                                   episodes_per_task=100, rollout_parallel=10, resume_every=4_000,
+                                   torch_threads=1, sac=SACConfig(alpha=0.05, lr=1e-3))
+            # Meta-World: every task (20 = 15 + 5), one task-conditioned agent, 20k steps per
+            # task (horizon 500), 2 updates per step of all tasks (38k updates); 2 episodes
+            # per task side by side (a Meta-World env takes ~35 MB: 40 envs, not 100)
+            return cfg.replace(sac_mode="task-conditioned", steps_per_task=20_000,
+                               start_steps=2_000, update_after=1_000, updates_per_step=2.0,
                                checkpoint_every=2_000, eval_episodes=2, random_episodes=2,
-                               episodes_per_task=20, rollout_parallel=5, resume_every=5_000,
+                               episodes_per_task=20, rollout_parallel=2, resume_every=5_000,
                                torch_threads=1)
         # smoke: seconds
         sac = SACConfig(hidden_dim=32, batch_size=32)
@@ -148,7 +162,9 @@ class CollectConfig(Config):
                                eval_episodes=2, random_episodes=2, episodes_per_task=4,
                                rollout_parallel=4, resume_every=100, sac=sac)
         horizon = 500 if kind == "metaworld" else 200
-        return cfg.replace(num_tasks=2 if family != "cheetah-dir" else None, num_train=1
+        # the cpu preset's mode, so the smoke preset exercises its code path
+        return cfg.replace(sac_mode="task-conditioned",
+                           num_tasks=2 if family != "cheetah-dir" else None, num_train=1
                            if family != "cheetah-dir" else None,
                            steps_per_task=horizon, start_steps=horizon // 2, update_after=32,
                            updates_per_step=0.1, checkpoint_every=horizon, eval_episodes=1,
@@ -205,6 +221,9 @@ class CollectConfig(Config):
             raise ValueError("mixed_medium_fraction must be in [0, 1]")
         if self.start_steps < 0 or self.update_after < 0:
             raise ValueError("start_steps and update_after must be >= 0")
+        if self.sac_mode not in SAC_MODES:
+            raise ValueError(f"sac_mode must be one of {', '.join(SAC_MODES)}, "
+                             f"got {self.sac_mode!r}")
         if self.replay_capacity is not None and self.replay_capacity < self.sac.batch_size:
             raise ValueError("replay_capacity must hold at least one batch")
         return self

@@ -38,8 +38,15 @@ class PipelineConfig(Config):
     are small: on the shared 2-core machine under load, Meta-DT training ran 5.3 steps/s
     with one thread and 0.6 with two (docs/evaluate.md)."""
 
+    jobs: int = 1
+    """Independent stages run at once in separate processes (`metadt run --jobs`, whose
+    default is the machine's cores): the world models of the seeds, then every method's
+    training + evaluation of a seed once its world model is done. Results equal jobs=1."""
+
     def validate(self) -> "PipelineConfig":
         check_preset(self.preset)
+        if self.jobs < 1:
+            raise ValueError(f"pipeline: jobs must be >= 1, got {self.jobs}")
         if self.seeds < 1 or self.first_seed < 0:
             raise ValueError("pipeline: seeds must be >= 1 and first_seed >= 0")
         bad = [m for m in self.methods if m not in METHODS]

@@ -14,6 +14,16 @@ resumable (an interrupted stage continues from its last checkpoint):
 4. **report** (`metadt.report.build.build_report`), rebuilt after every seed
    from whatever is evaluated so far, into ``OUT/report``.
 
+With ``jobs > 1`` (``metadt run --jobs N``) stages 2-3 run in ``N`` worker
+processes (spawned; each with ``torch_threads`` threads): every seed's world
+model at once, every method that needs none at once, and a method that needs
+its seed's world model as soon as that is written; train + evaluate of a
+method is one job. Each job runs exactly the stage of the one-process run, so
+the models and evaluations are the same (``tests/test_pipeline.py``). The main
+process alone writes ``stages.jsonl`` (the workers return their records) and
+builds the report once every job is done; a failed job lets the running ones
+finish, starts nothing new and is raised.
+
 Under ``torchrun`` (docs/distributed.md) every rank runs the pipeline: collection,
 world-model and Meta-DT training are split across the ranks by those stages
 themselves; rank 0 alone writes ``pipeline.json`` and ``stages.jsonl``, prints,
@@ -54,8 +64,11 @@ class Pipeline:
     """See the module docstring."""
 
     def __init__(self, cfg: PipelineConfig, out: str | Path, *, progress: Progress | None = None,
-                 bars: bool = False) -> None:
+                 bars: bool = False, records: list[dict[str, Any]] | None = None) -> None:
         self.cfg = cfg.validate()
+        #: stage records kept here instead of appended to stages.jsonl (a `--jobs` worker
+        #: returns them to the main process, the one writer of the file)
+        self.records = records
         self.out = Path(out)
         self.data = Path(cfg.data_dir())
         self.ctx = dist.init()  # world size 1 unless launched by torchrun
@@ -112,6 +125,16 @@ class Pipeline:
         self.stage_collect()
         ev_cfg = self.evaluate_config()
         report: dict[str, Any] = {}
+        jobs = self.cfg.jobs
+        if jobs > 1 and self.ctx.distributed:
+            self.say("[jobs] under torchrun the stages run one after the other (--jobs 1)")
+            jobs = 1
+        if jobs > 1:
+            self._run_parallel(jobs)
+            report = self.stage_report()
+            self.say(f"pipeline finished in {time.perf_counter() - t_all:.0f}s; "
+                     f"report: {self.out / REPORT_DIR / 'results.md'}")
+            return report
         for seed in self.cfg.seed_list:
             needs_wm = any(self.train_config(m, seed).needs_world_model for m in self.cfg.methods)
             if needs_wm:
@@ -123,6 +146,59 @@ class Pipeline:
         self.say(f"pipeline finished in {time.perf_counter() - t_all:.0f}s; "
                  f"report: {self.out / REPORT_DIR / 'results.md'}")
         return report
+
+    def _run_parallel(self, jobs: int) -> None:
+        """World models and (train + evaluate) of every method and seed in ``jobs`` worker
+        processes; a method that needs its seed's world model starts once that is done.
+        Each job is exactly the stage of the one-process run (same configs and seeds, the
+        same torch thread count), so the results are the same."""
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # no inherited torch/thread-pool state
+        pending: dict[cf.Future, tuple[str, int, str | None]] = {}
+        waiting: dict[int, list[str]] = {}
+        error: BaseException | None = None
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            def submit(kind: str, seed: int, method: str | None = None,
+                       have_wm: bool = False) -> None:
+                fut = pool.submit(_stage_job, self.cfg, str(self.out), kind, seed, method,
+                                  have_wm)
+                pending[fut] = (kind, seed, method)
+                self.say(f"[jobs] start {kind} seed {seed}" + (f" {method}" if method else ""))
+
+            for seed in self.cfg.seed_list:
+                needs = {m: self.train_config(m, seed).needs_world_model
+                         for m in self.cfg.methods}
+                if any(needs.values()):
+                    submit("world-model", seed)
+                    waiting[seed] = [m for m in self.cfg.methods if needs[m]]
+                for m in self.cfg.methods:
+                    if not needs[m]:
+                        submit("method", seed, m, have_wm=any(needs.values()))
+            try:
+                while pending:
+                    done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        kind, seed, method = pending.pop(fut)
+                        try:
+                            records, messages = fut.result()
+                        except Exception as exc:  # the others finish; nothing new starts
+                            error = error or exc
+                            self.say(f"[jobs] {kind} seed {seed} {method or ''} failed: {exc!r}")
+                            continue
+                        for msg in messages:
+                            self.say(msg)
+                        for rec in records:  # jobs: these stages may have overlapped
+                            append_jsonl(self.out / STAGES_FILE, {**rec, "jobs": jobs})
+                        if kind == "world-model" and error is None:
+                            for m in waiting.pop(seed, []):
+                                submit("method", seed, m, have_wm=True)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        if error is not None:
+            raise error
 
     def _check_out(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -146,10 +222,12 @@ class Pipeline:
     def _log(self, stage: str, t0: float, **fields: Any) -> None:
         if not self.main:
             return
-        append_jsonl(self.out / STAGES_FILE, {"stage": stage, **fields,
-                                              "seconds": round(time.perf_counter() - t0, 2),
-                                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                    time.gmtime())})
+        record = {"stage": stage, **fields, "seconds": round(time.perf_counter() - t0, 2),
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if self.records is not None:
+            self.records.append(record)
+        else:
+            append_jsonl(self.out / STAGES_FILE, record)
 
     # ----------------------------------------------------------------- stages
     def stage_collect(self) -> None:
@@ -240,6 +318,24 @@ class Pipeline:
                            title=f"metadt: {self.cfg.family} ({self.cfg.preset} preset)")
         self._log("report", t0)
         return rep
+
+
+def _stage_job(cfg: PipelineConfig, out: str, kind: str, seed: int, method: str | None,
+               have_wm: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """One `--jobs` worker job: a seed's world model, or a method's training and evaluation.
+    Returns the stage records and the progress messages (the main process writes them)."""
+    from metadt.evaluate.evaluator import torch_threads
+
+    records: list[dict[str, Any]] = []
+    messages: list[str] = []
+    pipe = Pipeline(cfg, out, progress=messages.append, records=records)
+    with torch_threads(cfg.torch_threads):
+        if kind == "world-model":
+            pipe.stage_world_model(seed)
+        else:
+            pipe.stage_train(method, seed, have_wm)
+            pipe._evaluate(method, seed, pipe.evaluate_config())
+    return records, messages
 
 
 def run_pipeline(cfg: PipelineConfig, out: str | Path, *, progress: Progress | None = None,

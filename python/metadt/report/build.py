@@ -117,7 +117,9 @@ def pipeline_timing(path: str | os.PathLike) -> dict[str, Any] | None:
     for r in recs:
         key = "/".join(str(r[k]) for k in ("stage", "seed", "method") if k in r)
         detail[key] = detail.get(key, 0.0) + float(r.get("seconds", 0.0))
-    return {"per_stage_seconds": per, "total_seconds": sum(per.values()), "detail": detail}
+    jobs = max([int(r.get("jobs", 1)) for r in recs] or [1])
+    return {"per_stage_seconds": per, "total_seconds": sum(per.values()), "detail": detail,
+            "max_jobs": jobs}
 
 
 def _group_report(name: str, results: list[dict[str, Any]], out_dir: Path, slug: str,
@@ -167,8 +169,13 @@ def _group_markdown(g: dict[str, Any], heading: str = "##") -> str:
     tm = g.get("pipeline_timing")
     if tm:
         parts = ", ".join(f"{k} {v / 60:.1f} min" for k, v in tm["per_stage_seconds"].items())
-        out += [f"Pipeline wall time (stages run so far, summed over resumes): "
-                f"{tm['total_seconds'] / 60:.1f} min ({parts}).", ""]
+        if tm.get("max_jobs", 1) > 1:  # `metadt run --jobs N`: stages overlapped
+            out += [f"Pipeline stage time (stages run so far, summed over stages and resumes; "
+                    f"up to {tm['max_jobs']} ran at once, so the wall time was shorter): "
+                    f"{tm['total_seconds'] / 60:.1f} min ({parts}).", ""]
+        else:
+            out += [f"Pipeline wall time (stages run so far, summed over resumes): "
+                    f"{tm['total_seconds'] / 60:.1f} min ({parts}).", ""]
     for key, title in (("returns_plot", "returns"), ("learning_curves_plot", "learning curves")):
         if key in g["plots"]:
             out += [f"![{title}]({g['plots'][key]})", ""]
