@@ -30,7 +30,7 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path, monkeypatch):
     done = _stages(out)
     assert [s["stage"] for s in done][:2] == ["collect", "world-model"]
     assert (out / "seed-0" / "meta-dt" / "eval.json").is_file()
-    assert not (out / "seed-0" / "prompt-dt" / "model.pt").exists()
+    assert not (out / "seed-0" / "prompt-dt" / "model.safetensors").exists()
 
     monkeypatch.setattr(runner.Pipeline, "stage_train", real_train)
     messages = []

@@ -6,6 +6,8 @@ import random
 
 import numpy as np
 
+from metadt.config.base import MAX_SEED, check_seed  # noqa: F401  (re-exported)
+
 
 def seed_everything(seed: int, *, deterministic_torch: bool = False) -> np.random.Generator:
     """Seed Python's `random`, NumPy's global state and torch (CPU and CUDA).
@@ -14,9 +16,7 @@ def seed_everything(seed: int, *, deterministic_torch: bool = False) -> np.rando
     should prefer over global state. With `deterministic_torch`, torch is also
     asked to use deterministic algorithms (slower on GPU).
     """
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     os.environ.setdefault("PYTHONHASHSEED", str(seed))

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from metadt.cli._dataset import add_no_verify
+
 ORDER = 5
 
 
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="torch threads (default 1: fastest for the small cpu-preset models on a "
                         "shared machine; 0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.validate()
     out = args.out or f"runs/{cfg.family}-{cfg.preset}"
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    run_pipeline(cfg, out, progress=say, bars=not args.no_progress)
+    run_pipeline(cfg, out, progress=say, bars=not args.no_progress, verify=not args.no_verify)
     from metadt.distributed import is_main
 
     if is_main():  # under torchrun: rank 0 prints

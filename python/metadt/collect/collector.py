@@ -25,6 +25,12 @@ atomically, finished work never redone):
 
 A directory with ``card.json`` is complete; a rerun then does nothing.
 
+The training state and the policy checkpoints are tensor files
+(:mod:`metadt.tensorfile`: safetensors + JSON, SHA-256 checked), the replay
+memories TrajectoryStores (CRC-32 checked on load): nothing is unpickled, and a
+damaged file is refused with a message saying what to delete. Work files of
+older metadt versions (``state.pt``, ``step_*.pt``) are refused the same way.
+
 Under ``torchrun`` (docs/distributed.md) the tasks are split across ranks in
 contiguous blocks: rank ``r`` runs phases 1-3 for its block in
 ``.work/rank-r-of-W`` (its own SAC ensemble, checkpoints, evaluations and
@@ -54,10 +60,15 @@ from metadt import distributed as dist
 from metadt.collect.sac import PolicyParams, SACEnsemble, resolve_device
 from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
-from metadt.fileio import atomic_directory, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
+from metadt import tensorfile
+from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_json, read_json,
+                           recover_directory)
 
 Progress = Callable[[dict[str, Any]], None]
 WORK = ".work"
+
+STATE_KIND = "metadt-collect-state"
+POLICY_KIND = "metadt-policy"
 
 # seed offsets of the independent random streams of a run
 _ENV, _ACT, _SAMPLE, _EVAL, _RANDOM, _ROLLOUT = 1, 2, 3, 4, 5, 6
@@ -123,7 +134,7 @@ class WorkDir:
         return self.root / "train"
 
     def checkpoint(self, step: int) -> Path:
-        return self.root / "checkpoints" / f"step_{step:09d}.pt"
+        return self.root / "checkpoints" / f"step_{step:09d}.safetensors"
 
     def evaluation(self, name: str) -> Path:
         return self.root / "eval" / f"{name}.json"
@@ -230,15 +241,24 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
     act_gen = torch.Generator(device=device).manual_seed(_sub_seed(seed, _ACT))
     np_rng = np.random.default_rng(_sub_seed(seed, _ACT))
     state: dict[str, Any] = {"step": 0, "episodes": 0, "credit": 0.0, "returns": []}
-    state_file = work.train_state / "state.pt"
+    recover_directory(work.train_state)  # a commit killed between its renames
+    state_file = work.train_state / "state.safetensors"
+    hint = f"delete {work.train_state} to restart the SAC phase from step 0"
+    if (work.train_state / "state.pt").is_file():
+        raise ValueError(f"{work.train_state}: SAC state in metadt's old pickle format, which is "
+                         f"no longer loaded (unpickling a file can run code); {hint}")
     if state_file.is_file():
-        saved = torch.load(state_file, map_location="cpu", weights_only=False)
-        ens.load_state_dict(saved["ensemble"])
-        act_gen.set_state(saved["act_gen"])
-        np_rng.bit_generator.state = saved["np_rng"]
-        state = saved["counters"]
-        replay = Replay.load(work.train_state / "replay", n, od, ad, cfg.replay_capacity,
-                             saved["layout"])
+        saved = tensorfile.load(state_file, STATE_KIND, hint=hint)
+        try:
+            ens.load_state_dict(saved["ensemble"])
+            act_gen.set_state(saved["act_gen"])
+            np_rng.bit_generator.state = saved["np_rng"]
+            state = saved["counters"]
+            replay = Replay.load(work.train_state / "replay", n, od, ad, cfg.replay_capacity,
+                                 saved["layout"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OSError) as exc:
+            raise ValueError(f"{work.train_state}: unusable SAC state ({type(exc).__name__}: "
+                             f"{exc}); {hint}") from None
     else:
         replay = Replay(n, od, ad, cfg.replay_capacity, DEFAULT_LAYOUT)
     if state["step"] >= total:
@@ -255,11 +275,10 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
 
     def save_state() -> None:
         with atomic_directory(work.train_state) as tmp:
-            buf = io.BytesIO()
-            torch.save({"ensemble": ens.state_dict(), "act_gen": _rng_state(act_gen),
-                        "np_rng": np_rng.bit_generator.state, "counters": state,
-                        "layout": replay.layout}, buf)
-            (tmp / "state.pt").write_bytes(buf.getvalue())
+            (tmp / "state.safetensors").write_bytes(tensorfile.dumps(
+                {"ensemble": ens.state_dict(), "act_gen": _rng_state(act_gen),
+                 "np_rng": np_rng.bit_generator.state, "counters": state,
+                 "layout": replay.layout}, STATE_KIND))
             replay.save(tmp / "replay")
 
     try:
@@ -299,7 +318,8 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
                             out = ens.update(batch, generator=act_gen)
                         losses = {k: float(v.mean()) for k, v in out.items()}
                 if step in ckpt_steps and not work.checkpoint(step).is_file():
-                    atomic_torch_save(ens.policy_snapshot().state_dict(), work.checkpoint(step))
+                    tensorfile.save(work.checkpoint(step), ens.policy_snapshot().state_dict(),
+                                    POLICY_KIND)
                 if step >= total:
                     break
             state["episodes"] += 1
@@ -325,8 +345,18 @@ def _recent(returns: list[list[float]]) -> float | None:
 
 
 def _load_policy(path: Path, device: torch.device) -> PolicyParams:
-    return PolicyParams.from_state_dict(torch.load(path, map_location="cpu",
-                                                   weights_only=False)).to(device)
+    hint = (f"delete {path.parent.parent} to restart this collection (its SAC phase cannot "
+            f"recreate a lost policy checkpoint)")
+    legacy = path.with_suffix(".pt")
+    if not path.is_file() and legacy.is_file():
+        raise ValueError(f"{legacy}: a policy checkpoint in metadt's old pickle format, which "
+                         f"is no longer loaded (unpickling a file can run code); {hint}")
+    state = tensorfile.load(path, POLICY_KIND, hint=hint)
+    try:
+        return PolicyParams.from_state_dict(state).to(device)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise ValueError(f"{path}: unusable policy checkpoint ({type(exc).__name__}: {exc}); "
+                         f"{hint}") from None
 
 
 def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Literal, TypeVar
 
@@ -9,6 +10,26 @@ Preset = Literal["paper", "cpu", "smoke"]
 PRESETS: tuple[str, ...] = ("paper", "cpu", "smoke")
 
 T = TypeVar("T", bound="Config")
+
+
+MAX_SEED = 2**64 - 1
+"""Seeds are 64-bit (torch and the store take at most this): a larger seed is refused,
+never silently reduced."""
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` as an int in [0, 2**64); a clear ``ValueError`` otherwise (bools refused)."""
+    import operator
+
+    try:
+        if isinstance(seed, bool):
+            raise TypeError
+        value = operator.index(seed)  # int and NumPy integers; not floats or strings
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {seed!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be in [0, 2**64 - 1], got {value}")
+    return value
 
 
 def check_preset(preset: str) -> str:
@@ -88,7 +109,12 @@ def _parse(raw: str, hint: Any, name: str) -> Any:
         if hint is int:
             return int(raw)
         if hint is float:
-            return float(raw)
-    except ValueError:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(f"{name}: {raw!r} is not a finite number")
+            return value
+    except ValueError as exc:
+        if "finite" in str(exc):
+            raise
         raise ValueError(f"{name}: cannot parse {raw!r} as {hint.__name__}") from None
     return raw

@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from metadt.config.base import Config, check_preset
+from metadt.config.base import Config, check_preset, check_seed
 
 MUJOCO = ("cheetah-vel", "cheetah-dir", "ant-dir", "hopper-param", "walker-param")
 METAWORLD = ("reach", "sweep", "door-lock")
@@ -207,4 +207,5 @@ class CollectConfig(Config):
             raise ValueError("start_steps and update_after must be >= 0")
         if self.replay_capacity is not None and self.replay_capacity < self.sac.batch_size:
             raise ValueError("replay_capacity must hold at least one batch")
+        check_seed(self.family_seed, "family_seed")
         return self

@@ -196,6 +196,42 @@ class Dataset:
             self._stores[key] = store
         return self._stores[key]
 
+    def check_stores(self, verify: bool = False) -> dict[str, dict[str, int]]:
+        """Open every quality's store and check it against its manifest and the card.
+
+        Always: the store loads (every file present with the manifest's size, headers,
+        dtypes, shapes and the episode tables; ``TrajectoryStore.load`` with ``mmap``)
+        and its episode and step counts equal the card's. With ``verify``, the stores are
+        loaded with ``verify=True`` as well (every byte read: CRC-32 of every file,
+        finite values). Raises ``ValueError``/``FileNotFoundError`` naming the quality;
+        returns ``{quality: {"episodes", "steps"}}``.
+        """
+        from metadt import TrajectoryStore
+
+        out: dict[str, dict[str, int]] = {}
+        for quality in self.qualities:
+            try:
+                store = self.store(quality)
+                if verify:
+                    q = self.card.qualities[quality]
+                    TrajectoryStore.load(str(self.path / q.get("store", quality)), mmap=True,
+                                         verify=True)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{self.path}: quality {quality!r} is damaged: "
+                                        f"{exc}") from None
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"{self.path}: quality {quality!r} is damaged: {exc}") from None
+            stats = self.card.returns(quality)
+            want = (sum(int(s.get("episodes", 0)) for s in stats.values()),
+                    sum(int(s.get("steps", 0)) for s in stats.values()))
+            have = (int(store.num_episodes), int(store.num_steps))
+            if stats and have != want:
+                raise ValueError(f"{self.path}: quality {quality!r}: the store holds "
+                                 f"{have[0]} episodes / {have[1]} steps but the card says "
+                                 f"{want[0]} / {want[1]}")
+            out[quality] = {"episodes": have[0], "steps": have[1]}
+        return out
+
 
 def split_quality(quality: str) -> list[str]:
     """``"random+medium"`` -> ``["random", "medium"]`` (no empty or repeated names)."""
