@@ -87,7 +87,10 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module,
     to restart. Tensors are read on the CPU; ``load_state_dict`` copies them to the
     model's and optimizer's devices (``map_location`` is accepted for compatibility)."""
     path = Path(path)
-    state = tensorfile.load(path, CHECKPOINT_KIND, hint=RESTART_HINT)
+    try:
+        state = tensorfile.load(path, CHECKPOINT_KIND, hint=RESTART_HINT)
+    except tensorfile.TensorFileError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         if not isinstance(state, dict) or not isinstance(state.get("step"), int) \
                 or state["step"] < 0:
