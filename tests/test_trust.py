@@ -531,3 +531,46 @@ def test_damaged_collection_state_is_refused_with_what_to_delete(tmp_path):
     torch.save({}, state.with_suffix(".pt"))
     with pytest.raises(ValueError, match="old pickle format"):
         collect(cfg, out, seed=0)
+
+
+def test_damaged_evaluations_and_rollouts_are_refused(tmp_path):
+    from metadt.collect.collector import collect
+
+    class Stop(Exception):
+        pass
+
+    def stop(ev):
+        if ev.get("phase") == "rollout" and ev.get("quality") == "medium":
+            raise Stop
+
+    out = tmp_path / "d"
+    with pytest.raises(Stop):
+        collect(_smoke_collect(), out, seed=0, progress=stop)
+    ev = out / ".work" / "eval" / "random.json"
+    good = ev.read_text()
+    data = json.loads(good)
+    data["returns"][0] += 1.0  # a plausible number, silently wrong without the checksum
+    ev.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"checksum mismatch.*recomputed"):
+        collect(_smoke_collect(), out, seed=0)
+    ev.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a checksummed"):
+        collect(_smoke_collect(), out, seed=0)
+    ev.write_text(good)
+    npz = out / ".work" / "rollouts" / "expert.npz"
+    _flip(npz, npz.stat().st_size // 2)
+    with pytest.raises(ValueError, match="damaged rollouts.*delete it"):
+        collect(_smoke_collect(), out, seed=0)
+    npz.unlink()  # what the message says: redone, and the collection finishes
+    collect(_smoke_collect(), out, seed=0)
+    assert Dataset.open(out).check_stores(verify=True)
+
+
+def test_malformed_run_config_is_a_clear_error(dataset, tmp_path, capsys):
+    out = tmp_path / "wm"
+    train_world_model(dataset, _wm_cfg().replace(num_steps=3), out, progress=False)
+    (out / MODEL_FILE).unlink()
+    (out / "config.json").write_text("[1, 2, 3]")
+    rc, msg = _cli(capsys, "train-world-model", "--data", str(dataset), "--preset", "smoke",
+                   "--quality", "medium", "--out", str(out), "--no-progress")
+    assert rc == 1 and "not a config" in msg and "Traceback" not in msg

@@ -133,6 +133,35 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: is a directory, expected a JSON file") from None
 
 
+CHECKSUM_KEY = "sha256"
+
+
+def _json_digest(obj: dict) -> str:
+    import hashlib
+
+    body = {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode("utf-8")).hexdigest()
+
+
+def atomic_write_checked_json(path: str | os.PathLike, obj: dict) -> Path:
+    """`atomic_write_json` of a dict with a ``"sha256"`` of its canonical JSON added
+    (read back with :func:`read_checked_json`)."""
+    return atomic_write_json(path, {**obj, CHECKSUM_KEY: _json_digest(obj)})
+
+
+def read_checked_json(path: str | os.PathLike, hint: str = "") -> dict:
+    """A dict written by :func:`atomic_write_checked_json`; ``ValueError`` (ending with
+    ``hint``) when it is not an object, has no checksum or the checksum fails."""
+    obj = read_json(path)
+    suffix = f"; {hint}" if hint else ""
+    if not isinstance(obj, dict) or not isinstance(obj.get(CHECKSUM_KEY), str):
+        raise ValueError(f"{path}: not a checksummed JSON object{suffix}")
+    if obj[CHECKSUM_KEY] != _json_digest(obj):
+        raise ValueError(f"{path}: checksum mismatch: the file is damaged{suffix}")
+    return {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save` to `path` atomically."""
     import torch

@@ -48,6 +48,7 @@ import io
 import json
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -61,8 +62,8 @@ from metadt.collect.sac import PolicyParams, SACEnsemble, resolve_device
 from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
 from metadt import tensorfile
-from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_json, read_json,
-                           recover_directory)
+from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_checked_json,
+                           atomic_write_json, read_checked_json, read_json, recover_directory)
 
 Progress = Callable[[dict[str, Any]], None]
 WORK = ".work"
@@ -154,15 +155,27 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _load_episodes(path: Path) -> Episodes:
-    with np.load(path) as z:
-        return Episodes(obs=z["obs"], actions=z["actions"], rewards=z["rewards"],
-                        next_obs=z["next_obs"], terminals=z["terminals"])
+    """Rolled-out episodes (``.npz``: each member's CRC-32 is checked as it is read)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return Episodes(obs=z["obs"], actions=z["actions"], rewards=z["rewards"],
+                            next_obs=z["next_obs"], terminals=z["terminals"])
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: damaged rollouts ({type(exc).__name__}: {exc}); delete it "
+                         f"(the rollouts are redone)") from None
 
 
 class _Timer:
     def __init__(self, work: WorkDir) -> None:
         self.work = work
-        self.data: dict[str, float] = (read_json(work.timings) if work.timings.is_file() else {})
+        try:
+            data = read_json(work.timings) if work.timings.is_file() else {}
+        except ValueError:
+            data = {}
+        # phase timings are informational: a damaged file restarts them
+        self.data: dict[str, float] = ({k: float(v) for k, v in data.items()
+                                        if isinstance(v, (int, float))}
+                                       if isinstance(data, dict) else {})
 
     def add(self, phase: str, seconds: float) -> None:
         self.data[phase] = round(self.data.get(phase, 0.0) + seconds, 3)
@@ -384,8 +397,8 @@ def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
                             random_act_fn(family.action_low, family.action_high, rng))
                 eps = roller.run(rand_act, cfg.random_episodes, seed=_sub_seed(seed, _RANDOM),
                                  **seeds)
-                atomic_write_json(rand_file, {"returns": eps.returns.mean(1).tolist(),
-                                              "episodes": cfg.random_episodes})
+                atomic_write_checked_json(rand_file, {"returns": eps.returns.mean(1).tolist(),
+                                                      "episodes": cfg.random_episodes})
                 done += 1
                 _emit(progress, phase="evaluate", done=done, total=total, what="random")
             for s in todo:
@@ -394,15 +407,13 @@ def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
                 act = _block_act_fn(policy, gen, n_total, blk) if part else \
                     policy_act_fn(policy, gen)
                 eps = roller.run(act, cfg.eval_episodes, seed=_sub_seed(seed + s, _EVAL), **seeds)
-                atomic_write_json(work.evaluation(f"step_{s:09d}"),
-                                  {"step": s, "returns": eps.returns.mean(1).tolist(),
-                                   "episodes": cfg.eval_episodes})
+                atomic_write_checked_json(work.evaluation(f"step_{s:09d}"),
+                                          {"step": s, "returns": eps.returns.mean(1).tolist(),
+                                           "episodes": cfg.eval_episodes})
                 done += 1
                 _emit(progress, phase="evaluate", done=done, total=total, what=f"step {s}",
                       mean_return=float(eps.returns.mean()))
-    evals = {s: np.asarray(read_json(work.evaluation(f"step_{s:09d}"))["returns"]) for s in steps}
-    random_returns = np.asarray(read_json(rand_file)["returns"])
-    return evals, random_returns
+    return _read_evals(cfg, work, len(blk))
 
 
 # --------------------------------------------------------------------------
@@ -612,10 +623,24 @@ def _collect_ranks(cfg: CollectConfig, out: Path, seed: int, progress: Progress 
     return ds if ds is not None else Dataset.open(out)
 
 
-def _read_evals(cfg: CollectConfig, work: WorkDir) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    evals = {s: np.asarray(read_json(work.evaluation(f"step_{s:09d}"))["returns"])
-             for s in checkpoint_steps(cfg)}
-    return evals, np.asarray(read_json(work.evaluation("random"))["returns"])
+def _read_evals(cfg: CollectConfig, work: WorkDir, n: int | None = None
+                ) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Per-checkpoint and random per-task returns from ``.work/eval`` (checksums and
+    shapes checked: ``n`` tasks when given)."""
+    def returns(name: str) -> np.ndarray:
+        path = work.evaluation(name)
+        hint = f"delete {path} (it is recomputed)"
+        data = read_checked_json(path, hint)
+        try:
+            out = np.asarray(data["returns"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: no per-task returns; {hint}") from None
+        if out.ndim != 1 or (n is not None and len(out) != n) or not np.isfinite(out).all():
+            raise ValueError(f"{path}: returns of the wrong shape or not finite; {hint}")
+        return out
+
+    evals = {s: returns(f"step_{s:09d}") for s in checkpoint_steps(cfg)}
+    return evals, returns("random")
 
 
 def _concat_episodes(parts: list[Episodes]) -> Episodes:

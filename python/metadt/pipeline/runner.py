@@ -132,6 +132,8 @@ class Pipeline:
         seeds, methods = list(self.cfg.seed_list), list(self.cfg.methods)
         if path.is_file():
             old = read_json(path)
+            if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
+                raise ValueError(f"{path}: not a metadt pipeline record; use another --out")
             prev = old.get("config", {})
             diff = [k for k in FIXED_FIELDS if prev.get(k) != mine.get(k)]
             if diff:

@@ -98,6 +98,9 @@ def check_resume_config(out: Path, cfg_dict: dict[str, Any], what: str) -> bool:
         return False
     if cfg_file.is_file():
         old = read_json(cfg_file)
+        if not isinstance(old, dict):
+            raise ValueError(f"{cfg_file}: not a config (a JSON object expected); use another "
+                             f"--out or --overwrite")
         keys = (set(old) | set(cfg_dict)) - RUNTIME_FIELDS
         diff = sorted(k for k in keys if old.get(k) != cfg_dict.get(k))
         if diff:
