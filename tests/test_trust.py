@@ -574,3 +574,13 @@ def test_malformed_run_config_is_a_clear_error(dataset, tmp_path, capsys):
     rc, msg = _cli(capsys, "train-world-model", "--data", str(dataset), "--preset", "smoke",
                    "--quality", "medium", "--out", str(out), "--no-progress")
     assert rc == 1 and "not a config" in msg and "Traceback" not in msg
+
+
+@pytest.mark.parametrize("argv", [
+    ["collect", "--family", "point-robot", "--preset", "smoke", "--seed", str(2**64)],
+    ["run", "--preset", "smoke", "--first-seed", str(2**64 - 1), "--seeds", "2"],
+])
+def test_out_of_range_seeds_are_refused_by_every_command(argv, tmp_path, capsys):
+    rc, out = _cli(capsys, *argv, "--out", str(tmp_path / "o"))
+    assert rc == 1 and "must be in [0, 2**64 - 1]" in out
+    assert not (tmp_path / "o").exists()

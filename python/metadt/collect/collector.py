@@ -59,6 +59,7 @@ from metadt.collect.replay import DEFAULT_LAYOUT, Replay
 from metadt.collect.rollout import Episodes, Roller, policy_act_fn, random_act_fn
 from metadt import distributed as dist
 from metadt.collect.sac import PolicyParams, SACEnsemble, resolve_device
+from metadt.config.base import check_seed
 from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
 from metadt import tensorfile
@@ -526,6 +527,7 @@ def collect(cfg: CollectConfig, out: str | Path, seed: int = 0,
     - ``write`` and ``done`` (with ``path``).
     """
     cfg.validate()
+    seed = check_seed(seed)
     threads = torch.get_num_threads()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)

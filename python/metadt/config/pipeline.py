@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metadt.config.base import Config, check_preset
+from metadt.config.base import Config, check_preset, check_seed
 from metadt.config.meta_dt import METHODS
 
 
@@ -42,6 +42,8 @@ class PipelineConfig(Config):
         check_preset(self.preset)
         if self.seeds < 1 or self.first_seed < 0:
             raise ValueError("pipeline: seeds must be >= 1 and first_seed >= 0")
+        check_seed(self.first_seed + self.seeds - 1, "pipeline: first_seed + seeds - 1")
+        check_seed(self.collect_seed, "pipeline: collect_seed")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"pipeline: unknown method(s) {bad}; choose from {', '.join(METHODS)}")

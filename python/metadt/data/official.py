@@ -489,6 +489,9 @@ def import_official(root: str | os.PathLike, family: str, out: str | os.PathLike
     """
     if not trust_pickle:
         raise UntrustedPickleError(f"{root}: {TRUST_MESSAGE}")
+    from metadt.config.base import check_seed
+
+    seed = check_seed(seed)
     from metadt import TrajectoryStore
     from metadt.envs import family_class, family_from_tasks
 
