@@ -584,3 +584,26 @@ def test_out_of_range_seeds_are_refused_by_every_command(argv, tmp_path, capsys)
     rc, out = _cli(capsys, *argv, "--out", str(tmp_path / "o"))
     assert rc == 1 and "must be in [0, 2**64 - 1]" in out
     assert not (tmp_path / "o").exists()
+
+
+def test_large_seeds_are_not_reduced():
+    """Seeds 2**32 apart (and 2**63 apart) give different streams everywhere."""
+    draws = {}
+    for seed in (5, 5 + 2**32, 5 + 2**63):
+        g = seed_everything(seed)
+        draws[seed] = (np.random.random(), random.random(), float(torch.rand(1)), g.random())
+    a, b, c = draws.values()
+    for x, y in ((a, b), (a, c), (b, c)):
+        assert all(u != v for u, v in zip(x, y))
+    seed_everything(5)
+    assert np.random.random() == a[0]  # seeds < 2**32 seed NumPy's global as before
+
+
+def test_sac_initial_weights_differ_for_seeds_2_to_the_32_apart():
+    from metadt.collect.sac import SACEnsemble
+    from metadt.config.collect import SACConfig
+
+    cfg = SACConfig(hidden_dim=8, batch_size=4)
+    a, b = (SACEnsemble(1, 2, 2, [-1, -1], [1, 1], cfg, device="cpu", seed=s)
+            for s in (7, 7 + 2**32))
+    assert not torch.equal(a.policy.params[0], b.policy.params[0])
