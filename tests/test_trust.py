@@ -607,3 +607,13 @@ def test_sac_initial_weights_differ_for_seeds_2_to_the_32_apart():
     a, b = (SACEnsemble(1, 2, 2, [-1, -1], [1, 1], cfg, device="cpu", seed=s)
             for s in (7, 7 + 2**32))
     assert not torch.equal(a.policy.params[0], b.policy.params[0])
+
+
+@pytest.mark.parametrize("tasks", ["[1, 2]", '{"tasks": [[0.1, 0.2]]}', '{"tasks": 3}', "nul"])
+def test_import_official_malformed_tasks_file(tasks, tmp_path, capsys):
+    (tmp_path / "t.json").write_text(tasks)
+    (tmp_path / "in").mkdir()
+    rc, out = _cli(capsys, "import-official", str(tmp_path / "in"), "--family", "point-robot",
+                   "--out", str(tmp_path / "o"), "--tasks", str(tmp_path / "t.json"),
+                   "--trust-pickle")
+    assert rc == 1 and "metadt: error" in out and "Traceback" not in out

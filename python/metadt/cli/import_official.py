@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tasks:
         data = read_json(args.tasks)
         tasks = data.get("tasks") if isinstance(data, dict) else data
-        if not isinstance(tasks, list):
-            raise ValueError(f"{args.tasks}: expected a JSON list of tasks or an object with "
-                             f"'tasks'")
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise ValueError(f"{args.tasks}: expected a JSON list of task objects or an object "
+                             f"with 'tasks'")
     ds = import_official(args.dir, args.family, args.out, qualities=args.quality,
                          goals=args.goals, tasks=tasks, num_train=args.num_train,
                          horizon=args.horizon, random_episodes=args.random_episodes,
