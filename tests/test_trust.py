@@ -617,3 +617,16 @@ def test_import_official_malformed_tasks_file(tasks, tmp_path, capsys):
                    "--out", str(tmp_path / "o"), "--tasks", str(tmp_path / "t.json"),
                    "--trust-pickle")
     assert rc == 1 and "metadt: error" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "D"], ["train-world-model", "--data", "D"], ["evaluate", "--run", "R"],
+    ["profile", "--data", "D"], ["run"],
+])
+def test_every_command_reading_a_dataset_takes_no_verify(argv):
+    from metadt.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(argv).no_verify is False
+    assert parser.parse_args(argv + ["--no-verify"]).no_verify is True
+    assert parser.parse_args(["info", "D", "--verify"]).verify is True
