@@ -10,6 +10,7 @@ from metadt.collect.collector import _ROLLOUT, _sub_seed, choose_medium, collect
 from metadt.collect.replay import Replay
 from metadt.collect.sac import (PolicyParams, SACEnsemble, TaskConditionedSAC,
                                 feature_normalizer, fold_task_features)
+from metadt import tensorfile
 from metadt.config.collect import CollectConfig, SACConfig
 from metadt.data.dataset import QUALITIES, Dataset
 
@@ -179,11 +180,10 @@ def test_checkpoints_hold_one_actor_per_task(cheetah):
     """Checkpoints have the per-task format (one stacked actor per task, the env's obs as
     input), so evaluation, the medium rule and rollouts are those of per-task SAC."""
     ds = Dataset.open(cheetah)
-    ckpts = sorted((cheetah / ".work" / "checkpoints").glob("step_*.pt"))
+    ckpts = sorted((cheetah / ".work" / "checkpoints").glob("step_*.safetensors"))
     assert ckpts
     for path in ckpts:
-        pol = PolicyParams.from_state_dict(torch.load(path, map_location="cpu",
-                                                      weights_only=False))
+        pol = PolicyParams.from_state_dict(tensorfile.load(path, None))
         assert pol.num_agents == ds.family.num_tasks
         assert pol.params[0].shape[1] == ds.family.obs_dim
 
@@ -231,7 +231,7 @@ def test_per_task_mode_still_collects_mujoco(tmp_path):
     ds = collect(cfg, tmp_path / "cv", seed=0)
     assert ds.card.collection["sac_mode"] == "per-task"
     assert "task_conditioning" not in ds.card.collection
-    ckpt = sorted((tmp_path / "cv" / ".work" / "checkpoints").glob("step_*.pt"))[-1]
+    ckpt = sorted((tmp_path / "cv" / ".work" / "checkpoints").glob("step_*.safetensors"))[-1]
     pol = PolicyParams.from_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False))
     assert pol.num_agents == 2 and pol.params[0].shape[1] == ds.family.obs_dim
     with pytest.raises(ValueError, match="sac_mode"):

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from metadt import distributed as dist
+from metadt import tensorfile
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.config.world_model import WorldModelConfig
 from metadt.seeding import seed_everything
@@ -135,7 +136,7 @@ def test_two_ranks_of_b_equal_one_process_of_2b(trained):
 
 def test_only_rank_zero_wrote_and_resume_on_one_rank(trained):
     run = trained["out"] / "run"
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    ckpt = tensorfile.load(run / "checkpoint.safetensors", "metadt-train-checkpoint")
     assert ckpt["step"] == 4
     assert not any(k.startswith("module.") for k in ckpt["model"])  # unwrapped state
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -144,12 +145,12 @@ def test_only_rank_zero_wrote_and_resume_on_one_rank(trained):
     rest = train_meta_dt(trained["data"], cfg, run, trained["wm"], progress=False)
     assert rest["start_step"] == 4 and rest["steps_done"] == 6
     assert len(rest["losses"]) == 2 and np.isfinite(rest["losses"]).all()
-    assert (run / "model.pt").is_file()
+    assert (run / "model.safetensors").is_file()
 
 
 def test_world_model_on_two_ranks(trained):
     wm = trained["out"] / "wm"
-    for name in ("model.pt", "report.json", "checkpoint.pt", "metrics.jsonl"):
+    for name in ("model.safetensors", "report.json", "checkpoint.safetensors", "metrics.jsonl"):
         assert (wm / name).is_file(), name
     steps = [json.loads(x)["step"] for x in (wm / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]
@@ -162,7 +163,7 @@ def test_torchrun_cli_train(trained, tmp_path):
                     str(trained["wm"]), "--preset", "smoke", "--out", str(out), "--no-progress",
                     "--set", "num_steps=4", "--set", "batch_size=8", "--set", "num_threads=1")
     assert proc.stdout.count('"steps_done": 4') == 1, proc.stdout
-    assert (out / "model.pt").is_file() and (out / "checkpoint.pt").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint.safetensors").is_file()
 
 
 # ------------------------------------------------------------------ collection on 2 ranks

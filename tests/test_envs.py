@@ -370,18 +370,31 @@ def test_metaworld_success_when_reaching_the_goal(families):
     assert success == 1.0
 
 
-def test_metaworld_rejects_tampered_task_data(families):
+def test_metaworld_task_data_in_a_card_is_never_unpickled(families, tmp_path):
+    """A card's ``data`` (metaworld's pickle) is not read: a payload in it runs nothing,
+    and the env is set from the JSON fields (the same env as the original task's)."""
     import base64
     import pickle
+    from pathlib import Path
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
 
     fam = families("reach")
     bad = dict(fam.tasks[0])
-    bad["data"] = base64.b64encode(pickle.dumps({"rand_vec": [0.0], "env_cls": print})).decode()
-    with pytest.raises(ValueError, match="may not reference"):
-        fam.check_task(bad)
-    other = dict(fam.tasks[0], rand_vec=[0.0] * 6)
-    with pytest.raises(ValueError, match="disagree"):
-        fam.check_task(other)
+    bad["data"] = base64.b64encode(pickle.dumps({"rand_vec": Payload()})).decode()
+    fam.check_task(bad)
+    a, b = fam.make_env(fam.tasks[0]), fam.make_env(bad)
+    oa, _ = a.reset(seed=3)
+    ob, _ = b.reset(seed=3)
+    np.testing.assert_array_equal(oa, ob)
+    np.testing.assert_array_equal(a.unwrapped_metaworld._target_pos,
+                                  np.asarray(fam.tasks[0]["goal"]))
+    assert not (tmp_path / "pwned").exists()
+    for rand_vec in ([0.0] * 100, [float("nan")] * 6, "x", [[1.0]]):
+        with pytest.raises(ValueError, match="rand_vec"):
+            fam.check_task(dict(fam.tasks[0], rand_vec=rand_vec))
     with pytest.raises(ValueError):
         fam.check_task(dict(families("sweep").tasks[0], family="reach"))
 

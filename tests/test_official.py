@@ -51,7 +51,8 @@ def official_dir(tmp_path):
 
 def test_round_trip(official_dir, tmp_path):
     root, goals, written = official_dir
-    ds = import_official(root, "point-robot", tmp_path / "out", random_episodes=2)
+    ds = import_official(root, "point-robot", tmp_path / "out", random_episodes=2,
+                         trust_pickle=True)
     again = Dataset.open(tmp_path / "out")
     assert again.card.to_dict() == ds.card.to_dict()
     card = again.card
@@ -90,15 +91,17 @@ def test_single_quality_dir_and_cli(official_dir, tmp_path, capsys):
     root, _, _ = official_dir
     out = tmp_path / "cli"
     assert main(["import-official", str(root / "expert"), "--family", "point-robot",
-                 "--out", str(out), "--random-episodes", "0"]) == 0
+                 "--out", str(out), "--random-episodes", "0", "--trust-pickle"]) == 0
     ds = Dataset.open(out)
     assert ds.qualities == ["expert"] and ds.card.random_returns == {}
     assert "expert" in capsys.readouterr().out
     # selecting qualities, and an existing output is refused
     assert main(["import-official", str(root), "--family", "point-robot", "--out",
-                 str(tmp_path / "m"), "--quality", "medium", "--random-episodes", "0"]) == 0
+                 str(tmp_path / "m"), "--quality", "medium", "--random-episodes", "0",
+                 "--trust-pickle"]) == 0
     assert Dataset.open(tmp_path / "m").qualities == ["medium"]
-    assert main(["import-official", str(root), "--family", "point-robot", "--out", str(out)]) == 1
+    assert main(["import-official", str(root), "--family", "point-robot", "--out", str(out),
+                 "--trust-pickle"]) == 1
 
 
 def _write(path, obj):
@@ -143,7 +146,7 @@ def test_malformed_input_gives_clear_errors(official_dir, tmp_path, case, match)
     elif case == "extra_task":
         _write(root / "medium" / "dataset_task_9.pkl", d)
     with pytest.raises(OfficialFormatError, match=match):
-        import_official(root, "point-robot", tmp_path / "out")
+        import_official(root, "point-robot", tmp_path / "out", trust_pickle=True)
     assert not (tmp_path / "out" / "card.json").exists()
 
 
@@ -151,14 +154,14 @@ def test_missing_goals_and_dirs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(OfficialFormatError, match="no dataset_task"):
-        import_official(empty, "point-robot", tmp_path / "o")
+        import_official(empty, "point-robot", tmp_path / "o", trust_pickle=True)
     with pytest.raises(FileNotFoundError):
-        import_official(tmp_path / "nope", "point-robot", tmp_path / "o")
+        import_official(tmp_path / "nope", "point-robot", tmp_path / "o", trust_pickle=True)
     q = tmp_path / "root" / "medium"
     q.mkdir(parents=True)
     _write(q / "dataset_task_0.pkl", _task_data(np.random.default_rng(0), 1, [0, 0]))
     with pytest.raises(OfficialFormatError, match="task_goals"):
-        import_official(tmp_path / "root", "point-robot", tmp_path / "o")
+        import_official(tmp_path / "root", "point-robot", tmp_path / "o", trust_pickle=True)
 
 
 def test_split_episodes_and_goal_conversion():
@@ -191,3 +194,87 @@ def test_param_family_goals_become_multipliers():
     bad = [{k: v for k, v in goals[0].items() if k != "dof_damping"}]
     with pytest.raises(OfficialFormatError, match="dof_damping"):
         goals_to_tasks("hopper-param", bad)
+
+
+# ---------------------------------------------------------------- trust and memory bounds
+
+
+def test_pickles_are_read_only_with_explicit_trust(official_dir, tmp_path, capsys):
+    from metadt.cli import main
+    from metadt.data.official import UntrustedPickleError
+
+    root, _, _ = official_dir
+    with pytest.raises(UntrustedPickleError, match="trust_pickle=True"):
+        import_official(root, "point-robot", tmp_path / "lib")
+    assert main(["import-official", str(root), "--family", "point-robot", "--out",
+                 str(tmp_path / "cli"), "--random-episodes", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "--trust-pickle" in err and "a pickle is a program" in err
+    assert not (tmp_path / "lib").exists() and not (tmp_path / "cli").exists()
+
+
+class _Call:
+    """Pickles as ``func(*args)`` (what a crafted file can ask of allowed globals)."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def _bomb(levels: int, width: int) -> list:
+    """``width ** levels`` floats by repeated references: a few KB pickled."""
+    x: list = [0.5] * width
+    for _ in range(levels - 1):
+        x = [x] * width
+    return x
+
+
+@pytest.mark.parametrize("case", ["nested_refs", "bytes_alloc", "tuple_copies", "codec_chain",
+                                  "memo_index", "object_array"])
+def test_crafted_pickles_cannot_exhaust_memory(official_dir, tmp_path, case):
+    """A few KB that would build GBs (cubic/exponential growth through repeated references,
+    allocation requests, a huge memo index) are refused before the memory is used."""
+    import tracemalloc
+
+    root, goals, written = official_dir
+    target = root / "medium" / "dataset_task_1.pkl"
+    d = OrderedDict(written[("medium", 1)])
+    if case == "nested_refs":  # 200**4 = 1.6e9 floats (13 GB as an array) from 3 KB
+        d["observations"] = _bomb(4, 200)
+        _write(target, d)
+    elif case == "bytes_alloc":
+        d["observations"] = _Call(bytes, 1 << 40)
+        _write(target, d)
+    elif case == "tuple_copies":  # tuple(big) copied 2000 times: quadratic growth
+        big = [0.5] * 1000
+        d["observations"] = [_Call(tuple, big) for _ in range(2000)]
+        _write(target, d)
+    elif case == "codec_chain":  # each hex round doubles: 2**40 bytes
+        import codecs
+
+        x: object = b"ab"
+        for _ in range(40):
+            x = _Call(codecs.encode, x, "hex")
+        d["observations"] = x
+        _write(target, d)
+    elif case == "memo_index":  # LONG_BINPUT 2**31: the memo table would take 16 GB
+        import struct
+
+        target.write_bytes(b"\x80\x02N" + b"r" + struct.pack("<I", 2**31) + b".")
+    elif case == "object_array":
+        arr = np.empty(3, dtype=object)
+        arr[:] = [_bomb(3, 50)] * 3
+        d["observations"] = arr
+        _write(target, d)
+    assert target.stat().st_size < 64 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(OfficialFormatError, match=r"refusing|out of range|more than"):
+            import_official(root, "point-robot", tmp_path / "out", trust_pickle=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"peak {peak / 2**20:.0f} MB"
+    assert not (tmp_path / "out" / "card.json").exists()

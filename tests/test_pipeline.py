@@ -6,6 +6,7 @@ import json
 import pytest
 
 from metadt.config.meta_dt import METHODS
+from metadt import tensorfile
 from metadt.config.pipeline import PipelineConfig
 from metadt.pipeline import runner
 
@@ -30,7 +31,7 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path, monkeypatch):
     done = _stages(out)
     assert [s["stage"] for s in done][:2] == ["collect", "world-model"]
     assert (out / "seed-0" / "meta-dt" / "eval.json").is_file()
-    assert not (out / "seed-0" / "prompt-dt" / "model.pt").exists()
+    assert not (out / "seed-0" / "prompt-dt" / "model.safetensors").exists()
 
     monkeypatch.setattr(runner.Pipeline, "stage_train", real_train)
     messages = []
@@ -116,10 +117,8 @@ def test_jobs_two_equals_jobs_one(tmp_path):
         assert a["settings"].keys() == b["settings"].keys()
         for name in a["settings"]:
             assert a["settings"][name]["returns"] == b["settings"][name]["returns"], name
-        wa = torch.load(one / "seed-0" / method / "model.pt", map_location="cpu",
-                        weights_only=False)
-        wb = torch.load(two / "seed-0" / method / "model.pt", map_location="cpu",
-                        weights_only=False)
+        wa = tensorfile.load(one / "seed-0" / method / "model.safetensors", None)
+        wb = tensorfile.load(two / "seed-0" / method / "model.safetensors", None)
         flat_a, flat_b = _tensors(wa), _tensors(wb)
         assert flat_a.keys() == flat_b.keys() and flat_a
         for k in flat_a:

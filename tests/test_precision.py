@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from metadt import tensorfile  # noqa: E402
 from metadt.config.meta_dt import MetaDTConfig  # noqa: E402
 from metadt.models import MetaDT  # noqa: E402
 from metadt.models import meta_dt as meta_dt_module  # noqa: E402
@@ -107,5 +108,5 @@ def test_bf16_training_keeps_float32_weights_and_learns(tmp_path):
     summary = train_meta_dt(data, cfg, tmp_path / "run", progress=False)
     losses = np.asarray(summary["losses"])
     assert np.isfinite(losses).all() and losses[-10:].mean() < losses[:10].mean()
-    state = torch.load(tmp_path / "run" / "model.pt", weights_only=False)["state_dict"]
+    state = tensorfile.load(tmp_path / "run" / "model.safetensors", None)["state_dict"]
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())

@@ -14,7 +14,7 @@ from metadt.models.meta_dt import context_windows
 from metadt.train.columns import StepTable, compute_step_errors, compute_z
 from metadt.train.meta_dt import train_meta_dt
 from metadt.train.prompts import attach_step_errors
-from metadt.train.run import load_run, load_world_model
+from metadt.train.run import RUN_FORMAT, load_run, load_world_model, read_model
 from metadt.train.world_model import train_world_model
 
 from test_train_support import interrupted_world_model_checkpoints, make_point_dataset
@@ -40,8 +40,8 @@ def world_model_dir(dataset, tmp_path_factory):
 
 
 def test_world_model_outputs(world_model_dir):
-    for name in ("config.json", "model.pt", "metrics.jsonl", "report.json", "curves.png",
-                 "checkpoint.pt"):
+    for name in ("config.json", "model.safetensors", "metrics.jsonl", "report.json",
+                 "curves.png", "checkpoint.safetensors"):
         assert (world_model_dir / name).is_file(), name
     rep = json.loads((world_model_dir / "report.json").read_text())
     assert rep["test_task_loss"] is not None and "r2_test" in rep["probe"]
@@ -109,7 +109,8 @@ def test_every_method_trains(method, dataset, world_model_dir, tmp_path):
     cfg = _cfg(method, warm_train=2 if METHODS[method].get("warm_train", 1) else 0)
     summary = train_meta_dt(dataset, cfg, tmp_path / "run", world_model_dir, progress=False)
     assert len(summary["losses"]) == cfg.num_steps and np.isfinite(summary["losses"]).all()
-    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "model.pt", "curves.png"):
+    for name in ("config.json", "checkpoint.safetensors", "metrics.jsonl", "model.safetensors",
+                 "curves.png"):
         assert (tmp_path / "run" / name).is_file(), name
     run = load_run(tmp_path / "run")
     assert run.config.method == method and run.return_scale == 10.0
@@ -131,12 +132,12 @@ def test_resume_gives_the_same_losses(z_source, dataset, world_model_dir, tmp_pa
     full = train_meta_dt(dataset, cfg, tmp_path / "a", world_model_dir, progress=False)
     part = train_meta_dt(dataset, cfg, tmp_path / "b", world_model_dir, progress=False,
                          stop_after=5)
-    assert part["steps_done"] == 5 and not (tmp_path / "b" / "model.pt").exists()
+    assert part["steps_done"] == 5 and not (tmp_path / "b" / "model.safetensors").exists()
     rest = train_meta_dt(dataset, cfg, tmp_path / "b", world_model_dir, progress=False)
     assert rest["start_step"] == 5
     assert part["losses"] + rest["losses"] == full["losses"]
-    a = torch.load(tmp_path / "a" / "model.pt", weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "b" / "model.pt", weights_only=False)["state_dict"]
+    a = read_model(tmp_path / "a" / "model.safetensors", RUN_FORMAT)["state_dict"]
+    b = read_model(tmp_path / "b" / "model.safetensors", RUN_FORMAT)["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
@@ -192,7 +193,7 @@ def test_missing_quality_and_config_change(dataset, world_model_dir, tmp_path):
     # how a run executes (threads, logging, checkpoint cadence) may change on resume
     train_meta_dt(dataset, cfg.replace(num_threads=2, log_every=1, checkpoint_every=3),
                   tmp_path / "r", None, progress=False)
-    assert (tmp_path / "r" / "model.pt").is_file()
+    assert (tmp_path / "r" / "model.safetensors").is_file()
 
 
 def test_missing_column(dataset, world_model_dir, tmp_path, monkeypatch):
@@ -210,7 +211,7 @@ def test_cli_smoke(dataset, world_model_dir, tmp_path, capsys):
     assert main(["train", "--data", str(dataset), "--world-model", str(world_model_dir),
                  "--preset", "smoke", "--quality", "medium", "--out", str(tmp_path / "r"),
                  "--no-progress", "--set", "num_steps=3"]) == 0
-    assert (tmp_path / "r" / "model.pt").is_file()
+    assert (tmp_path / "r" / "model.safetensors").is_file()
     assert main(["train", "--data", str(dataset), "--preset", "smoke", "--quality", "medium",
                  "--out", str(tmp_path / "r2"), "--no-progress"]) == 1
     assert "needs a world model" in capsys.readouterr().err

@@ -61,13 +61,13 @@ def interrupted_world_model_checkpoints(data, cfg, stop: int, root):
     run of ``cfg`` and resumed."""
     import json
 
-    import torch
-
+    from metadt import tensorfile
+    from metadt.train.checkpoint import CHECKPOINT_FILE, CHECKPOINT_KIND
     from metadt.train.world_model import train_world_model
 
     train_world_model(data, cfg, root / "a", progress=False)
     train_world_model(data, cfg.replace(num_steps=stop), root / "b", progress=False)
-    (root / "b" / "model.pt").unlink()
+    (root / "b" / "model.safetensors").unlink()
     (root / "b" / "config.json").write_text(json.dumps(cfg.to_dict()))
     train_world_model(data, cfg, root / "b", progress=False)
-    return tuple(torch.load(root / r / "checkpoint.pt", weights_only=False) for r in "ab")
+    return tuple(tensorfile.load(root / r / CHECKPOINT_FILE, CHECKPOINT_KIND) for r in "ab")

@@ -74,6 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished work is saved; run the same command again to resume",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:  # FileNotFoundError, FileExistsError, disk full, ...
         print(f"metadt: error: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
+from metadt.cli._dataset import add_no_verify, check_dataset
+
 
 def add_training_arguments(p: argparse.ArgumentParser, *, config_name: str, out_default: str,
                            quality_default: str, set_example: str) -> None:
@@ -22,6 +24,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *, config_name: str, out_
                    help=f"override a {config_name} field (repeatable), e.g. --set {set_example}")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_verify(p)
 
 
 def resolve_config(args: argparse.Namespace, make: Callable[[str], Any]) -> tuple[Any, Any]:
@@ -30,8 +33,9 @@ def resolve_config(args: argparse.Namespace, make: Callable[[str], Any]) -> tupl
     `make(family)` returns the preset config; returns ``(dataset, config)``.
     """
     from metadt.data.dataset import Dataset
+    from metadt.distributed import is_main
 
-    ds = Dataset.open(args.data)
+    ds = check_dataset(Dataset.open(args.data), args, quiet=not is_main())
     cfg = make(ds.card.family)
     for name in ("quality", "seed", "device"):
         if getattr(args, name) is not None:

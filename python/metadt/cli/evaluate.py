@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metadt.cli._dataset import add_no_verify, check_dataset
+
 ORDER = 50
 
 
@@ -33,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="FILE", help="results file (default RUN/eval.json)")
     p.add_argument("--fresh", action="store_true", help="ignore finished settings in the results file")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -43,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from metadt.train.run import load_run
 
     preset = args.preset
+    loaded = load_run(args.run, device="cpu")
+    check_dataset(loaded.dataset_path, args, quiet=args.quiet)
     if preset is None:
-        loaded = load_run(args.run, device="cpu")
         preset = loaded.config.preset if loaded.config.preset in ("paper", "cpu", "smoke") else "cpu"
         family = loaded.family
-        del loaded
     else:
         family = None
+    del loaded
     cfg = EvaluateConfig.for_family(family or "point-robot", preset)
     overrides = list(args.overrides)
     if args.settings:

@@ -23,15 +23,21 @@ Episodes are split at the horizon and after terminal steps. Goal entries:
 point-robot [x, y]; cheetah-vel {'velocity': v}; cheetah-dir {'direction': d};
 ant-dir {'goal': angle}; hopper/walker-param dicts of absolute body_mass,
 body_inertia, dof_damping, geom_friction. For Meta-World (or any family) pass
-the metadt tasks as JSON with --tasks. Pickles are read with a restricted
-unpickler (plain containers and NumPy arrays only).
+the metadt tasks as JSON with --tasks.
+
+The input files are Python pickles, and a pickle is a program: unpickling a
+file can run code. metadt reads them with a restricted unpickler (plain
+containers, numbers and NumPy arrays only, memory bounded by the file's size),
+but only import files from a source you trust, and say so with --trust-pickle
+(required). Everything metadt writes (datasets, runs) is pickle-free.
 """
 
 EPILOG = """\
 examples:
-  metadt import-official datasets/PointRobot-v0 --family point-robot --out data/pr-official
+  metadt import-official datasets/PointRobot-v0 --family point-robot --out data/pr-official \\
+      --trust-pickle
   metadt import-official datasets/HalfCheetahVel-v0 --family cheetah-vel --out data/cv \\
-      --quality medium --quality expert
+      --quality medium --quality expert --trust-pickle
 """
 
 
@@ -59,6 +65,10 @@ def register(subparsers: Any) -> None:
                    help="episodes per task of a uniform-random policy for the card's random "
                         "returns (0 = skip; default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-policy episodes")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="required: you trust the source of these pickle files (unpickling "
+                        "can run code; metadt's reader is restricted, but a pickle is a "
+                        "program)")
     p.set_defaults(func=run)
 
 
@@ -71,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
     if args.tasks:
         data = read_json(args.tasks)
         tasks = data.get("tasks") if isinstance(data, dict) else data
-        if not isinstance(tasks, list):
-            raise ValueError(f"{args.tasks}: expected a JSON list of tasks or an object with "
-                             f"'tasks'")
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise ValueError(f"{args.tasks}: expected a JSON list of task objects or an object "
+                             f"with 'tasks'")
     ds = import_official(args.dir, args.family, args.out, qualities=args.quality,
                          goals=args.goals, tasks=tasks, num_train=args.num_train,
                          horizon=args.horizon, random_episodes=args.random_episodes,
-                         seed=args.seed)
+                         seed=args.seed, trust_pickle=args.trust_pickle)
     print(format_card(ds, tasks_table=False))
     print(f"\nwrote {args.out}", file=sys.stderr)
     return 0

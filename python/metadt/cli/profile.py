@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metadt.cli._dataset import add_no_verify, check_dataset
+
 ORDER = 70
 
 
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed (default: 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field (repeatable), e.g. --set batch_size=64")
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from metadt.profile.step import profile_meta_dt, profile_world_model
     from metadt.profile.table import advice, describe, format_table
 
-    ds = Dataset.open(args.data)
+    ds = check_dataset(Dataset.open(args.data), args)
     modes = ["sampler"] + ([] if args.no_prefetch else ["prefetch"]) + \
         (["dataloader"] if args.compare else [])
     common = dict(steps=args.steps, warmup=args.warmup, modes=modes, workers=args.workers,

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from metadt.cli._dataset import add_no_verify
+
 ORDER = 5
 
 
@@ -48,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "equal --jobs 1 (default: the machine's cores, here "
                         f"{_cores()})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.validate()
     out = args.out or f"runs/{cfg.family}-{cfg.preset}"
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    run_pipeline(cfg, out, progress=say, bars=not args.no_progress)
+    run_pipeline(cfg, out, progress=say, bars=not args.no_progress, verify=not args.no_verify)
     from metadt.distributed import is_main
 
     if is_main():  # under torchrun: rank 0 prints

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "method: " + ", ".join(METHODS) + ". Batches come from "
                     "TrajectoryStore.sample_windows; z and the complementary prompt use the "
                     "world model of --world-model (from `metadt train-world-model`). Writes "
-                    "OUT/config.json, OUT/checkpoint.pt, OUT/metrics.jsonl, OUT/model.pt, "
+                    "OUT/config.json, OUT/checkpoint.safetensors, OUT/metrics.jsonl, OUT/model.safetensors, "
                     "OUT/run.json and OUT/curves.png. Run the same command again to resume.",
     )
     add_training_arguments(p, config_name="MetaDTConfig",

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the context-aware world model (GRU context encoder -> z, reward "
                     "and/or transition decoder) on the training tasks of a dataset, with "
                     "batches from TrajectoryStore.sample_transitions. Writes OUT/config.json, "
-                    "OUT/model.pt, OUT/metrics.jsonl, OUT/curves.png and OUT/report.json "
+                    "OUT/model.safetensors, OUT/metrics.jsonl, OUT/curves.png and OUT/report.json "
                     "(test-task loss, linear probe R^2 of z -> task parameter on test tasks, "
                     "medium-vs-expert z distances). The default data is the union of the "
                     "random, medium and expert qualities and the decoders also predict 4 other "

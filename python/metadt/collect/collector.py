@@ -31,6 +31,12 @@ atomically, finished work never redone):
 
 A directory with ``card.json`` is complete; a rerun then does nothing.
 
+The training state and the policy checkpoints are tensor files
+(:mod:`metadt.tensorfile`: safetensors + JSON, SHA-256 checked), the replay
+memories TrajectoryStores (CRC-32 checked on load): nothing is unpickled, and a
+damaged file is refused with a message saying what to delete. Work files of
+older metadt versions (``state.pt``, ``step_*.pt``) are refused the same way.
+
 Under ``torchrun`` (docs/distributed.md) the tasks are split across ranks in
 contiguous blocks: rank ``r`` runs phases 1-3 for its block in
 ``.work/rank-r-of-W`` (its own SAC ensemble, checkpoints, evaluations and
@@ -48,6 +54,7 @@ import io
 import json
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -59,12 +66,18 @@ from metadt.collect.rollout import Episodes, Roller, policy_act_fn, random_act_f
 from metadt import distributed as dist
 from metadt.collect.sac import (PolicyParams, SACEnsemble, TaskConditionedSAC,
                                 feature_normalizer, resolve_device)
+from metadt.config.base import check_seed
 from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
-from metadt.fileio import atomic_directory, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
+from metadt import tensorfile
+from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_checked_json,
+                           atomic_write_json, read_checked_json, read_json, recover_directory)
 
 Progress = Callable[[dict[str, Any]], None]
 WORK = ".work"
+
+STATE_KIND = "metadt-collect-state"
+POLICY_KIND = "metadt-policy"
 
 # seed offsets of the independent random streams of a run
 _ENV, _ACT, _SAMPLE, _EVAL, _RANDOM, _ROLLOUT = 1, 2, 3, 4, 5, 6
@@ -130,7 +143,7 @@ class WorkDir:
         return self.root / "train"
 
     def checkpoint(self, step: int) -> Path:
-        return self.root / "checkpoints" / f"step_{step:09d}.pt"
+        return self.root / "checkpoints" / f"step_{step:09d}.safetensors"
 
     def evaluation(self, name: str) -> Path:
         return self.root / "eval" / f"{name}.json"
@@ -150,15 +163,27 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _load_episodes(path: Path) -> Episodes:
-    with np.load(path) as z:
-        return Episodes(obs=z["obs"], actions=z["actions"], rewards=z["rewards"],
-                        next_obs=z["next_obs"], terminals=z["terminals"])
+    """Rolled-out episodes (``.npz``: each member's CRC-32 is checked as it is read)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return Episodes(obs=z["obs"], actions=z["actions"], rewards=z["rewards"],
+                            next_obs=z["next_obs"], terminals=z["terminals"])
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: damaged rollouts ({type(exc).__name__}: {exc}); delete it "
+                         f"(the rollouts are redone)") from None
 
 
 class _Timer:
     def __init__(self, work: WorkDir) -> None:
         self.work = work
-        self.data: dict[str, float] = (read_json(work.timings) if work.timings.is_file() else {})
+        try:
+            data = read_json(work.timings) if work.timings.is_file() else {}
+        except ValueError:
+            data = {}
+        # phase timings are informational: a damaged file restarts them
+        self.data: dict[str, float] = ({k: float(v) for k, v in data.items()
+                                        if isinstance(v, (int, float))}
+                                       if isinstance(data, dict) else {})
 
     def add(self, phase: str, seconds: float) -> None:
         self.data[phase] = round(self.data.get(phase, 0.0) + seconds, 3)
@@ -236,15 +261,24 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
     act_gen = torch.Generator(device=device).manual_seed(_sub_seed(seed, _ACT))
     np_rng = np.random.default_rng(_sub_seed(seed, _ACT))
     state: dict[str, Any] = {"step": 0, "episodes": 0, "credit": 0.0, "returns": []}
-    state_file = work.train_state / "state.pt"
+    recover_directory(work.train_state)  # a commit killed between its renames
+    state_file = work.train_state / "state.safetensors"
+    hint = f"delete {work.train_state} to restart the SAC phase from step 0"
+    if (work.train_state / "state.pt").is_file():
+        raise ValueError(f"{work.train_state}: SAC state in metadt's old pickle format, which is "
+                         f"no longer loaded (unpickling a file can run code); {hint}")
     if state_file.is_file():
-        saved = torch.load(state_file, map_location="cpu", weights_only=False)
-        ens.load_state_dict(saved["ensemble"])
-        act_gen.set_state(saved["act_gen"])
-        np_rng.bit_generator.state = saved["np_rng"]
-        state = saved["counters"]
-        replay = Replay.load(work.train_state / "replay", n, od, ad, cfg.replay_capacity,
-                             saved["layout"])
+        saved = tensorfile.load(state_file, STATE_KIND, hint=hint)
+        try:
+            ens.load_state_dict(saved["ensemble"])
+            act_gen.set_state(saved["act_gen"])
+            np_rng.bit_generator.state = saved["np_rng"]
+            state = saved["counters"]
+            replay = Replay.load(work.train_state / "replay", n, od, ad, cfg.replay_capacity,
+                                 saved["layout"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OSError) as exc:
+            raise ValueError(f"{work.train_state}: unusable SAC state ({type(exc).__name__}: "
+                             f"{exc}); {hint}") from None
     else:
         replay = Replay(n, od, ad, cfg.replay_capacity, layout)
     if state["step"] >= total:
@@ -261,11 +295,10 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
 
     def save_state() -> None:
         with atomic_directory(work.train_state) as tmp:
-            buf = io.BytesIO()
-            torch.save({"ensemble": ens.state_dict(), "act_gen": _rng_state(act_gen),
-                        "np_rng": np_rng.bit_generator.state, "counters": state,
-                        "layout": replay.layout}, buf)
-            (tmp / "state.pt").write_bytes(buf.getvalue())
+            (tmp / "state.safetensors").write_bytes(tensorfile.dumps(
+                {"ensemble": ens.state_dict(), "act_gen": _rng_state(act_gen),
+                 "np_rng": np_rng.bit_generator.state, "counters": state,
+                 "layout": replay.layout}, STATE_KIND))
             replay.save(tmp / "replay")
 
     try:
@@ -307,7 +340,8 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
                             out = ens.update(batch, generator=act_gen)
                         losses = {k: float(v.mean()) for k, v in out.items()}
                 if step in ckpt_steps and not work.checkpoint(step).is_file():
-                    atomic_torch_save(ens.policy_snapshot().state_dict(), work.checkpoint(step))
+                    tensorfile.save(work.checkpoint(step), ens.policy_snapshot().state_dict(),
+                                    POLICY_KIND)
                 if step >= total:
                     break
             state["episodes"] += 1
@@ -367,8 +401,18 @@ def _recent(returns: list[list[float]]) -> float | None:
 
 
 def _load_policy(path: Path, device: torch.device) -> PolicyParams:
-    return PolicyParams.from_state_dict(torch.load(path, map_location="cpu",
-                                                   weights_only=False)).to(device)
+    hint = (f"delete {path.parent.parent} to restart this collection (its SAC phase cannot "
+            f"recreate a lost policy checkpoint)")
+    legacy = path.with_suffix(".pt")
+    if not path.is_file() and legacy.is_file():
+        raise ValueError(f"{legacy}: a policy checkpoint in metadt's old pickle format, which "
+                         f"is no longer loaded (unpickling a file can run code); {hint}")
+    state = tensorfile.load(path, POLICY_KIND, hint=hint)
+    try:
+        return PolicyParams.from_state_dict(state).to(device)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise ValueError(f"{path}: unusable policy checkpoint ({type(exc).__name__}: {exc}); "
+                         f"{hint}") from None
 
 
 def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: torch.device,
@@ -396,8 +440,8 @@ def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
                             random_act_fn(family.action_low, family.action_high, rng))
                 eps = roller.run(rand_act, cfg.random_episodes, seed=_sub_seed(seed, _RANDOM),
                                  **seeds)
-                atomic_write_json(rand_file, {"returns": eps.returns.mean(1).tolist(),
-                                              "episodes": cfg.random_episodes})
+                atomic_write_checked_json(rand_file, {"returns": eps.returns.mean(1).tolist(),
+                                                      "episodes": cfg.random_episodes})
                 done += 1
                 _emit(progress, phase="evaluate", done=done, total=total, what="random")
             for s in todo:
@@ -406,15 +450,13 @@ def evaluate(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
                 act = _block_act_fn(policy, gen, n_total, blk) if part else \
                     policy_act_fn(policy, gen)
                 eps = roller.run(act, cfg.eval_episodes, seed=_sub_seed(seed + s, _EVAL), **seeds)
-                atomic_write_json(work.evaluation(f"step_{s:09d}"),
-                                  {"step": s, "returns": eps.returns.mean(1).tolist(),
-                                   "episodes": cfg.eval_episodes})
+                atomic_write_checked_json(work.evaluation(f"step_{s:09d}"),
+                                          {"step": s, "returns": eps.returns.mean(1).tolist(),
+                                           "episodes": cfg.eval_episodes})
                 done += 1
                 _emit(progress, phase="evaluate", done=done, total=total, what=f"step {s}",
                       mean_return=float(eps.returns.mean()))
-    evals = {s: np.asarray(read_json(work.evaluation(f"step_{s:09d}"))["returns"]) for s in steps}
-    random_returns = np.asarray(read_json(rand_file)["returns"])
-    return evals, random_returns
+    return _read_evals(cfg, work, len(blk))
 
 
 # --------------------------------------------------------------------------
@@ -527,6 +569,7 @@ def collect(cfg: CollectConfig, out: str | Path, seed: int = 0,
     - ``write`` and ``done`` (with ``path``).
     """
     cfg.validate()
+    seed = check_seed(seed)
     threads = torch.get_num_threads()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -657,14 +700,29 @@ def _train_part(cfg: CollectConfig, family: Any, work: WorkDir, mine: WorkDir, s
     for step in checkpoint_steps(cfg):
         if not mine.checkpoint(step).is_file():
             policy = _load_policy(work.checkpoint(step), torch.device("cpu"))
-            atomic_torch_save(policy.select(list(block)).state_dict(), mine.checkpoint(step))
+            tensorfile.save(mine.checkpoint(step), policy.select(list(block)).state_dict(),
+                            POLICY_KIND)
     return summary
 
 
-def _read_evals(cfg: CollectConfig, work: WorkDir) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    evals = {s: np.asarray(read_json(work.evaluation(f"step_{s:09d}"))["returns"])
-             for s in checkpoint_steps(cfg)}
-    return evals, np.asarray(read_json(work.evaluation("random"))["returns"])
+def _read_evals(cfg: CollectConfig, work: WorkDir, n: int | None = None
+                ) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Per-checkpoint and random per-task returns from ``.work/eval`` (checksums and
+    shapes checked: ``n`` tasks when given)."""
+    def returns(name: str) -> np.ndarray:
+        path = work.evaluation(name)
+        hint = f"delete {path} (it is recomputed)"
+        data = read_checked_json(path, hint)
+        try:
+            out = np.asarray(data["returns"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: no per-task returns; {hint}") from None
+        if out.ndim != 1 or (n is not None and len(out) != n) or not np.isfinite(out).all():
+            raise ValueError(f"{path}: returns of the wrong shape or not finite; {hint}")
+        return out
+
+    evals = {s: returns(f"step_{s:09d}") for s in checkpoint_steps(cfg)}
+    return evals, returns("random")
 
 
 def _concat_episodes(parts: list[Episodes]) -> Episodes:

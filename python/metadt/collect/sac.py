@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metadt.seeding import torch_seed
+
 #: Keys of a batch passed to `SACEnsemble.update`.
 BATCH_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals")
 
@@ -176,7 +178,7 @@ class SACEnsemble:
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.cfg = cfg
         self.device = resolve_device(device)
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(torch_seed(int(seed)))
         hidden = [int(cfg.hidden_dim)] * int(cfg.num_layers)
         actor = _init_mlp(self.n, [self.obs_dim, *hidden, 2 * self.act_dim], gen)
         critic = _init_mlp(2 * self.n, [self.obs_dim + self.act_dim, *hidden, 1], gen)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from typing import Any, Literal, TypeVar
 
@@ -9,6 +11,26 @@ Preset = Literal["paper", "cpu", "smoke"]
 PRESETS: tuple[str, ...] = ("paper", "cpu", "smoke")
 
 T = TypeVar("T", bound="Config")
+
+
+MAX_SEED = 2**64 - 1
+"""Seeds are 64-bit (torch and the store take at most this): a larger seed is refused,
+never silently reduced."""
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` as an int in [0, 2**64); a clear ``ValueError`` otherwise (bools refused)."""
+    import operator
+
+    try:
+        if isinstance(seed, bool):
+            raise TypeError
+        value = operator.index(seed)  # int and NumPy integers; not floats or strings
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {seed!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be in [0, 2**64 - 1], got {value}")
+    return value
 
 
 def check_preset(preset: str) -> str:
@@ -25,18 +47,28 @@ class Config:
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        """The config of a JSON dict; a clear ``ValueError`` for unknown fields and values of
+        the wrong type (a config read from a file is checked, not trusted)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+            raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(map(str, unknown))}")
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for name, value in data.items():
             hint = hints.get(name)
             if isinstance(value, list) and typing.get_origin(hint) is tuple:
                 value = tuple(value)
+            if hint is not None and not _fits(value, hint):
+                raise ValueError(f"{cls.__name__}: field {name!r} has a value of the wrong type "
+                                 f"({value!r:.80}; expected {_hint_name(hint)})")
             kwargs[name] = value
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a nested config given as a non-object, ...
+            raise ValueError(f"{cls.__name__}: {exc}") from None
 
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
@@ -61,6 +93,42 @@ class Config:
                 raise ValueError(f"{type(self).__name__} has no field {name!r}; fields: {valid}")
             changes[name] = _parse(raw.strip(), hints[name], name)
         return self.replace(**changes)
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON-decoded ``value`` has the type ``hint`` names (ints for floats ok)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_fits(v, a) for v, a in zip(value, args))
+    if origin in (dict, list):
+        return isinstance(value, origin)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    return True
 
 
 def _parse(raw: str, hint: Any, name: str) -> Any:
@@ -88,7 +156,12 @@ def _parse(raw: str, hint: Any, name: str) -> Any:
         if hint is int:
             return int(raw)
         if hint is float:
-            return float(raw)
-    except ValueError:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(f"{name}: {raw!r} is not a finite number")
+            return value
+    except ValueError as exc:
+        if "finite" in str(exc):
+            raise
         raise ValueError(f"{name}: cannot parse {raw!r} as {hint.__name__}") from None
     return raw

@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from metadt.config.base import Config, check_preset
+from metadt.config.base import Config, check_preset, check_seed
 
 MUJOCO = ("cheetah-vel", "cheetah-dir", "ant-dir", "hopper-param", "walker-param")
 METAWORLD = ("reach", "sweep", "door-lock")
@@ -226,4 +226,5 @@ class CollectConfig(Config):
                              f"got {self.sac_mode!r}")
         if self.replay_capacity is not None and self.replay_capacity < self.sac.batch_size:
             raise ValueError("replay_capacity must hold at least one batch")
+        check_seed(self.family_seed, "family_seed")
         return self

@@ -1,9 +1,10 @@
 """Config of evaluation: zero-shot and few-shot rollouts (protocol sections 6-7)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from metadt.config.base import Config, check_preset
+from metadt.config.base import Config, check_preset, check_seed
 
 #: Evaluation settings. ``zero-shot``: no prompt, z online from the agent's
 #: own last h transitions. ``few-shot``: the agent first runs zero-shot,
@@ -107,8 +108,9 @@ class EvaluateConfig(Config):
             raise ValueError(f"evaluate: few_shot_strategy must be one of {', '.join(STRATEGIES)}")
         if self.expert_prompt_strategy not in ("random", "last"):
             raise ValueError("evaluate: expert_prompt_strategy must be random or last")
-        if self.target_scale <= 0:
-            raise ValueError("evaluate: target_scale must be > 0")
+        if not (math.isfinite(self.target_scale) and self.target_scale > 0):
+            raise ValueError("evaluate: target_scale must be a finite number > 0")
+        check_seed(self.seed, "evaluate: seed")
         return self
 
     def settings_for(self, method: str) -> tuple[str, ...]:

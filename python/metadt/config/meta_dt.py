@@ -5,10 +5,11 @@ flags (see :data:`METHODS`), never a copy of the code.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from metadt.config.base import Config, check_preset
+from metadt.config.base import Config, check_preset, check_seed
 
 PROMPT_STRATEGIES = ("argmax", "proportional", "random", "last")
 #: Mixed precision of the policy: "off" (float32), "auto" (bfloat16 autocast on CUDA,
@@ -192,4 +193,14 @@ class MetaDTConfig(Config):
             raise ValueError(f"prompt_dropout must be in [0, 1], got {self.prompt_dropout}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_seed(self.seed)
+        for name in ("return_scale", "action_scale"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0 (or None for the "
+                                 f"family's), got {v!r}")
+        for name in ("lr", "weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         return self

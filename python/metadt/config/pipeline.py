@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metadt.config.base import Config, check_preset
+from metadt.config.base import Config, check_preset, check_seed
 from metadt.config.meta_dt import METHODS
 
 
@@ -49,6 +49,8 @@ class PipelineConfig(Config):
             raise ValueError(f"pipeline: jobs must be >= 1, got {self.jobs}")
         if self.seeds < 1 or self.first_seed < 0:
             raise ValueError("pipeline: seeds must be >= 1 and first_seed >= 0")
+        check_seed(self.first_seed + self.seeds - 1, "pipeline: first_seed + seeds - 1")
+        check_seed(self.collect_seed, "pipeline: collect_seed")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"pipeline: unknown method(s) {bad}; choose from {', '.join(METHODS)}")

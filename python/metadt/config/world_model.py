@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metadt.config.base import Config, check_preset
+from metadt.config.base import Config, check_preset, check_seed
 
 #: Families whose reward function changes with the task (the reward decoder
 #: is needed) and families whose dynamics change (the transition decoder is
@@ -124,4 +124,5 @@ class WorldModelConfig(Config):
                      "batch_size", "num_steps", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"world model: {name} must be >= 1, got {getattr(self, name)}")
+        check_seed(self.seed, "world model: seed")
         return self

@@ -81,6 +81,7 @@ class DatasetCard:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        _check_card_types(data, where)
         card = cls(**data)
         n = len(card.tasks)
         for ids, what in ((card.train_ids, "train_ids"), (card.test_ids, "test_ids")):
@@ -109,6 +110,64 @@ class DatasetCard:
             have = ", ".join(sorted(self.qualities)) or "none"
             raise ValueError(f"dataset has no quality {quality!r} (it has: {have})")
         return self.qualities[quality]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_card_types(data: dict[str, Any], where: str) -> None:
+    """A clear ``ValueError`` for a card field of the wrong JSON type (a hand-edited or
+    damaged card must not reach the code as a TypeError or IndexError)."""
+    def bad(name: str, want: str) -> ValueError:
+        return ValueError(f"{where}: field {name!r} must be {want}, got {data.get(name)!r:.80}")
+
+    if not isinstance(data["family"], str):
+        raise bad("family", "a string")
+    if not _is_int(data["family_seed"]) or data["family_seed"] < 0:
+        raise bad("family_seed", "an integer >= 0")
+    for name in ("obs_dim", "act_dim", "horizon"):
+        if not _is_int(data[name]) or not 0 < data[name] <= 1 << 20:
+            raise bad(name, "an integer in [1, 2**20]")
+    if not isinstance(data["tasks"], list) or not all(isinstance(t, dict) for t in data["tasks"]):
+        raise bad("tasks", "a list of objects")
+    for name in ("train_ids", "test_ids"):
+        if not isinstance(data[name], list) or not all(_is_int(i) for i in data[name]):
+            raise bad(name, "a list of integers")
+    quals = data.get("qualities", {})
+    if not isinstance(quals, dict) or not all(isinstance(q, dict) for q in quals.values()):
+        raise bad("qualities", "an object of objects")
+    for q, info in quals.items():
+        store = info.get("store", q)
+        if not isinstance(store, str) or not store:
+            raise ValueError(f"{where}: quality {q!r}: 'store' must be a directory name")
+        returns = info.get("returns", {})
+        if not isinstance(returns, dict):
+            raise ValueError(f"{where}: quality {q!r}: 'returns' must be an object")
+        for t, s in returns.items():
+            if not (isinstance(s, dict) and all(_is_num(s.get(k)) for k in ("min", "mean", "max"))
+                    and all(_is_int(s.get(k, 0)) and s.get(k, 0) >= 0
+                            for k in ("episodes", "steps"))):
+                raise ValueError(f"{where}: quality {q!r}: returns of task {t!r} must hold "
+                                 f"numbers min/mean/max and counts episodes/steps")
+            try:
+                int(t)
+            except ValueError:
+                raise ValueError(f"{where}: quality {q!r}: task id {t!r} is not an integer") \
+                    from None
+    rr = data.get("random_returns", {})
+    if not isinstance(rr, dict) or not all(_is_num(v) for v in rr.values()):
+        raise bad("random_returns", "an object of numbers")
+    for name in ("collection",):
+        if not isinstance(data.get(name, {}), dict):
+            raise bad(name, "an object")
+    for name in ("source", "created"):
+        if not isinstance(data.get(name, ""), str):
+            raise bad(name, "a string")
 
 
 def return_stats(store: "TrajectoryStore") -> dict[str, dict[str, float]]:
@@ -195,6 +254,42 @@ class Dataset:
                 )
             self._stores[key] = store
         return self._stores[key]
+
+    def check_stores(self, verify: bool = False) -> dict[str, dict[str, int]]:
+        """Open every quality's store and check it against its manifest and the card.
+
+        Always: the store loads (every file present with the manifest's size, headers,
+        dtypes, shapes and the episode tables; ``TrajectoryStore.load`` with ``mmap``)
+        and its episode and step counts equal the card's. With ``verify``, the stores are
+        loaded with ``verify=True`` as well (every byte read: CRC-32 of every file,
+        finite values). Raises ``ValueError``/``FileNotFoundError`` naming the quality;
+        returns ``{quality: {"episodes", "steps"}}``.
+        """
+        from metadt import TrajectoryStore
+
+        out: dict[str, dict[str, int]] = {}
+        for quality in self.qualities:
+            try:
+                store = self.store(quality)
+                if verify:
+                    q = self.card.qualities[quality]
+                    TrajectoryStore.load(str(self.path / q.get("store", quality)), mmap=True,
+                                         verify=True)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{self.path}: quality {quality!r} is damaged: "
+                                        f"{exc}") from None
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"{self.path}: quality {quality!r} is damaged: {exc}") from None
+            stats = self.card.returns(quality)
+            want = (sum(int(s.get("episodes", 0)) for s in stats.values()),
+                    sum(int(s.get("steps", 0)) for s in stats.values()))
+            have = (int(store.num_episodes), int(store.num_steps))
+            if stats and have != want:
+                raise ValueError(f"{self.path}: quality {quality!r}: the store holds "
+                                 f"{have[0]} episodes / {have[1]} steps but the card says "
+                                 f"{want[0]} / {want[1]}")
+            out[quality] = {"episodes": have[0], "steps": have[1]}
+        return out
 
 
 def split_quality(quality: str) -> list[str]:

@@ -30,8 +30,10 @@ metadt's multipliers of the default model). Meta-World goal files hold
 metaworld-v2 objects and cannot be read safely: pass ``tasks=`` (metadt task
 dicts, e.g. from a card) instead. ``tasks=`` works for every family.
 
-Pickles are read with a restricted unpickler that only builds dicts, lists,
-tuples, numbers, strings and NumPy arrays, so a file cannot run code.
+Pickles are read only when the caller says it trusts them (``trust_pickle=True``,
+``metadt import-official --trust-pickle``), with a restricted unpickler that only
+builds dicts, lists, tuples, numbers, strings and NumPy arrays, and whose memory
+is bounded by the file's size (see :func:`safe_load_pickle`).
 """
 from __future__ import annotations
 
@@ -78,26 +80,200 @@ class _Refused(pickle.UnpicklingError):
     pass
 
 
+class UntrustedPickleError(OfficialFormatError):
+    """Reading the authors' pickles needs the caller's explicit trust (``trust_pickle``)."""
+
+
+TRUST_MESSAGE = (
+    "the authors' datasets are Python pickles, and a pickle is a program: metadt reads them "
+    "with a restricted, memory-bounded unpickler (plain containers, numbers and NumPy arrays "
+    "only), but only import files from a source you trust. Say so with --trust-pickle "
+    "(in Python: import_official(..., trust_pickle=True))")
+
+#: A pickle may build at most this many elements/bytes per byte of file (plus a floor):
+#: a plain pickle of lists of numbers needs at least a byte per element, so only
+#: pickles that repeat references to inflate (memory bombs) hit the bound.
+BUDGET_PER_BYTE = 2
+BUDGET_FLOOR = 1 << 20
+#: Memo indices above this (plus the number of opcodes) are refused: a large one makes the
+#: C unpickler allocate its memo table to that size.
+MEMO_SLACK = 1 << 16
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+class _Budget:
+    """Elements and bytes a pickle may build, charged as it builds them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = int(limit), 0
+
+    def charge(self, n: int, what: str) -> None:
+        self.used += max(int(n), 0)
+        if self.used > self.limit:
+            raise _Refused(f"refusing to build {what}: the pickle would build more than "
+                           f"{self.limit} elements/bytes, far more than its size holds "
+                           f"(repeated references inflating it)")
+
+
+def _sized(x: Any, what: str) -> int:
+    try:
+        return len(x)
+    except TypeError:
+        raise _Refused(f"refusing {what} of a {type(x).__name__}") from None
+
+
+def _guard(module: str, name: str, obj: Any, budget: _Budget) -> Any:
+    """``obj`` (an allowed global) wrapped so what it builds is charged to ``budget``."""
+    what = f"{module}.{name}"
+    if (module, name) in {("builtins", n) for n in ("dict", "list", "tuple", "set",
+                                                     "frozenset")} | {("collections",
+                                                                       "OrderedDict")}:
+        def container(*args: Any) -> Any:
+            if len(args) > 1:
+                raise _Refused(f"refusing {what} with {len(args)} arguments")
+            if args:
+                budget.charge(_sized(args[0], what), what)
+            return obj(*args)
+        return container
+    if module == "builtins" and name in ("bytes", "str", "int", "float", "bool", "complex"):
+        def scalar(*args: Any) -> Any:
+            for a in args:
+                if isinstance(a, bool) or isinstance(a, (float, complex)) or a is None:
+                    continue
+                if isinstance(a, int):
+                    if name == "bytes":
+                        budget.charge(a, what)  # bytes(n) allocates n bytes
+                    continue
+                if isinstance(a, (str, bytes, bytearray)):
+                    budget.charge(len(a), what)
+                    continue
+                raise _Refused(f"refusing {what} of a {type(a).__name__}")
+            return obj(*args)
+        return scalar
+    if module == "_codecs" and name == "encode":
+        def encode(data: Any, encoding: str = "utf-8", *rest: Any) -> Any:
+            if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1"):
+                raise _Refused(f"refusing _codecs.encode with encoding {encoding!r}")
+            budget.charge(_sized(data, what), what)
+            return obj(data, encoding, *rest)
+        return encode
+    if name == "_reconstruct":
+        def reconstruct(cls: Any, shape: Any, typecode: Any) -> Any:
+            if cls is not np.ndarray:
+                raise _Refused(f"refusing {what} of {cls!r}")
+            n = int(np.prod(np.asarray(shape, dtype=np.int64))) if np.size(shape) else 1
+            budget.charge(n * np.dtype(np.uint8 if typecode in (b"b", "b") else typecode)
+                          .itemsize, what)
+            return obj(cls, shape, typecode)
+        return reconstruct
+    if name in ("scalar", "_frombuffer"):
+        def from_bytes(*args: Any) -> Any:
+            budget.charge(sum(len(a) for a in args if isinstance(a, (bytes, bytearray))), what)
+            return obj(*args)
+        return from_bytes
+    if module == "numpy" and name == "dtype" or name.endswith("DType"):
+        def dtype(*args: Any) -> Any:
+            dt = obj(*args)
+            if isinstance(dt, np.dtype) and (dt.hasobject or dt.kind == "O"):
+                raise _Refused(f"refusing NumPy arrays of Python objects ({dt})")
+            return dt
+        return dtype
+    if module == "numpy" and name == "ndarray":  # a class (for _reconstruct); its size is
+        return obj                               # bounded by _logical_size afterwards
+    if module == "numpy":  # float32(...), int64(...), bool_(...): numbers only
+        def number(*args: Any) -> Any:
+            if any(not isinstance(a, (int, float, bool, np.generic)) for a in args):
+                raise _Refused(f"refusing {what} of a non-scalar")
+            return obj(*args)
+        return number
+    return obj
+
+
 class _SafeUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, budget: _Budget) -> None:
+        super().__init__(file)
+        self.budget = budget
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED or (_NUMPY_DTYPES.match(module) and name.endswith("DType")):
-            return super().find_class(module, name)
+            return _guard(module, name, super().find_class(module, name), self.budget)
         raise _Refused(
             f"refusing to load {module}.{name}: only dicts, lists, numbers and NumPy arrays are "
             f"accepted")
 
 
+def _prescan(data: bytes) -> None:
+    """Walk the opcodes (no object is built): every declared length must fit in the file
+    and memo indices stay small, so the unpickler never allocates for a lie."""
+    import pickletools
+
+    ops = 0
+    for op, arg, _pos in pickletools.genops(io.BytesIO(data)):
+        ops += 1
+        if op.name in _MEMO_PUTS and int(arg) > ops + MEMO_SLACK:
+            raise _Refused(f"memo index {arg} is out of range")
+
+
+def _logical_size(obj: Any, limit: int) -> int:
+    """Elements ``obj`` holds counting every reference (what ``np.asarray`` would build),
+    computed once per distinct object, stopping past ``limit``; NumPy object arrays refused."""
+    sizes: dict[int, int] = {}
+    keep: list[Any] = []  # ids stay valid while we hold the objects
+
+    def walk(x: Any, depth: int) -> int:
+        if depth > 64:
+            raise _Refused("nesting deeper than 64 levels")
+        key = id(x)
+        if key in sizes:
+            return sizes[key]
+        if isinstance(x, np.ndarray):
+            if x.dtype.hasobject:
+                raise _Refused(f"refusing NumPy arrays of Python objects ({x.dtype})")
+            n = int(x.size)
+        elif isinstance(x, (str, bytes, bytearray)):
+            n = len(x)
+        elif isinstance(x, Mapping):
+            n = 1 + sum(walk(k, depth + 1) + walk(v, depth + 1) for k, v in x.items())
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            n = 1
+            for v in x:
+                n += walk(v, depth + 1)
+                if n > limit:
+                    break
+        else:
+            n = 1
+        if n > limit:
+            raise _Refused(f"the pickle holds more than {limit} elements counting repeated "
+                           f"references, far more than its size holds (a memory bomb?)")
+        sizes[key] = n
+        keep.append(x)
+        return n
+
+    return walk(obj, 0)
+
+
 def safe_load_pickle(path: str | os.PathLike) -> Any:
-    """Unpickle ``path`` allowing only plain containers, numbers and NumPy arrays."""
+    """Unpickle ``path`` allowing only plain containers, numbers and NumPy arrays, with
+    memory bounded by the file's size: opcodes are checked first, what allowed callables
+    build is charged as it is built, and the result's size counting repeated references
+    is bounded before anyone converts it to arrays. Callers must have the user's trust
+    (``import_official(trust_pickle=True)``)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return _SafeUnpickler(io.BufferedReader(f)).load()  # type: ignore[arg-type]
+        data = path.read_bytes()
+        limit = BUDGET_FLOOR + BUDGET_PER_BYTE * len(data)
+        _prescan(data)
+        out = _SafeUnpickler(io.BytesIO(data), _Budget(limit)).load()
+        _logical_size(out, limit)
+        return out
     except _Refused as exc:
         raise OfficialFormatError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
         raise OfficialFormatError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") \
             from None
+    except OSError as exc:
+        raise OfficialFormatError(f"{path}: cannot read ({exc})") from None
 
 
 # --------------------------------------------------------------------------
@@ -303,12 +479,19 @@ def import_official(root: str | os.PathLike, family: str, out: str | os.PathLike
                     qualities: Sequence[str] | None = None, goals: str | os.PathLike | None = None,
                     tasks: Sequence[Mapping[str, Any]] | None = None, num_train: int | None = None,
                     horizon: int | None = None, random_episodes: int = 0, seed: int = 0,
-                    progress: Callable[[dict[str, Any]], None] | None = None) -> Dataset:
+                    progress: Callable[[dict[str, Any]], None] | None = None,
+                    trust_pickle: bool = False) -> Dataset:
     """Convert an authors' dataset directory to a metadt dataset at ``out``.
 
     ``tasks`` (metadt task dicts) replace the goal file. ``random_episodes`` > 0
     also measures each task's uniform-random return with the family's env.
+    ``trust_pickle`` must be True: the input is pickles (:data:`TRUST_MESSAGE`).
     """
+    if not trust_pickle:
+        raise UntrustedPickleError(f"{root}: {TRUST_MESSAGE}")
+    from metadt.config.base import check_seed
+
+    seed = check_seed(seed)
     from metadt import TrajectoryStore
     from metadt.envs import family_class, family_from_tasks
 

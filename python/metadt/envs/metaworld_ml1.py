@@ -14,9 +14,12 @@ A task is JSON:
      "ml1_seed": 0, "ml1_index": 17, "rand_vec": [...], "goal": [x, y, z],
      "data": "<base64 of metaworld's pickled task data>"}
 
-``data`` is metaworld's own ``Task.data`` (it is what ``env.set_task``
-receives); it is decoded with a restricted unpickler that only accepts NumPy
-arrays and Meta-World env classes, and must agree with ``rand_vec``.
+``data`` is metaworld's own ``Task.data`` (a pickle) as ML1 made it, kept in
+the card for reference and for older metadt versions, but never unpickled: a
+card is data a user may receive. The task is defined by its JSON fields; what
+``env.set_task`` receives is re-encoded from ``rand_vec`` and ``env_name``
+(metaworld's task data is exactly ``{"rand_vec", "env_cls",
+"partially_observable": True}``).
 ``goal`` is the env's target position for the task (``_target_pos`` after a
 reset), used as the task features.
 
@@ -34,7 +37,6 @@ version; tasks are saved with every dataset, so rebuild from the card.
 from __future__ import annotations
 
 import base64
-import io
 import pickle
 from typing import Any, Mapping
 
@@ -48,31 +50,24 @@ HORIZON = 500
 N_GOALS = 50
 
 
-class _TaskUnpickler(pickle.Unpickler):
-    """Only what metaworld's task data needs: NumPy arrays and env classes."""
-
-    _NUMPY = {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
-              ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "scalar"),
-              ("numpy.core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._NUMPY:
-            return super().find_class(module, name)
-        if module.startswith("metaworld.envs.") and name.startswith("Sawyer"):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"task data may not reference {module}.{name}")
+MAX_RAND_VEC = 64
 
 
-def decode_task_data(data: str) -> dict[str, Any]:
-    """Base64 text -> metaworld's task-data dict (restricted unpickling)."""
+def rand_vec_of(task: Mapping[str, Any]) -> np.ndarray:
+    """The task's ``rand_vec`` (1-D, finite, at most 64 numbers) or a clear ValueError."""
     try:
-        raw = base64.b64decode(data.encode("ascii"), validate=True)
-        out = _TaskUnpickler(io.BytesIO(raw)).load()
-    except (ValueError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-        raise ValueError(f"bad Meta-World task data: {exc}") from None
-    if not isinstance(out, dict) or "rand_vec" not in out or "env_cls" not in out:
-        raise ValueError("bad Meta-World task data: not a metaworld task dict")
-    return out
+        vec = np.asarray(task["rand_vec"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("Meta-World task: rand_vec must be a list of numbers") from None
+    if vec.ndim != 1 or not 0 < vec.size <= MAX_RAND_VEC or not np.all(np.isfinite(vec)):
+        raise ValueError(f"Meta-World task: rand_vec must be 1 to {MAX_RAND_VEC} finite numbers")
+    return vec
+
+
+def encode_task_data(env_name: str, rand_vec: np.ndarray) -> bytes:
+    """metaworld's ``Task.data`` for ``rand_vec``, made here (the goal hidden)."""
+    return pickle.dumps({"rand_vec": np.asarray(rand_vec, dtype=np.float64),
+                         "env_cls": _env_class(env_name), "partially_observable": True})
 
 
 def _env_class(env_name: str):
@@ -124,8 +119,8 @@ class MetaWorldTaskEnv(TaskProperty, gym.Env):
         require_family(task, self.family_name)
         if task.get("env_name") != self.env_name:
             raise ValueError(f"task is for {task.get('env_name')!r}, this env runs {self.env_name!r}")
-        decode_task_data(task["data"])  # validate before handing the bytes to metaworld
-        self._env.set_task(MWTask(env_name=self.env_name, data=base64.b64decode(task["data"])))
+        data = encode_task_data(self.env_name, rand_vec_of(task))  # never the card's bytes
+        self._env.set_task(MWTask(env_name=self.env_name, data=data))
         self._task = dict(task)
         self._clock.started = False  # the next episode must start with reset()
 
@@ -200,16 +195,12 @@ class _ML1Family(TaskFamily):
         goal = np.asarray(task["goal"], dtype=np.float64)
         if goal.shape != (3,) or not np.all(np.isfinite(goal)):
             raise ValueError(f"{self.name}: goal must be 3 finite numbers")
-        if not isinstance(task["data"], str):
-            raise ValueError(f"{self.name}: data must be a base64 string")
-        data = decode_task_data(task["data"])
-        if data["env_cls"] is not _env_class(self.env_name):
-            raise ValueError(f"{self.name}: task data is for {data['env_cls'].__name__}")
-        if not np.array_equal(np.asarray(data["rand_vec"], dtype=np.float64),
-                              np.asarray(task["rand_vec"], dtype=np.float64)):
-            raise ValueError(f"{self.name}: task data and rand_vec disagree")
-        if not data.get("partially_observable", False):
-            raise ValueError(f"{self.name}: task data must hide the goal (partially_observable)")
+        if not isinstance(task.get("data", ""), str):
+            raise ValueError(f"{self.name}: data must be a base64 string (it is not read)")
+        try:
+            rand_vec_of(task)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
 
     def task_features(self, task: Mapping[str, Any]) -> np.ndarray:
         self.check_task(task)

@@ -6,9 +6,9 @@ resumable (an interrupted stage continues from its last checkpoint):
 1. **collect** the dataset if ``data`` holds none (`metadt.collect.collector.collect`;
    complete = ``card.json``; shared by every seed);
 2. per seed, **world model** (`metadt.train.world_model.train_world_model`;
-   complete = ``seed-S/world-model/model.pt``), only if a method needs one;
+   complete = ``seed-S/world-model/model.safetensors``), only if a method needs one;
 3. per seed and method, **train** (`metadt.train.meta_dt.train_meta_dt`;
-   complete = ``seed-S/<method>/model.pt``), then **evaluate**
+   complete = ``seed-S/<method>/model.safetensors``), then **evaluate**
    (`metadt.evaluate.evaluator.evaluate_run`; complete = every setting of the
    method in ``seed-S/<method>/eval.json`` with the same evaluation config);
 4. **report** (`metadt.report.build.build_report`), rebuilt after every seed
@@ -64,7 +64,8 @@ class Pipeline:
     """See the module docstring."""
 
     def __init__(self, cfg: PipelineConfig, out: str | Path, *, progress: Progress | None = None,
-                 bars: bool = False, records: list[dict[str, Any]] | None = None) -> None:
+                 bars: bool = False, verify: bool = True,
+                 records: list[dict[str, Any]] | None = None) -> None:
         self.cfg = cfg.validate()
         #: stage records kept here instead of appended to stages.jsonl (a `--jobs` worker
         #: returns them to the main process, the one writer of the file)
@@ -75,6 +76,7 @@ class Pipeline:
         self.main = self.ctx.is_main()
         self.say = (progress if self.main else None) or (lambda msg: None)
         self.bars = bars and self.main
+        self.verify = verify
 
     # ---------------------------------------------------------------- configs
     def collect_config(self):
@@ -207,6 +209,8 @@ class Pipeline:
         seeds, methods = list(self.cfg.seed_list), list(self.cfg.methods)
         if path.is_file():
             old = read_json(path)
+            if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
+                raise ValueError(f"{path}: not a metadt pipeline record; use another --out")
             prev = old.get("config", {})
             diff = [k for k in FIXED_FIELDS if prev.get(k) != mine.get(k)]
             if diff:
@@ -234,6 +238,13 @@ class Pipeline:
         if (self.data / "card.json").is_file():
             self.say(f"[collect] {self.data}: dataset present, skipped")
             self._warn_data_config()
+            from metadt.data.dataset import Dataset
+
+            t0 = time.perf_counter()
+            Dataset.open(self.data).check_stores(verify=self.verify)
+            self.say(f"[collect] {self.data}: "
+                     f"{'verified' if self.verify else 'checked (--no-verify)'} in "
+                     f"{time.perf_counter() - t0:.2f}s")
             return
         from metadt.collect.collector import collect
 
@@ -266,7 +277,9 @@ class Pipeline:
 
     def stage_world_model(self, seed: int) -> None:
         out = self.world_model_dir(seed)
-        if (out / "model.pt").is_file():
+        from metadt.train.run import model_file
+
+        if model_file(out) is not None:
             self.say(f"[world model] seed {seed}: done, skipped")
             return
         from metadt.train.world_model import train_world_model
@@ -278,7 +291,9 @@ class Pipeline:
 
     def stage_train(self, method: str, seed: int, have_wm: bool) -> None:
         out = self.run_dir(method, seed)
-        if (out / "model.pt").is_file():
+        from metadt.train.run import model_file
+
+        if model_file(out) is not None:
             self.say(f"[train] {method} seed {seed}: done, skipped")
             return
         from metadt.train.meta_dt import train_meta_dt
@@ -339,6 +354,7 @@ def _stage_job(cfg: PipelineConfig, out: str, kind: str, seed: int, method: str 
 
 
 def run_pipeline(cfg: PipelineConfig, out: str | Path, *, progress: Progress | None = None,
-                 bars: bool = False) -> dict[str, Any]:
-    """Run or resume the pipeline of `cfg` into `out`; returns the report dict."""
-    return Pipeline(cfg, out, progress=progress, bars=bars).run()
+                 bars: bool = False, verify: bool = True) -> dict[str, Any]:
+    """Run or resume the pipeline of `cfg` into `out`; returns the report dict. An existing
+    dataset is verified first (``verify``: CRC-32 and finite values, else cheap checks)."""
+    return Pipeline(cfg, out, progress=progress, bars=bars, verify=verify).run()

@@ -11,6 +11,7 @@ import torch
 
 from metadt.data.dataset import Dataset
 from metadt.fileio import atomic_write_json, read_json
+from metadt.train.run import model_file
 
 #: Phases of a training step, in order; a step calls its ``timer`` hook with each
 #: name when that phase ends (``metadt profile`` times them, docs/profile.md).
@@ -41,6 +42,26 @@ def open_dataset(path, family: str, quality: str, missing_hint: str = "") -> Dat
     return ds
 
 
+def check_return_scale(store: Any, scale: float, where: str) -> float:
+    """``scale`` if returns-to-go divided by it stay finite in float32 on ``store``: a finite
+    ``scale > 0`` with max|reward| x longest episode / scale < float32's max; else a clear
+    ``ValueError`` (an RTG of inf would train and evaluate on garbage)."""
+    scale = float(scale)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"{where}: return_scale must be a finite number > 0, got {scale!r}")
+    rewards = np.asarray(store.column("rewards"))
+    lengths = np.asarray(store.episode_lengths())
+    if rewards.size == 0 or lengths.size == 0:
+        return scale
+    bound = float(np.abs(rewards).max(initial=0.0)) * float(lengths.max())
+    limit = float(np.finfo(np.float32).max) / 16  # headroom for prompts and targets
+    if not bound / scale < limit:
+        raise ValueError(f"{where}: return_scale {scale:g} is too small: returns-to-go up to "
+                         f"{bound:.3g} divided by it overflow float32; use a return_scale "
+                         f">= {bound / limit:.3g} (or leave it unset for the family's)")
+    return scale
+
+
 def to_tensors(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in batch.items():
@@ -67,11 +88,19 @@ def check_resume_config(out: Path, cfg_dict: dict[str, Any], what: str) -> bool:
 
     Fields in :data:`RUNTIME_FIELDS` are not compared.
     """
-    ckpt, cfg_file = out / "checkpoint.pt", out / "config.json"
+    from metadt.train.checkpoint import (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE,
+                                         legacy_checkpoint_error)
+
+    ckpt, cfg_file = out / CHECKPOINT_FILE, out / "config.json"
     if not ckpt.is_file():
+        if (out / LEGACY_CHECKPOINT_FILE).is_file():
+            raise legacy_checkpoint_error(out)
         return False
     if cfg_file.is_file():
         old = read_json(cfg_file)
+        if not isinstance(old, dict):
+            raise ValueError(f"{cfg_file}: not a config (a JSON object expected); use another "
+                             f"--out or --overwrite")
         keys = (set(old) | set(cfg_dict)) - RUNTIME_FIELDS
         diff = sorted(k for k in keys if old.get(k) != cfg_dict.get(k))
         if diff:
@@ -84,14 +113,14 @@ def prepare_run_dir(out: Path, cfg_dict: dict[str, Any], what: str, *,
                     overwrite: bool) -> bool:
     """Create (or, with ``overwrite``, recreate) a run directory; True when resuming.
 
-    Refuses a finished run (``model.pt`` present) and an unfinished one with a
+    Refuses a finished run (a final model file present) and an unfinished one with a
     different config, then writes ``config.json`` atomically.
     """
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     resume = check_resume_config(out, cfg_dict, what)
-    if not resume and (out / "model.pt").is_file():
+    if not resume and model_file(out) is not None:
         raise FileExistsError(f"{out}: already holds a finished {what}; use --overwrite")
     atomic_write_json(out / "config.json", cfg_dict)
     return resume

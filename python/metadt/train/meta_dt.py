@@ -30,16 +30,18 @@ import torch
 
 from metadt import distributed as dist
 from metadt.config.meta_dt import MetaDTConfig
-from metadt.fileio import atomic_torch_save, atomic_write_json
+from metadt.fileio import atomic_write_json
 from metadt.models import MetaDT, WorldModel
 from metadt.seeding import seed_everything
-from metadt.train.checkpoint import load_checkpoint, save_checkpoint
+from metadt.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, attach_z, compute_step_errors, compute_z
 from metadt.train.common import (Progress, prepare_run_dir, no_timer, obs_stats, open_dataset,
                                  set_threads, to_tensors)
+from metadt.train.common import check_return_scale
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.prompts import attach_step_errors, prompt_spec
-from metadt.train.run import RUN_FORMAT, load_world_model, resolve_device, world_model_payload
+from metadt.train.run import (RUN_FORMAT, load_world_model, resolve_device, save_model,
+                              world_model_payload)
 
 BASE_COLUMNS = ("obs", "actions", "rewards", "next_obs", "rtg")
 
@@ -108,6 +110,7 @@ def prepare(data: str | Path, cfg: MetaDTConfig, world_model: str | Path | World
         prompt_start_min=int(cfg.prompt_start_min if cfg.prompt_start_min is not None
                              else (wm.context_len if wm is not None else 0)),
     )
+    check_return_scale(store, cfg.return_scale, f"{data}/{cfg.quality}")
     if cfg.max_timestep < ds.card.horizon:
         raise ValueError(f"max_timestep {cfg.max_timestep} < the dataset's horizon {ds.card.horizon}")
     t0 = time.perf_counter()
@@ -292,7 +295,7 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     model, opt, sched = tr.model, tr.optimizer, tr.scheduler
     start = 0
     if resume:  # every rank loads the same checkpoint (any world size wrote it)
-        start = int(load_checkpoint(out / "checkpoint.pt", model=model, optimizer=opt,
+        start = int(load_checkpoint(out / CHECKPOINT_FILE, model=model, optimizer=opt,
                                     scheduler=sched, map_location=dev)["step"])
     log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None) \
         if main else dist.NullLogger()
@@ -321,7 +324,7 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
             running = {}
         bar.update(1, loss=lv, steps_s=bar.steps_per_s(step))
         if (step % cfg.checkpoint_every == 0 or step == end) and main:
-            save_checkpoint(out / "checkpoint.pt", step=step, model=model, optimizer=opt,
+            save_checkpoint(out / CHECKPOINT_FILE, step=step, model=model, optimizer=opt,
                             scheduler=sched)
     bar.close()
     log.close()
@@ -339,7 +342,7 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                "world_model": None if wm is None else
                world_model_payload(wm, getattr(wm, "family", ds.card.family),
                                    getattr(wm, "dataset", None))}
-    atomic_torch_save(payload, out / "model.pt")
+    save_model(out, payload)
     atomic_write_json(out / "run.json", {k: v for k, v in summary.items() if k != "losses"})
     plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr"),
                 title=f"{cfg.method} ({cfg.family}, {cfg.quality})")

@@ -21,15 +21,15 @@ import torch
 
 from metadt import distributed as dist
 from metadt.config.world_model import WorldModelConfig
-from metadt.fileio import atomic_torch_save, atomic_write_json
+from metadt.fileio import atomic_write_json
 from metadt.models import WorldModel
 from metadt.seeding import seed_everything
-from metadt.train.checkpoint import load_checkpoint, save_checkpoint
+from metadt.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, compute_z
 from metadt.train.common import (Progress, prepare_run_dir, no_timer, obs_stats, open_dataset,
                                  set_threads, to_tensors)
 from metadt.train.metrics import MetricsLogger, plot_curves
-from metadt.train.run import resolve_device, world_model_payload
+from metadt.train.run import resolve_device, save_model, world_model_payload
 from metadt.train.task_targets import TaskTargets
 
 
@@ -143,7 +143,7 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     wm, opt, table = tr.model, tr.optimizer, tr.table
     start = 0
     if resume:  # every rank loads the same checkpoint (any world size wrote it)
-        start = int(load_checkpoint(out / "checkpoint.pt", model=wm, optimizer=opt,
+        start = int(load_checkpoint(out / CHECKPOINT_FILE, model=wm, optimizer=opt,
                                     map_location=dev)["step"])
     log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None) \
         if main else dist.NullLogger()
@@ -172,14 +172,13 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
             running = {}
         bar.update(1, loss=parts["loss"], steps_s=bar.steps_per_s(step))
         if (step % cfg.checkpoint_every == 0 or step == cfg.num_steps) and main:
-            save_checkpoint(out / "checkpoint.pt", step=step, model=wm, optimizer=opt)
+            save_checkpoint(out / CHECKPOINT_FILE, step=step, model=wm, optimizer=opt)
     bar.close()
     log.close()
     wm.eval()
     if not main:  # rank 0 writes the model and the report; every rank returns the report
         return dist.broadcast_object(None, ctx)
-    atomic_torch_save(world_model_payload(wm, ds.card.family, str(Path(data).resolve())),
-                      out / "model.pt")
+    save_model(out, world_model_payload(wm, ds.card.family, str(Path(data).resolve())))
     report = world_model_report(wm, ds, cfg)
     atomic_write_json(out / "report.json", report)
     plot_curves(out / "metrics.jsonl", out / "curves.png",
