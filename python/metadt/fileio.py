@@ -11,7 +11,6 @@ process no longer exists (a killed write), and ones of the older
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
