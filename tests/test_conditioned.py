@@ -232,7 +232,7 @@ def test_per_task_mode_still_collects_mujoco(tmp_path):
     assert ds.card.collection["sac_mode"] == "per-task"
     assert "task_conditioning" not in ds.card.collection
     ckpt = sorted((tmp_path / "cv" / ".work" / "checkpoints").glob("step_*.safetensors"))[-1]
-    pol = PolicyParams.from_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False))
+    pol = PolicyParams.from_state_dict(tensorfile.load(ckpt, None))
     assert pol.num_agents == 2 and pol.params[0].shape[1] == ds.family.obs_dim
     with pytest.raises(ValueError, match="sac_mode"):
         cfg.replace(sac_mode="shared").validate()
