@@ -121,7 +121,11 @@ pub(crate) fn choose_start(
     rng: &mut Rng,
 ) -> usize {
     let hi = tl - k;
-    let lo = if tl >= start_min + k { start_min } else { 0 };
+    // start_min + k may overflow for a huge start_min: then no start fits and the fallback applies
+    let lo = match start_min.checked_add(k) {
+        Some(need) if tl >= need => start_min,
+        _ => 0,
+    };
     match strategy {
         Strategy::Last => hi,
         Strategy::Random => lo + rng.below((hi - lo + 1) as u64) as usize,
@@ -198,8 +202,9 @@ impl Store {
         let mut sums = Vec::new();
         for e in eps {
             let tl = self.ep_len[e];
-            if tl < start_min + length {
-                continue;
+            match start_min.checked_add(length) {
+                Some(need) if tl >= need => {}
+                _ => continue,
             }
             let off = self.ep_off[e];
             segment_sums(&d[off * w..(off + tl) * w], w, length, start_min, tl - length, &mut sums);
