@@ -343,6 +343,13 @@ impl Store {
                 .ok_or_else(|| bad(format!("no entry for {name:?} in \"files\"")))
         };
         let mut store = Store::new(od, ad, capacity).map_err(|e| bad(e.to_string()))?;
+        if !mmap {
+            // everything is read into memory: refuse a store larger than the machine before allocating
+            let width = attached.iter().try_fold(2 * od + ad + 3, |a, c| a.checked_add(c.1));
+            let bytes = width.and_then(|w| w.checked_mul(n)).and_then(|x| x.checked_mul(4)).unwrap_or(usize::MAX);
+            crate::store::check_alloc(bytes, "reading this store into memory (mmap=False)")
+                .map_err(|e| bad(format!("{e}; load it with mmap=True")))?;
+        }
         let load_f32 = |name: &str, rel: &str, shape: &[usize]| -> Result<Column> {
             let (buf, _) = read_npy(dir, rel, find(name)?, "<f4", shape, mmap, verify)?;
             Ok(Column::from_buf(buf, if shape.len() > 1 { shape[1] } else { 1 }))
