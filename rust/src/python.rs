@@ -559,7 +559,8 @@ impl PyStore {
         py.detach(move || read(&inner).save(&path)).map_err(to_py)
     }
 
-    /// Load a saved store. `verify` (default: `not mmap`) checks every file's CRC-32.
+    /// Load a saved store (hostile files are refused, see docs/store.md). `verify` (default: `not mmap`)
+    /// also checks every CRC-32, that float columns are finite and that rtg and returns match the rewards.
     #[staticmethod]
     #[pyo3(signature = (path, mmap=true, verify=None))]
     fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool, verify: Option<bool>) -> PyResult<Self> {
