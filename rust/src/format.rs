@@ -348,7 +348,7 @@ impl Store {
             let width = attached.iter().try_fold(2 * od + ad + 3, |a, c| a.checked_add(c.1));
             let bytes = width.and_then(|w| w.checked_mul(n)).and_then(|x| x.checked_mul(4)).unwrap_or(usize::MAX);
             crate::store::check_alloc(bytes, "reading this store into memory (mmap=False)")
-                .map_err(|e| bad(format!("{e}; load it with mmap=True")))?;
+                .map_err(|e| Error::Memory(format!("{}: {e}; load it with mmap=True", dir.display())))?;
         }
         let load_f32 = |name: &str, rel: &str, shape: &[usize]| -> Result<Column> {
             let (buf, _) = read_npy(dir, rel, find(name)?, "<f4", shape, mmap, verify)?;

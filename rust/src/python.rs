@@ -222,9 +222,9 @@ fn batch_to_dict(py: Python<'_>, b: Batch) -> PyResult<Bound<'_, PyDict>> {
     for (spec, data) in b.fields {
         let shape = IxDyn(&spec.shape);
         let arr = match data {
-            FieldData::F32(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
-            FieldData::I64(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
-            FieldData::Bool(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
+            FieldData::F32(v) => numpy::ndarray::Array::from_shape_vec(shape, v).map_err(|e| verr(e.to_string()))?.into_pyarray(py).into_any(),
+            FieldData::I64(v) => numpy::ndarray::Array::from_shape_vec(shape, v).map_err(|e| verr(e.to_string()))?.into_pyarray(py).into_any(),
+            FieldData::Bool(v) => numpy::ndarray::Array::from_shape_vec(shape, v).map_err(|e| verr(e.to_string()))?.into_pyarray(py).into_any(),
         };
         d.set_item(&spec.name, arr)?;
     }
@@ -553,7 +553,8 @@ impl PyStore {
         write(&self.inner).set_metadata(&text).map_err(to_py)
     }
 
-    /// Save to the directory `path` (atomically; open episodes are not saved).
+    /// Save to the directory `path` (atomically; open episodes are not saved). `path` must be
+    /// absent, an empty directory or a store: anything else is a FileExistsError, left untouched.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         let inner = self.inner.clone();
         py.detach(move || read(&inner).save(&path)).map_err(to_py)

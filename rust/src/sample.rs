@@ -626,6 +626,11 @@ impl Store {
             if kp == 0 {
                 bail!("prompt length must be >= 1");
             }
+            if matches!(pr.strategy, Strategy::Argmax | Strategy::Proportional) {
+                // choosing a start scores every candidate start of the prompt episode
+                let longest = self.ep_len.iter().copied().max().unwrap_or(0);
+                check_alloc(longest.saturating_mul(16), "scoring the prompt starts of the longest episode")?;
+            }
             if let Some(s) = &pr.score {
                 let a = self.attached(s)?;
                 if !a.nonneg {
