@@ -166,13 +166,38 @@ fn oom(bytes: usize, what: &str) -> Error {
     Error::Memory(format!("out of memory allocating {what} of {bytes} bytes"))
 }
 
-/// Refuse an allocation of `bytes` larger than this machine's physical memory
-/// (it could only fail, or succeed through overcommit and be killed when touched).
+/// Memory available to new allocations now (Linux `MemAvailable`), if known.
+pub fn available_memory() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb.saturating_mul(1024))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Allocations above this size are also checked against the memory available now.
+const CHECK_AVAILABLE_ABOVE: usize = 256 << 20;
+
+/// Refuse an allocation of `bytes` larger than this machine's physical memory,
+/// or (above 256 MiB) than the memory available now: it could only fail, or
+/// succeed through overcommit and get the process killed when touched.
 pub(crate) fn check_alloc(bytes: usize, what: &str) -> Result<()> {
     let phys = physical_memory();
     if bytes > phys {
         return Err(Error::Memory(format!(
             "{what} would need {bytes} bytes, more than this machine's memory ({phys} bytes)")));
+    }
+    if bytes > CHECK_AVAILABLE_ABOVE {
+        if let Some(avail) = available_memory() {
+            if bytes > avail {
+                return Err(Error::Memory(format!(
+                    "{what} would need {bytes} bytes, more than the memory available now ({avail} bytes)")));
+            }
+        }
     }
     Ok(())
 }
