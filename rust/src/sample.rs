@@ -626,7 +626,8 @@ impl Store {
             if kp == 0 {
                 bail!("prompt length must be >= 1");
             }
-            if matches!(pr.strategy, Strategy::Argmax | Strategy::Proportional) {
+            if matches!(pr.strategy, Strategy::Argmax | Strategy::Proportional)
+                && self.num_steps().saturating_mul(16) > crate::store::physical_memory() / 4 {
                 // choosing a start scores every candidate start of the prompt episode
                 let longest = self.ep_len.iter().copied().max().unwrap_or(0);
                 check_alloc(longest.saturating_mul(16), "scoring the prompt starts of the longest episode")?;

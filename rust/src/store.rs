@@ -151,6 +151,17 @@ impl Column {
 
 /// Total physical memory of this machine in bytes (`usize::MAX` if unknown).
 pub fn physical_memory() -> usize {
+    static PHYS: AtomicU64 = AtomicU64::new(0);
+    let cached = PHYS.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached as usize;
+    }
+    let v = physical_memory_now();
+    PHYS.store(v as u64, Ordering::Relaxed);
+    v
+}
+
+fn physical_memory_now() -> usize {
     #[cfg(unix)]
     {
         // SAFETY: sysconf only reads system configuration.
