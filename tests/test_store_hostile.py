@@ -482,3 +482,31 @@ def test_column_names_differing_only_in_case_are_refused():
     with pytest.raises(ValueError, match="case"):
         s.attach_column("ERR", np.ones(s.num_steps, np.float32))
     s.attach_column("err", np.zeros(s.num_steps, np.float32))     # replacing the same name is fine
+
+
+def test_save_over_a_store_never_deletes_through_its_symlinks(tmp_path):
+    target = tmp_path / "store"
+    small_store(seed=1).save(target)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.bin").write_bytes(b"keep")
+    os.symlink(precious, target / "columns-link")          # planted inside an existing store
+    small_store(seed=2).save(target)
+    assert (precious / "data.bin").read_bytes() == b"keep"
+    assert not (target / "columns-link").exists()
+
+
+def test_save_over_a_fifo_manifest_does_not_hang(tmp_path):
+    target = tmp_path / "t"
+    target.mkdir()
+    os.mkfifo(target / "manifest.json")
+    code = f"""
+from store_files import small_store
+try:
+    small_store().save({str(target)!r})
+except FileExistsError as e:
+    print("refused")
+"""
+    r = run_isolated(code, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "refused", r.stderr[-2000:]
+    assert (target / "manifest.json").exists()
