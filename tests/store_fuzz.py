@@ -328,6 +328,8 @@ def apply_edit(d: Path, outside: Path, edit) -> bool:
     mp = d / "manifest.json"
     kind = edit[0]
     if kind in ("top", "file", "att"):
+        if mp.is_symlink() or not mp.is_file():   # swapped for a FIFO/link/dir: the harness must not open it
+            return False
         try:
             m = json.loads(mp.read_text())
         except (OSError, ValueError):

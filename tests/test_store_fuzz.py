@@ -17,7 +17,7 @@ def test_fuzz_campaign_only_ordinary_exceptions(tmp_path):
     cmd = [sys.executable, str(Path(__file__).with_name("store_fuzz.py")), "--seconds", str(SECONDS),
            "--seed", os.environ.get("METADT_FUZZ_SEED", "0"), "--log", str(log)]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=3 * SECONDS + 300)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=2 * SECONDS + 120)
     except subprocess.TimeoutExpired as e:   # a hang (e.g. a blocking open of a FIFO)
         last = log.read_text().splitlines()[-3:] if log.exists() else []
         raise AssertionError(f"the campaign hung; last calls: {last}") from e
