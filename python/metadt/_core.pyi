@@ -70,7 +70,10 @@ class TrajectoryStore:
     def close_episode(self, stream: int) -> int:
         """Close the open episode of `stream` without a `done` step; returns its index."""
     def attach_column(self, name: str, values: _Floats) -> None:
-        """Attach/replace a per-step column, [num_steps, d] or [num_steps] (stored float32)."""
+        """Attach/replace a per-step column, [num_steps, d] or [num_steps] (stored float32).
+
+        ValueError for a taken name: built-in columns, episode tables, batch keys
+        (tasks, episodes, timesteps, mask) and names starting with ctx_ or prompt_."""
     def detach_column(self, name: str) -> None: ...
     def column(self, name: str) -> npt.NDArray[np.float32]:
         """Read-only zero-copy view (snapshot): [num_steps, d]; [num_steps] for rewards, terminals, rtg."""
@@ -108,10 +111,14 @@ class TrajectoryStore:
     def set_metadata(self, value: dict[str, Any]) -> None: ...
 
     # ---- files
-    def save(self, path: str | os.PathLike[str]) -> None: ...
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save atomically; `path` must be absent, an empty directory or a store (else FileExistsError)."""
     @staticmethod
     def load(path: str | os.PathLike[str], mmap: bool = True, verify: bool | None = None) -> TrajectoryStore:
-        """Load a saved store; `verify` (default `not mmap`) checks every file's CRC-32."""
+        """Load a saved store (hostile files are refused: see docs/store.md, file-trust model).
+
+        `verify` (default `not mmap`) also checks every file's CRC-32, that every float
+        column is finite, and that rtg and returns match the rewards (ValueError otherwise)."""
 
     # ---- sampling
     def reseed(self, seed: int) -> None: ...

@@ -12,6 +12,12 @@ pub enum Error {
     Format { file: PathBuf, msg: String, missing: bool },
     /// An operating-system error while reading or writing `path` (mapped to `OSError`).
     Io { path: PathBuf, err: std::io::Error },
+    /// An allocation the request needs is larger than this machine's memory or
+    /// failed (mapped to `MemoryError`); nothing was changed.
+    Memory(String),
+    /// `save` refused to replace `path` because it is not a store nor an empty
+    /// directory (mapped to `FileExistsError`); nothing was changed.
+    Exists { path: PathBuf, msg: String },
 }
 
 /// Result alias used throughout the crate.
@@ -35,6 +41,8 @@ impl fmt::Display for Error {
             Error::Invalid(m) => write!(f, "{m}"),
             Error::Format { file, msg, .. } => write!(f, "{}: {msg}", file.display()),
             Error::Io { path, err } => write!(f, "{}: {err}", path.display()),
+            Error::Memory(m) => write!(f, "{m}"),
+            Error::Exists { path, msg } => write!(f, "{}: {msg}", path.display()),
         }
     }
 }

@@ -14,7 +14,7 @@ use numpy::npyffi::{get_type_object, npy_intp, NpyTypes, PY_ARRAY_API};
 use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
             PyUntypedArray, PyUntypedArrayMethods};
 use std::os::raw::c_int;
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -31,6 +31,8 @@ fn to_py(e: Error) -> PyErr {
         Error::Format { .. } => PyValueError::new_err(e.to_string()),
         Error::Io { err, .. } if err.kind() == std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(e.to_string()),
         Error::Io { .. } => PyOSError::new_err(e.to_string()),
+        Error::Memory(_) => PyMemoryError::new_err(e.to_string()),
+        Error::Exists { .. } => PyFileExistsError::new_err(e.to_string()),
     }
 }
 
@@ -143,6 +145,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Count {
     }
 }
 
+/// Largest `prefetch` depth (batches prepared ahead).
+const MAX_PREFETCH_DEPTH: usize = 1024;
+
 /// Owner of a column buffer viewed by NumPy without a copy.
 #[pyclass(frozen, module = "metadt._core")]
 struct ColumnBuffer {
@@ -184,9 +189,16 @@ fn new_array<'py, T: Element>(py: Python<'py>, shape: &[usize]) -> PyResult<(Bou
     }
 }
 
-/// Allocate (uninitialized) NumPy arrays for a plan; returns the dict and pointers.
-fn alloc_numpy<'py>(py: Python<'py>, plan: &[FieldSpec]) -> PyResult<(Bound<'py, PyDict>, Vec<RawOut>)> {
+/// Allocate (uninitialized) NumPy arrays for a plan; returns the dict, the
+/// arrays (references held until the fill is done, so every pointer stays
+/// valid whatever happens to the dict) and their data pointers.
+type Allocated<'py> = (Bound<'py, PyDict>, Vec<Bound<'py, PyAny>>, Vec<RawOut>);
+
+fn alloc_numpy<'py>(py: Python<'py>, plan: &[FieldSpec]) -> PyResult<Allocated<'py>> {
+    // unique names and a bounded total size (also checked when planning)
+    crate::sample::check_plan(plan).map_err(to_py)?;
     let d = PyDict::new(py);
+    let mut arrays = Vec::with_capacity(plan.len());
     let mut outs = Vec::with_capacity(plan.len());
     for f in plan {
         // every element is written by the fill before the arrays are returned
@@ -195,10 +207,14 @@ fn alloc_numpy<'py>(py: Python<'py>, plan: &[FieldSpec]) -> PyResult<(Bound<'py,
             DType::I64 => new_array::<i64>(py, &f.shape)?,
             DType::Bool => new_array::<bool>(py, &f.shape)?,
         };
-        d.set_item(&f.name, arr)?;
+        d.set_item(&f.name, &arr)?;
+        arrays.push(arr);
         outs.push(RawOut(ptr));
     }
-    Ok((d, outs))
+    if d.len() != plan.len() {
+        return Err(verr("internal: two outputs of one batch share a name"));
+    }
+    Ok((d, arrays, outs))
 }
 
 fn batch_to_dict(py: Python<'_>, b: Batch) -> PyResult<Bound<'_, PyDict>> {
@@ -206,9 +222,9 @@ fn batch_to_dict(py: Python<'_>, b: Batch) -> PyResult<Bound<'_, PyDict>> {
     for (spec, data) in b.fields {
         let shape = IxDyn(&spec.shape);
         let arr = match data {
-            FieldData::F32(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
-            FieldData::I64(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
-            FieldData::Bool(v) => numpy::ndarray::Array::from_shape_vec(shape, v).expect("shape").into_pyarray(py).into_any(),
+            FieldData::F32(v) => numpy::ndarray::Array::from_shape_vec(shape, v).map_err(|e| verr(e.to_string()))?.into_pyarray(py).into_any(),
+            FieldData::I64(v) => numpy::ndarray::Array::from_shape_vec(shape, v).map_err(|e| verr(e.to_string()))?.into_pyarray(py).into_any(),
+            FieldData::Bool(v) => numpy::ndarray::Array::from_shape_vec(shape, v).map_err(|e| verr(e.to_string()))?.into_pyarray(py).into_any(),
         };
         d.set_item(&spec.name, arr)?;
     }
@@ -268,7 +284,7 @@ impl PyStore {
             let plan = kind.plan(&s).map_err(to_py)?;
             (plan, seed.unwrap_or_else(|| s.next_call_seed()))
         };
-        let (dict, outs) = alloc_numpy(py, &plan)?;
+        let (dict, arrays, outs) = alloc_numpy(py, &plan)?;
         let inner = self.inner.clone();
         let ok = py.detach(move || {
             let s = read(&inner);
@@ -282,6 +298,7 @@ impl PyStore {
                 Err(e) => Err(e),
             }
         });
+        drop(arrays); // the dict holds every array now that the fill is done
         ok.map_err(to_py)?;
         Ok(dict)
     }
@@ -348,11 +365,8 @@ fn seed_arg(seed: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
         None => Ok(None),
         Some(s) if s.is_none() => Ok(None),
         Some(s) => {
-            let v: i128 = s.extract().map_err(|_| verr("seed must be an int or None"))?;
-            if v < 0 {
-                return Err(verr(format!("seed must be >= 0 (got {v})")));
-            }
-            Ok(Some(v as u64))
+            let v: i128 = s.extract().map_err(|_| verr("seed must be an int in [0, 2**64) or None"))?;
+            u64::try_from(v).map(Some).map_err(|_| verr(format!("seed must be in [0, 2**64) (got {v})")))
         }
     }
 }
@@ -539,13 +553,15 @@ impl PyStore {
         write(&self.inner).set_metadata(&text).map_err(to_py)
     }
 
-    /// Save to the directory `path` (atomically; open episodes are not saved).
+    /// Save to the directory `path` (atomically; open episodes are not saved). `path` must be
+    /// absent, an empty directory or a store: anything else is a FileExistsError, left untouched.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         let inner = self.inner.clone();
         py.detach(move || read(&inner).save(&path)).map_err(to_py)
     }
 
-    /// Load a saved store. `verify` (default: `not mmap`) checks every file's CRC-32.
+    /// Load a saved store (hostile files are refused, see docs/store.md). `verify` (default: `not mmap`)
+    /// also checks every CRC-32, that float columns are finite and that rtg and returns match the rewards.
     #[staticmethod]
     #[pyo3(signature = (path, mmap=true, verify=None))]
     fn load(py: Python<'_>, path: std::path::PathBuf, mmap: bool, verify: Option<bool>) -> PyResult<Self> {
@@ -555,8 +571,10 @@ impl PyStore {
     }
 
     /// Reseed the generator used when `seed=None`.
-    fn reseed(&self, seed: u64) {
-        read(&self.inner).reseed(seed)
+    fn reseed(&self, seed: &Bound<'_, PyAny>) -> PyResult<()> {
+        let seed = seed_arg(Some(seed))?.ok_or_else(|| verr("seed must be an int in [0, 2**64)"))?;
+        read(&self.inner).reseed(seed);
+        Ok(())
     }
 
     /// Heap bytes held (memory-mapped columns count 0).
@@ -664,12 +682,16 @@ impl PyStore {
             Kind::Transitions(TransitionSpec { batch, context, tasks })
         };
         let (depth, num_batches) = (depth.0, num_batches.map(|n| n.0 as u64));
-        if depth == 0 {
-            return Err(verr("depth must be >= 1"));
+        if depth == 0 || depth > MAX_PREFETCH_DEPTH {
+            return Err(verr(format!("depth must be in [1, {MAX_PREFETCH_DEPTH}] (got {depth})")));
         }
         let seed = {
             let s = read(&self.inner);
-            k.plan(&s).map_err(to_py)?;
+            let bytes = crate::sample::check_plan(&k.plan(&s).map_err(to_py)?).map_err(to_py)?;
+            // up to depth + 1 batches are alive at once (queued, being filled)
+            let held = bytes.saturating_mul(depth + 1);
+            crate::store::check_alloc(held, &format!("prefetch(depth={depth}) of batches of {bytes} bytes"))
+                .map_err(to_py)?;
             seed_arg(seed)?.unwrap_or_else(|| s.next_call_seed())
         };
         let p = Prefetch {

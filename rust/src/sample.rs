@@ -10,25 +10,34 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 
-use crate::error::{bail, Result};
+use crate::error::{bail, Error, Result};
 use crate::rng::Rng;
 use crate::segments::{choose_start, Strategy};
-use crate::store::{OpenEpisode, Store, NOT_COMPUTED};
+use crate::store::{check_alloc, OpenEpisode, Store, NOT_COMPUTED};
 
 /// Padding value of actions in windows and prompts.
 pub const ACTION_PAD: f32 = -10.0;
 
-/// Reject plans whose outputs would not fit in memory addresses (overflow).
-fn check_size(plan: &[FieldSpec]) -> Result<()> {
+/// Validate a plan before anything is allocated: every field name is unique
+/// (each output array is returned under its name, and the fill writes every
+/// array of the plan: two fields of one name would leave one array unowned),
+/// and the total output size is computed without overflow and fits in this
+/// machine's memory. Returns the total output bytes.
+pub(crate) fn check_plan(plan: &[FieldSpec]) -> Result<usize> {
     let mut total: usize = 0;
-    for f in plan {
+    for (i, f) in plan.iter().enumerate() {
+        if plan[..i].iter().any(|g| g.name == f.name) {
+            bail!("two outputs of this batch would be named {:?} (a column name must not be a batch key)", f.name);
+        }
         let bytes = f.shape.iter().try_fold(f.dtype.size(), |a, &d| a.checked_mul(d));
         match bytes.and_then(|b| total.checked_add(b)) {
             Some(t) if t <= (isize::MAX as usize) / 2 => total = t,
-            _ => bail!("batch too large: the {:?} output alone has shape {:?}", f.name, f.shape),
+            _ => return Err(Error::Memory(format!(
+                "batch too large: the outputs up to {:?} (shape {:?}) overflow the address space", f.name, f.shape))),
         }
     }
-    Ok(())
+    check_alloc(total, "this batch")?;
+    Ok(total)
 }
 
 /// Element type of a batch field.
@@ -82,13 +91,9 @@ pub struct Batch {
 
 impl Batch {
     pub(crate) fn alloc(plan: Vec<FieldSpec>) -> Result<(Batch, Vec<RawOut>)> {
+        check_plan(&plan)?;
         fn zeros<T: Clone>(n: usize, z: T, name: &str) -> Result<Vec<T>> {
-            let mut v = Vec::new();
-            if v.try_reserve_exact(n).is_err() {
-                bail!("out of memory allocating the {name:?} output ({n} elements)");
-            }
-            v.resize(n, z);
-            Ok(v)
+            crate::store::try_filled(n, z, &format!("the {name:?} output"))
         }
         let mut fields = Vec::with_capacity(plan.len());
         for f in plan {
@@ -452,7 +457,7 @@ impl Store {
             p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, h]));
             p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, h]));
         }
-        check_size(&p)?;
+        check_plan(&p)?;
         Ok(p)
     }
 
@@ -591,6 +596,8 @@ impl Store {
             }
         }
         let (b, k, h, od, ad) = (spec.batch, spec.length, spec.context, self.obs_dim, self.act_dim);
+        let kh = k.checked_add(h)
+            .ok_or_else(|| Error::invalid(format!("length + context overflows ({k} + {h})")))?;
         let mut p = vec![
             FieldSpec::new("obs", DType::F32, &[b, k, od]),
             FieldSpec::new("actions", DType::F32, &[b, k, ad]),
@@ -609,15 +616,21 @@ impl Store {
             p.push(FieldSpec::new(name, DType::F32, &[b, k, a.col.width()]));
         }
         if h > 0 {
-            p.push(FieldSpec::new("ctx_obs", DType::F32, &[b, k + h, od]));
-            p.push(FieldSpec::new("ctx_actions", DType::F32, &[b, k + h, ad]));
-            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, k + h]));
-            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, k + h]));
+            p.push(FieldSpec::new("ctx_obs", DType::F32, &[b, kh, od]));
+            p.push(FieldSpec::new("ctx_actions", DType::F32, &[b, kh, ad]));
+            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, kh]));
+            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, kh]));
         }
         if let Some(pr) = &spec.prompt {
             let kp = pr.length;
             if kp == 0 {
                 bail!("prompt length must be >= 1");
+            }
+            if matches!(pr.strategy, Strategy::Argmax | Strategy::Proportional)
+                && self.num_steps().saturating_mul(16) > crate::store::physical_memory() / 4 {
+                // choosing a start scores every candidate start of the prompt episode
+                let longest = self.ep_len.iter().copied().max().unwrap_or(0);
+                check_alloc(longest.saturating_mul(16), "scoring the prompt starts of the longest episode")?;
             }
             if let Some(s) = &pr.score {
                 let a = self.attached(s)?;
@@ -637,7 +650,7 @@ impl Store {
             p.push(FieldSpec::new("prompt_episodes", DType::I64, &[b]));
             p.push(FieldSpec::new("prompt_starts", DType::I64, &[b]));
         }
-        check_size(&p)?;
+        check_plan(&p)?;
         Ok(p)
     }
 

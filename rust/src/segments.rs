@@ -3,9 +3,9 @@
 //! Score of a step = the sum of its column values (over the column's width,
 //! in f64, left to right); score of a segment = the sum of its steps' scores
 //! (in f64, earliest step first).
-use crate::error::{bail, Result};
+use crate::error::{bail, Error, Result};
 use crate::rng::Rng;
-use crate::store::Store;
+use crate::store::{check_alloc, Store};
 
 /// How a segment is chosen among the candidates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,11 @@ pub(crate) fn choose_start(
     rng: &mut Rng,
 ) -> usize {
     let hi = tl - k;
-    let lo = if tl >= start_min + k { start_min } else { 0 };
+    // start_min + k may overflow for a huge start_min: then no start fits and the fallback applies
+    let lo = match start_min.checked_add(k) {
+        Some(need) if tl >= need => start_min,
+        _ => 0,
+    };
     match strategy {
         Strategy::Last => hi,
         Strategy::Random => lo + rng.below((hi - lo + 1) as u64) as usize,
@@ -194,12 +198,29 @@ impl Store {
         let w = col.width();
         let d = self.live(col);
         let eps = self.check_episode_list(episodes)?;
+        // the output size, counted (checked) and bounded before anything is allocated
+        let mut count = 0usize;
+        let mut longest = 0usize;
+        for &e in &eps {
+            let tl = self.ep_len[e];
+            if let Some(need) = start_min.checked_add(length).filter(|&x| tl >= x) {
+                count = count.saturating_add(tl - need + 1);
+                longest = longest.max(tl);
+            }
+        }
+        // episodes, starts, scores (+ the index and scores of best_segments), and per-episode scratch
+        check_alloc(count.saturating_mul(48).saturating_add(longest.saturating_mul(16)), "these segments")?;
         let mut out = Segments::default();
+        let reserve = |v: &mut Vec<i64>| v.try_reserve_exact(count).map_err(|_| Error::Memory("out of memory for the segments".into()));
+        reserve(&mut out.episodes)?;
+        reserve(&mut out.starts)?;
+        out.scores.try_reserve_exact(count).map_err(|_| Error::Memory("out of memory for the segments".into()))?;
         let mut sums = Vec::new();
         for e in eps {
             let tl = self.ep_len[e];
-            if tl < start_min + length {
-                continue;
+            match start_min.checked_add(length) {
+                Some(need) if tl >= need => {}
+                _ => continue,
             }
             let off = self.ep_off[e];
             segment_sums(&d[off * w..(off + tl) * w], w, length, start_min, tl - length, &mut sums);

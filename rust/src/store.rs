@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use memmap2::Mmap;
 
-use crate::error::{bail, Result};
+use crate::error::{bail, Error, Result};
 
 /// The memory behind one column: owned, or a window of a memory-mapped file.
 pub enum Buf {
@@ -76,58 +76,151 @@ impl Column {
             Buf::Mapped { .. } => 0,
         }
     }
-    fn vec_mut(&mut self) -> &mut Vec<f32> {
+    /// Make the buffer owned and unique (copy-on-write; a failed allocation
+    /// is an error and leaves the column as it was).
+    fn make_owned(&mut self) -> Result<()> {
         let owned_unique = matches!(Arc::get_mut(&mut self.buf), Some(Buf::Owned(_)));
         if !owned_unique {
-            let v = huge_copy(self.buf.as_slice());
+            let v = huge_copy(self.buf.as_slice())?;
             self.buf = Arc::new(Buf::Owned(v));
         }
+        Ok(())
+    }
+    fn vec_mut(&mut self) -> Result<&mut Vec<f32>> {
+        self.make_owned()?;
         match Arc::get_mut(&mut self.buf) {
-            Some(Buf::Owned(v)) => v,
-            _ => unreachable!("column buffer is unique and owned"),
+            Some(Buf::Owned(v)) => Ok(v),
+            _ => Err(Error::invalid("internal: column buffer is not unique after copy-on-write")),
         }
     }
-    /// Make room for `extra` more elements, growing by at most 1/8 beyond
-    /// what is needed (keeps memory close to the raw bytes). Large buffers are
-    /// moved into fresh allocations backed by transparent huge pages where
-    /// the OS allows it (random window gathers are TLB-bound otherwise).
-    fn reserve(v: &mut Vec<f32>, extra: usize) {
+    /// Make room for `extra` more elements (fallible: a failed allocation is
+    /// an error and changes nothing), growing by at most 1/8 beyond what is
+    /// needed (keeps memory close to the raw bytes). Large buffers are moved
+    /// into fresh allocations backed by transparent huge pages where the OS
+    /// allows it (random window gathers are TLB-bound otherwise).
+    pub(crate) fn try_reserve(&mut self, extra: usize) -> Result<()> {
+        let v = self.vec_mut()?;
         if v.capacity() - v.len() < extra {
             let grow = extra.max(v.len() / 8).max(1024);
-            let cap = v.len() + grow;
+            let cap = v.len().checked_add(grow).filter(|c| c.checked_mul(4).is_some())
+                .ok_or_else(|| Error::Memory(format!("a column of {} + {extra} floats is too large", v.len())))?;
+            check_alloc(cap.saturating_mul(4), "a column")?;
             if cap * 4 >= HUGE_MIN_BYTES {
-                let mut nv = Vec::with_capacity(cap);
+                let mut nv = Vec::new();
+                nv.try_reserve_exact(cap).map_err(|_| oom(cap * 4, "a column"))?;
                 advise_huge(&nv);
                 nv.extend_from_slice(v);
                 *v = nv; // frees the old buffer
                 release_freed_memory();
             } else {
-                v.reserve_exact(grow);
+                v.try_reserve_exact(grow).map_err(|_| oom(cap * 4, "a column"))?;
             }
         }
+        Ok(())
     }
-    pub(crate) fn extend(&mut self, src: &[f32]) {
-        let v = self.vec_mut();
-        Self::reserve(v, src.len());
-        v.extend_from_slice(src);
+    pub(crate) fn extend(&mut self, src: &[f32]) -> Result<()> {
+        self.try_reserve(src.len())?;
+        self.vec_mut()?.extend_from_slice(src);
+        Ok(())
     }
-    pub(crate) fn extend_fill(&mut self, n: usize, val: f32) {
-        let v = self.vec_mut();
-        Self::reserve(v, n);
+    pub(crate) fn extend_fill(&mut self, n: usize, val: f32) -> Result<()> {
+        self.try_reserve(n)?;
+        let v = self.vec_mut()?;
         v.resize(v.len() + n, val);
+        Ok(())
     }
+    /// Drop the first `elems` elements (the column must be owned, see `make_owned`).
     fn drain_front(&mut self, elems: usize) {
         if elems > 0 {
-            self.vec_mut().drain(..elems);
+            if let Some(Buf::Owned(v)) = Arc::get_mut(&mut self.buf) {
+                v.drain(..elems);
+            }
         }
     }
     fn shrink(&mut self) {
         if let Some(Buf::Owned(v)) = Arc::get_mut(&mut self.buf) {
             if v.capacity() != v.len() {
-                *v = huge_copy(v);
+                // keep the spare capacity if the smaller copy cannot be allocated
+                if let Ok(nv) = huge_copy(v) {
+                    *v = nv;
+                }
             }
         }
     }
+}
+
+/// Total physical memory of this machine in bytes (`usize::MAX` if unknown).
+pub fn physical_memory() -> usize {
+    static PHYS: AtomicU64 = AtomicU64::new(0);
+    let cached = PHYS.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached as usize;
+    }
+    let v = physical_memory_now();
+    PHYS.store(v as u64, Ordering::Relaxed);
+    v
+}
+
+fn physical_memory_now() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system configuration.
+        let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        if pages > 0 && size > 0 {
+            return (pages as usize).saturating_mul(size as usize);
+        }
+    }
+    usize::MAX
+}
+
+fn oom(bytes: usize, what: &str) -> Error {
+    Error::Memory(format!("out of memory allocating {what} of {bytes} bytes"))
+}
+
+/// Memory available to new allocations now (Linux `MemAvailable`), if known.
+pub fn available_memory() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb.saturating_mul(1024))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Allocations above this size are also checked against the memory available now.
+const CHECK_AVAILABLE_ABOVE: usize = 256 << 20;
+
+/// Refuse an allocation of `bytes` larger than this machine's physical memory,
+/// or (above 256 MiB) than the memory available now: it could only fail, or
+/// succeed through overcommit and get the process killed when touched.
+pub(crate) fn check_alloc(bytes: usize, what: &str) -> Result<()> {
+    let phys = physical_memory();
+    if bytes > phys {
+        return Err(Error::Memory(format!(
+            "{what} would need {bytes} bytes, more than this machine's memory ({phys} bytes)")));
+    }
+    if bytes > CHECK_AVAILABLE_ABOVE {
+        if let Some(avail) = available_memory() {
+            if bytes > avail {
+                return Err(Error::Memory(format!(
+                    "{what} would need {bytes} bytes, more than the memory available now ({avail} bytes)")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A vector of `n` elements of `val`, or an error if it cannot be allocated.
+pub(crate) fn try_filled<T: Clone>(n: usize, val: T, what: &str) -> Result<Vec<T>> {
+    let bytes = n.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| oom(usize::MAX, what))?;
+    check_alloc(bytes, what)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| oom(bytes, what))?;
+    v.resize(n, val);
+    Ok(v)
 }
 
 /// Buffers at least this large ask for transparent huge pages.
@@ -161,23 +254,24 @@ pub(crate) fn release_freed_memory() {
     }
 }
 
-/// An empty vector with capacity `n`, huge-page backed when large.
-pub(crate) fn huge_vec(n: usize) -> Vec<f32> {
-    let v = Vec::with_capacity(n);
-    if n * 4 >= HUGE_MIN_BYTES {
+/// An empty vector with capacity `n`, huge-page backed when large (an error
+/// if it is larger than the machine's memory or cannot be allocated).
+pub(crate) fn huge_vec(n: usize) -> Result<Vec<f32>> {
+    let bytes = n.checked_mul(4).ok_or_else(|| oom(usize::MAX, "a column"))?;
+    check_alloc(bytes, "a column")?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| oom(bytes, "a column"))?;
+    if bytes >= HUGE_MIN_BYTES {
         advise_huge(&v);
     }
-    v
+    Ok(v)
 }
 
 /// A vector holding a copy of `src`, huge-page backed when large.
-pub(crate) fn huge_copy(src: &[f32]) -> Vec<f32> {
-    let mut v = Vec::with_capacity(src.len());
-    if src.len() * 4 >= HUGE_MIN_BYTES {
-        advise_huge(&v);
-    }
+pub(crate) fn huge_copy(src: &[f32]) -> Result<Vec<f32>> {
+    let mut v = huge_vec(src.len())?;
     v.extend_from_slice(src);
-    v
+    Ok(v)
 }
 
 /// An attached (user) column.
@@ -211,6 +305,39 @@ impl OpenEpisode {
 
 /// Names used by the on-disk format for the episode tables (not usable as column names).
 pub const RESERVED: [&str; 4] = ["episode_offsets", "episode_lengths", "episode_tasks", "episode_returns"];
+
+/// Keys of sampled batches other than the built-in columns (not usable as column names:
+/// `sample_windows(columns=[name])` returns each column under its own name).
+pub const BATCH_KEYS: [&str; 4] = ["tasks", "episodes", "timesteps", "mask"];
+
+/// Prefixes of batch keys (`ctx_obs`, `prompt_mask`, ...; not usable as column names).
+pub const BATCH_PREFIXES: [&str; 2] = ["ctx_", "prompt_"];
+
+/// Largest `obs_dim`, `act_dim` and attached-column width (floats per step).
+pub const MAX_WIDTH: usize = 1 << 24;
+
+/// Longest column name (bytes; the file `columns/<name>.npy` must fit a file name).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// The rule for attached-column names, applied by `attach_column` and to
+/// every name read from a manifest: 1 to 200 ASCII letters, digits, `_ - .`,
+/// not starting with `_` or `.`, no `..`, not a built-in column, episode
+/// table or batch key, not starting with `ctx_` or `prompt_`.
+pub fn check_column_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+        bail!("invalid column name {name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '_', '-', '.'");
+    }
+    if name.starts_with('_') || name.starts_with('.') || name.contains("..") {
+        bail!("invalid column name {name:?}: must not start with '_' or '.' nor contain '..'");
+    }
+    if BUILTIN.contains(&name) || RESERVED.contains(&name) || BATCH_KEYS.contains(&name)
+        || BATCH_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        bail!("invalid column name {name:?}: reserved (built-in columns {BUILTIN:?}, episode tables {RESERVED:?}, \
+               batch keys {BATCH_KEYS:?} and names starting with {BATCH_PREFIXES:?} are taken)");
+    }
+    Ok(())
+}
 
 /// Names of the built-in columns, in on-disk order.
 pub const BUILTIN: [&str; 6] = ["obs", "actions", "rewards", "next_obs", "terminals", "rtg"];
@@ -278,8 +405,8 @@ impl Store {
     /// floats. With `capacity`, the oldest whole episodes are evicted when
     /// the number of steps (closed plus open) exceeds it.
     pub fn new(obs_dim: usize, act_dim: usize, capacity: Option<usize>) -> Result<Self> {
-        if obs_dim == 0 || act_dim == 0 {
-            bail!("obs_dim and act_dim must be >= 1 (got {obs_dim}, {act_dim})");
+        if obs_dim == 0 || act_dim == 0 || obs_dim > MAX_WIDTH || act_dim > MAX_WIDTH {
+            bail!("obs_dim and act_dim must be in [1, {MAX_WIDTH}] (got {obs_dim}, {act_dim})");
         }
         if capacity == Some(0) {
             bail!("capacity must be >= 1 (or None for unbounded)");
@@ -452,33 +579,28 @@ impl Store {
     /// `values.len() == num_steps * width`, all finite. Rows of episodes added
     /// later are filled with 0 until the column is attached again.
     pub fn attach_column(&mut self, name: &str, values: &[f32], width: usize) -> Result<()> {
-        if name.is_empty() || BUILTIN.contains(&name) || RESERVED.contains(&name) || name.starts_with('_')
-            || name.starts_with('.') || name.contains("..") {
-            bail!("invalid column name {name:?} (must be non-empty, not start with '_' or '.', not contain '..', \
-                   not be one of {BUILTIN:?} or {RESERVED:?})");
+        check_column_name(name)?;
+        if let Some(other) = self.extra.iter().find(|a| a.name != name && a.name.eq_ignore_ascii_case(name)) {
+            bail!("invalid column name {name:?}: differs from the attached column {:?} only in case \
+                   (their files would clash on a case-insensitive file system)", other.name);
         }
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
-            bail!("invalid column name {name:?}: use letters, digits, '_', '-', '.' only");
-        }
-        if width == 0 {
-            bail!("column {name:?}: width must be >= 1");
+        if width == 0 || width > MAX_WIDTH {
+            bail!("column {name:?}: width must be in [1, {MAX_WIDTH}] (got {width})");
         }
         let n = self.num_steps();
-        if values.len() != n * width {
-            bail!("column {name:?}: expected {n} rows of {width} values ({} floats), got {} floats",
-                n * width, values.len());
+        match n.checked_mul(width) {
+            Some(want) if want == values.len() => {}
+            _ => bail!("column {name:?}: expected {n} rows of {width} values, got {} floats", values.len()),
         }
         check_finite(&format!("column {name:?}"), values)?;
         let nonneg = values.iter().all(|&x| x >= 0.0);
-        let col = Column::from_vec(values.to_vec(), width);
         // evicted-but-not-compacted rows: keep the physical layout aligned
-        let col = if self.head > 0 {
-            let mut v = vec![0.0f32; self.head * width];
-            v.extend_from_slice(values);
-            Column::from_vec(v, width)
-        } else {
-            col
-        };
+        let pad = self.head.checked_mul(width).and_then(|p| p.checked_add(values.len()))
+            .ok_or_else(|| Error::Memory(format!("column {name:?} is too large")))?;
+        let mut v = try_filled(self.head * width, 0.0f32, "an attached column")?;
+        v.try_reserve_exact(values.len()).map_err(|_| oom(pad * 4, "an attached column"))?;
+        v.extend_from_slice(values);
+        let col = Column::from_vec(v, width);
         self.version += 1;
         let a = Attached { name: name.to_string(), col, nonneg };
         match self.extra.iter_mut().find(|x| x.name == name) {
@@ -516,17 +638,18 @@ impl Store {
         if t == 0 {
             bail!("an episode needs at least one step (rewards is empty)");
         }
-        if obs.len() != t * od {
-            bail!("obs: expected {t} steps of {od} values ({} floats) to match rewards, got {} floats",
-                t * od, obs.len());
+        // every slice length is a real allocation, so t * dim cannot overflow when it matches;
+        // checked anyway so a mismatch is reported instead of wrapping
+        let (tod, tad) = (t.checked_mul(od), t.checked_mul(ad));
+        if tod != Some(obs.len()) {
+            bail!("obs: expected {t} steps of {od} values to match rewards, got {} floats", obs.len());
         }
-        if actions.len() != t * ad {
-            bail!("actions: expected {t} steps of {ad} values ({} floats) to match rewards, got {} floats",
-                t * ad, actions.len());
+        if tad != Some(actions.len()) {
+            bail!("actions: expected {t} steps of {ad} values to match rewards, got {} floats", actions.len());
         }
         if let Some(n) = next_obs {
-            if n.len() != t * od {
-                bail!("next_obs: expected {t} steps of {od} values ({} floats), got {} floats", t * od, n.len());
+            if tod != Some(n.len()) {
+                bail!("next_obs: expected {t} steps of {od} values, got {} floats", n.len());
             }
             check_finite("next_obs", n)?;
         }
@@ -549,26 +672,41 @@ impl Store {
         if !acc.is_finite() || rtg.iter().any(|x| !x.is_finite()) {
             bail!("rewards: the return-to-go overflows float32");
         }
-        // ---- validated: mutate ----
+        // ---- validated: reserve everything (a failed allocation changes nothing), then mutate ----
         let off = self.num_steps();
-        self.obs.extend(obs);
-        self.actions.extend(actions);
-        self.rewards.extend(rewards);
+        let t_od = t * od;
+        for (c, extra) in [(&mut self.obs, t_od), (&mut self.actions, t * ad), (&mut self.rewards, t),
+                           (&mut self.next_obs, t_od), (&mut self.terminals, t), (&mut self.rtg, t)] {
+            c.try_reserve(extra)?;
+        }
+        for a in &mut self.extra {
+            let tw = t.checked_mul(a.col.width()).ok_or_else(|| oom(usize::MAX, "an attached column"))?;
+            a.col.try_reserve(tw)?;
+        }
+        let fail = |_| oom(8, "the episode tables");
+        self.ep_off.try_reserve(1).map_err(fail)?;
+        self.ep_len.try_reserve(1).map_err(fail)?;
+        self.ep_task.try_reserve(1).map_err(fail)?;
+        self.ep_ret.try_reserve(1).map_err(fail)?;
+        // reserved above: none of these allocates
+        self.obs.extend(obs)?;
+        self.actions.extend(actions)?;
+        self.rewards.extend(rewards)?;
         match next_obs {
-            Some(n) => self.next_obs.extend(n),
+            Some(n) => self.next_obs.extend(n)?,
             None => {
-                self.next_obs.extend(&obs[od..]);
-                self.next_obs.extend(&obs[(t - 1) * od..]);
+                self.next_obs.extend(&obs[od..])?;
+                self.next_obs.extend(&obs[(t - 1) * od..])?;
             }
         }
         match terminals {
-            Some(term) => self.terminals.extend(term),
-            None => self.terminals.extend_fill(t, 0.0),
+            Some(term) => self.terminals.extend(term)?,
+            None => self.terminals.extend_fill(t, 0.0)?,
         }
-        self.rtg.extend(&rtg);
+        self.rtg.extend(&rtg)?;
         for a in &mut self.extra {
             let w = a.col.width();
-            a.col.extend_fill(t * w, 0.0);
+            a.col.extend_fill(t * w, 0.0)?;
         }
         let idx = self.ep_len.len();
         self.ep_off.push(off);
@@ -684,9 +822,19 @@ impl Store {
         n
     }
 
-    /// Drop evicted rows physically and release unused capacity.
+    /// Drop evicted rows physically and release unused capacity (skipped,
+    /// changing nothing, if a column that is shared or mapped cannot be copied).
     pub fn compact(&mut self) {
         let h = self.head;
+        if h == 0 {
+            return;
+        }
+        let owned = [&mut self.obs, &mut self.actions, &mut self.rewards, &mut self.next_obs,
+                     &mut self.terminals, &mut self.rtg].into_iter().chain(self.extra.iter_mut().map(|a| &mut a.col))
+            .all(|c| c.make_owned().is_ok());
+        if !owned {
+            return;
+        }
         for c in [&mut self.obs, &mut self.actions, &mut self.rewards, &mut self.next_obs,
                   &mut self.terminals, &mut self.rtg] {
             let w = c.width();
@@ -723,7 +871,7 @@ impl Store {
     pub fn raw_bytes(&self) -> usize {
         let n = self.num_steps();
         let w: usize = 2 * self.obs_dim + self.act_dim + 3 + self.extra.iter().map(|a| a.col.width()).sum::<usize>();
-        n * w * 4
+        n.saturating_mul(w).saturating_mul(4)
     }
     /// Heap bytes held by the store (columns' allocations and episode tables;
     /// memory-mapped columns count 0).

@@ -198,3 +198,49 @@ fn save_load_roundtrip_and_corruption() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(matches!(Store::load(&dir, true, true), Err(Error::Format { missing: true, .. })));
 }
+
+#[test]
+fn batch_key_column_names_and_overflowing_sizes_are_errors() {
+    let mut s = store(&[5, 3]);
+    for name in ["mask", "timesteps", "tasks", "episodes", "ctx_obs", "prompt_x", "../x", "rtg"] {
+        assert!(matches!(s.attach_column(name, &[1.0; 8], 1), Err(Error::Invalid(_))), "{name}");
+    }
+    let mut spec = WindowSpec::new(2, 20);
+    spec.context = usize::MAX - 4; // once: a window of 15 steps
+    assert!(matches!(s.sample_windows(&spec, Some(0)), Err(Error::Invalid(_))));
+    let mut spec = WindowSpec::new(usize::MAX / 2, 1);
+    spec.context = 0;
+    assert!(matches!(s.sample_windows(&spec, Some(0)), Err(Error::Memory(_))));
+    let t = TransitionSpec { batch: 2, context: 1 << 62, tasks: None };
+    assert!(matches!(s.sample_transitions(&t, Some(0)), Err(Error::Memory(_))));
+    assert!(s.segment_scores("rewards", 2, usize::MAX, None).unwrap().starts.is_empty());
+    assert!(matches!(s.attach_column("wide", &[], 1 << 30), Err(Error::Invalid(_))));
+    assert!(Store::new(1 << 30, 1, None).is_err());
+}
+
+#[test]
+fn save_refuses_what_is_not_a_store_and_load_refuses_symlinks() {
+    let s = store(&[4, 2]);
+    let root = std::env::temp_dir().join(format!("metadt-core-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("notastore")).unwrap();
+    std::fs::write(root.join("notastore/keep.txt"), b"mine").unwrap();
+    std::fs::write(root.join("file.txt"), b"mine too").unwrap();
+    assert!(matches!(s.save(root.join("notastore")), Err(Error::Exists { .. })));
+    assert!(matches!(s.save(root.join("file.txt")), Err(Error::Exists { .. })));
+    assert_eq!(std::fs::read(root.join("notastore/keep.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(root.join("file.txt")).unwrap(), b"mine too");
+    s.save(root.join("a")).unwrap();
+    s.save(root.join("a")).unwrap(); // a store is replaced
+    s.save(root.join("b")).unwrap();
+    #[cfg(unix)]
+    {
+        std::fs::remove_file(root.join("a/obs.npy")).unwrap();
+        std::os::unix::fs::symlink(root.join("b/obs.npy"), root.join("a/obs.npy")).unwrap();
+        match Store::load(root.join("a"), true, false) {
+            Err(Error::Format { msg, .. }) => assert!(msg.contains("symbolic link"), "{msg}"),
+            other => panic!("expected a format error, got {:?}", other.map(|s| s.num_steps())),
+        }
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -232,6 +232,22 @@ class Dataset:
             self.card._quality(q)
         return parts
 
+    def store_path(self, quality: str) -> Path:
+        """The directory of a quality's store: the card's ``store`` entry must name a
+        directory directly inside the dataset (a plain name, not a symbolic link), so
+        a card can never point a load anywhere else."""
+        q = self.card._quality(quality)
+        sub = q.get("store", quality)
+        where = f"{self.path / 'card.json'}: quality {quality!r}"
+        if (not isinstance(sub, str) or sub in ("", ".", "..") or "/" in sub or "\\" in sub or "\0" in sub
+                or os.sep in sub or (os.altsep and os.altsep in sub)):
+            raise ValueError(f"{where}: store {sub!r} must be the name of a directory inside the dataset")
+        path = self.path / sub
+        if path.is_symlink():
+            raise ValueError(f"{where}: store {sub!r} is a symbolic link; a dataset's stores must be "
+                             f"directories inside it")
+        return path
+
     def store(self, quality: str, mmap: bool = True) -> "TrajectoryStore":
         """Open the store of a quality (memory-mapped by default), checked against the card.
 
@@ -245,8 +261,7 @@ class Dataset:
             self._stores[key] = union_store(
                 [self.store(q, mmap) for q in self.check_quality(quality)])
         if key not in self._stores:
-            q = self.card._quality(quality)
-            store = TrajectoryStore.load(str(self.path / q.get("store", quality)), mmap=mmap)
+            store = TrajectoryStore.load(str(self.store_path(quality)), mmap=mmap)
             if (store.obs_dim, store.act_dim) != (self.card.obs_dim, self.card.act_dim):
                 raise ValueError(
                     f"{self.path}/{quality}: store dims (obs {store.obs_dim}, act {store.act_dim}) "
