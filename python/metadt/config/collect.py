@@ -83,6 +83,12 @@ class CollectConfig(Config):
     """Episodes per task in each dataset quality."""
     mixed_medium_fraction: float = 0.7
     """Share of medium episodes in the mixed dataset (the rest are expert)."""
+    rollout_noise: float = 0.0
+    """Gaussian noise added to the stochastic policy's actions in the medium and expert
+    rollouts (std = this x half the action range, before clipping); 0 = the policy as
+    is. The cpu point-robot preset trains with a small entropy weight (a near-
+    deterministic policy) and restores the official data's diversity with it
+    (docs/collect.md)."""
     rollout_parallel: int = 100
     """Episodes per task rolled out side by side (environments alive at once = tasks x this)."""
     resume_every: int = 2000
@@ -203,6 +209,8 @@ class CollectConfig(Config):
             raise ValueError("updates_per_step must be >= 0")
         if not 0.0 <= self.mixed_medium_fraction <= 1.0:
             raise ValueError("mixed_medium_fraction must be in [0, 1]")
+        if not 0.0 <= self.rollout_noise < float("inf"):
+            raise ValueError(f"rollout_noise must be a finite number >= 0, got {self.rollout_noise}")
         if self.start_steps < 0 or self.update_after < 0:
             raise ValueError("start_steps and update_after must be >= 0")
         if self.replay_capacity is not None and self.replay_capacity < self.sac.batch_size:
