@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch threads (default 1: fastest for the small cpu-preset models on a "
                         "shared machine; 0 = torch's default)")
+    p.add_argument("--eval-tasks", type=int, default=None, metavar="N",
+                   help="also evaluate on N extra unseen goals drawn from a seed disjoint from the "
+                        "dataset's, never trained on (point-robot; = --set-evaluate eval_tasks=N)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -53,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         family=args.family, preset=args.preset, seeds=args.seeds, first_seed=args.first_seed,
         data=args.data or "",
         collect_overrides=tuple(args.set_collect), world_model_overrides=tuple(args.set_world_model),
-        train_overrides=tuple(args.set_train), evaluate_overrides=tuple(args.set_evaluate),
+        train_overrides=tuple(args.set_train),
+        evaluate_overrides=tuple(args.set_evaluate) + (
+            (f"eval_tasks={args.eval_tasks}",) if args.eval_tasks is not None else ()),
         torch_threads=args.threads,
     )
     if args.methods:
