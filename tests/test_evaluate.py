@@ -524,3 +524,44 @@ def test_random_rollout_is_uniform_in_the_action_box():
     np.testing.assert_allclose(tr.rewards[2], -np.linalg.norm(pos[2] - goal, axis=1))
     again = random_rollout(fam, [0, 0, 3], seed=5)
     np.testing.assert_array_equal(again.actions, tr.actions)
+
+
+def test_unseen_goals_are_new_and_calibrated_on_training_tasks_only():
+    """eval_tasks: extra goals from another seed appended after the dataset's tasks, with
+    reference returns random + c (optimal - random), c the median over the *training*
+    tasks of (dataset max - random) / (optimal - random)."""
+    from metadt.envs import make_family
+    from metadt.evaluate.evaluator import add_unseen_tasks
+
+    fam = make_family("point-robot", seed=0, num_tasks=4, num_train=3)
+    opt = [fam.oracle_return(t) for t in fam.tasks]
+    rnd = [-20.0, -25.0, -18.0, -30.0]
+    frac = [0.5, 0.8, 0.6, 0.0]  # task 3 (test) must not count
+
+    class Card:
+        train_ids, test_ids = [0, 1, 2], [3]
+
+        def returns(self, q):
+            return {t: {"max": rnd[t] + frac[t] * (opt[t] - rnd[t]),
+                        "mean": rnd[t] + 0.5 * frac[t] * (opt[t] - rnd[t])} for t in range(4)}
+
+        def random_return(self, t):
+            return rnd[t]
+
+        def max_return(self, t, q):
+            return self.returns(q)[t]["max"]
+
+    cfg = EvaluateConfig(eval_tasks=3, unseen_random_episodes=50, num_train_tasks=0)
+    base = TaskTargets({3: "test"}, {3: -5.0}, {3: -5.0}, {3: -9.0}, {3: -30.0})
+    ext, tg = add_unseen_tasks(fam, Card(), "medium", cfg, base)
+    assert ext.tasks[:4] == fam.tasks and len(ext.tasks) == 7 and tg.ids == [3, 4, 5, 6]
+    assert all(tg.split[t] == "unseen" for t in (4, 5, 6)) and tg.split[3] == "test"
+    assert ext.tasks[4:] == make_family("point-robot", seed=1_000_003, num_tasks=3, num_train=3).tasks
+    for t in (4, 5, 6):
+        r, o = tg.random[t], ext.oracle_return(ext.tasks[t])
+        assert r < o
+        assert tg.dataset_max[t] == pytest.approx(r + 0.6 * (o - r))  # median of .5, .8, .6
+        assert tg.dataset_mean[t] == pytest.approx(r + 0.3 * (o - r))
+        assert tg.target[t] == pytest.approx(tg.dataset_max[t])
+    with pytest.raises(ValueError, match="task seed"):
+        add_unseen_tasks(fam, Card(), "medium", cfg.replace(eval_tasks_seed=0), base)

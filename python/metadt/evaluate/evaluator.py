@@ -318,8 +318,9 @@ class Evaluator:
         return int(self.cfg.seed) + 100_003 * int(self.s.seed) + 1_009 * salt
 
     def _rollout(self, episodes: int, prompt: dict | None, salt: int,
-                 action_noise: float = 0.0, shuffle_z: bool = False) -> Trajectories:
-        order = list(self.targets.ids)
+                 action_noise: float = 0.0, shuffle_z: bool = False,
+                 task_ids: list[int] | None = None) -> Trajectories:
+        order = list(self.targets.ids) if task_ids is None else list(task_ids)
         ids = np.repeat(np.asarray(order, dtype=np.int64), episodes)
         stacked = None if prompt is None else stack_prompts(prompt, ids)
         targets = np.array([self.targets.target[int(t)] for t in ids])
@@ -413,11 +414,13 @@ class Evaluator:
             raise ValueError("the expert-prompt setting needs the dataset's expert store")
         rng = np.random.default_rng(self._seed(5))
         src = f"dataset:{self.cfg.expert_quality}"
+        # the dataset's tasks only: extra unseen goals have no demonstration
+        ids = [t for t in self.targets.ids if self.targets.split[t] != "unseen"]
         prompts, info = expert_prompts(
-            self._expert_store(), self.targets.ids, length=self.s.prompt_len,
+            self._expert_store(), ids, length=self.s.prompt_len,
             start_min=self.s.start_min, return_scale=self.s.return_scale,
             strategy=self.cfg.expert_prompt_strategy, rng=rng, source=src)
-        trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=6)
+        trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=6, task_ids=ids)
         return self._result(trajs, prompts={str(t): v for t, v in info.items()})
 
 
