@@ -127,9 +127,12 @@ class CollectConfig(Config):
                 # alpha and lr differ from the protocol: with alpha=0.2 the soft-optimal
                 # policy is nearly uniform over point-robot's tiny action box near the
                 # goal (measured expert ~ 3x the optimal return); see docs/collect.md.
+                # The near-deterministic alpha=0.003 policy would give ~100 near-copies
+                # per task: rollout_noise restores the official data's spread of
+                # actions and returns (docs/collect.md).
                 return cfg.replace(steps_per_task=2500, start_steps=100, update_after=200,
                                    updates_per_step=1.0, checkpoint_every=50, eval_episodes=10,
-                                   resume_every=500, torch_threads=1,
+                                   resume_every=500, torch_threads=1, rollout_noise=1.0,
                                    sac=SACConfig(alpha=0.003, lr=1e-3))
             if kind == "mujoco":
                 # 4 tasks (3 train + 1 test), 40k steps; alpha/lr as for point-robot's cpu
