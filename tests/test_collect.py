@@ -187,8 +187,11 @@ def test_optimal_return_helper():
 
 
 def test_qualities_ordered_on_point_robot(tmp_path):
-    """random < medium < expert per task on a small dedicated point-robot budget."""
+    """random < medium < expert per task on a small dedicated point-robot budget (the SAC
+    policies themselves: no rollout noise; the preset's noisy rollouts of the full budget
+    are ordered on all 50 tasks, docs/collect.md)."""
     cfg = CollectConfig.for_family("point-robot", "cpu").replace(
+        rollout_noise=0.0,
         num_tasks=3, num_train=2, steps_per_task=800, checkpoint_every=80, eval_episodes=5,
         random_episodes=10, episodes_per_task=10, rollout_parallel=10, resume_every=400,
         updates_per_step=0.5, device="cpu", sac=SACConfig(hidden_dim=64, batch_size=64,
