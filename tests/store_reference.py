@@ -54,8 +54,26 @@ class Episode:
         return float(sum(float(r) for r in self.rewards))
 
 
-def window(ep: Episode, end: int, K: int, h: int, return_scale: float, columns=()) -> dict:
-    """One DT window ending at step `end` (inclusive) of `ep`."""
+def window_steps(T: int, step: int, K: int, anchor: str = "end") -> tuple[int, int]:
+    """The real steps [t0, end] of the window drawn at `step` of an episode of T steps.
+
+    anchor "end": the window ends at `step` and starts K - 1 steps earlier, clipped at 0;
+    anchor "start" (the official Meta-DT / kzl rule): it starts at `step` and holds
+    K steps, clipped at the episode's last step T - 1."""
+    if anchor == "end":
+        return max(0, step - K + 1), step
+    if anchor == "start":
+        return step, min(step + K, T) - 1
+    raise ValueError(anchor)
+
+
+def window(ep: Episode, end: int, K: int, h: int, return_scale: float, columns=(), start: int | None = None) -> dict:
+    """One DT window of `ep` whose real steps are [start, end] (start None = end - K + 1,
+    clipped at 0), right-aligned in K slots and left-padded; the context holds the h steps
+    before `start` (clipped at 0) and the real steps, right-aligned in K + h slots."""
+    if start is None:
+        start = max(0, end - K + 1)
+    assert 0 <= start <= end < ep.T and end - start + 1 <= K
     od, ad = ep.obs.shape[1], ep.actions.shape[1]
     rtg = ep.rtg()
     out = {
@@ -70,7 +88,7 @@ def window(ep: Episode, end: int, K: int, h: int, return_scale: float, columns=(
         out[name] = np.zeros((K, ep.columns[name].shape[1]), np.float32)
     for j in range(K):
         t = end - K + 1 + j
-        if t < 0:
+        if t < start:
             continue
         out["obs"][j] = ep.obs[t]
         out["actions"][j] = ep.actions[t]
@@ -88,7 +106,7 @@ def window(ep: Episode, end: int, K: int, h: int, return_scale: float, columns=(
         out["ctx_mask"] = np.zeros(L, bool)
         for j in range(L):
             t = end - L + 1 + j
-            if t < 0:
+            if t < max(0, start - h):
                 continue
             out["ctx_obs"][j] = ep.obs[t]
             out["ctx_actions"][j] = ep.actions[t]

@@ -187,8 +187,11 @@ def test_optimal_return_helper():
 
 
 def test_qualities_ordered_on_point_robot(tmp_path):
-    """random < medium < expert per task on a small dedicated point-robot budget."""
+    """random < medium < expert per task on a small dedicated point-robot budget (the SAC
+    policies themselves: no rollout noise; the preset's noisy rollouts of the full budget
+    are ordered on all 50 tasks, docs/collect.md)."""
     cfg = CollectConfig.for_family("point-robot", "cpu").replace(
+        rollout_noise=0.0,
         num_tasks=3, num_train=2, steps_per_task=800, checkpoint_every=80, eval_episodes=5,
         random_episodes=10, episodes_per_task=10, rollout_parallel=10, resume_every=400,
         updates_per_step=0.5, device="cpu", sac=SACConfig(hidden_dim=64, batch_size=64,
@@ -267,3 +270,44 @@ def test_cli_collect_and_info(tmp_path, capsys):
                  str(tmp_path / "x"), "--print-config", "--set", "sac.lr=0.01"]) == 0
     assert json.loads(capsys.readouterr().out)["sac"]["lr"] == 0.01
     assert main(["info", str(tmp_path / "missing")]) == 1
+
+
+def test_rollout_noise_is_added_per_task_block_reproducibly():
+    """`rollout_noise`: Gaussian noise of std noise x half-range on top of the policy's
+    action, the whole run's draws sliced per block of tasks (a rank reproduces them)."""
+    from metadt.collect.collector import _noisy_fn
+
+    low, high = np.array([-0.1, -0.1]), np.array([0.1, 0.1])
+    act = lambda obs: np.full(obs.shape[:-1] + (2,), 0.05)  # noqa: E731
+    full = _noisy_fn(act, 0.5, low, high, np.random.default_rng(3), 4, range(4))
+    part = _noisy_fn(act, 0.5, low, high, np.random.default_rng(3), 4, range(1, 3))
+    obs = np.zeros((4, 5000, 2), np.float32)
+    a = full(obs)
+    np.testing.assert_array_equal(part(obs[1:3]), a[1:3])
+    assert abs((a - 0.05).std() - 0.5 * 0.1) < 0.002 and abs((a - 0.05).mean()) < 0.002
+    with pytest.raises(ValueError, match="rollout_noise"):
+        CollectConfig(rollout_noise=-1.0).validate()
+
+
+def test_diversity_and_oracle_against_hand_computed_values():
+    from metadt import TrajectoryStore
+    from metadt.data.dataset import diversity
+    from metadt.envs import make_family
+
+    s = TrajectoryStore(2, 2)
+    firsts = {0: [[0.1, 0.0], [-0.1, 0.0], [0.1, 0.0]], 1: [[0.0, 0.05], [0.0, 0.05]]}
+    rets = {0: [-1.0, -2.0, -6.0], 1: [-3.0, -3.0]}
+    for t in (0, 1):
+        for a0, r in zip(firsts[t], rets[t]):
+            acts = np.zeros((4, 2))
+            acts[0] = a0
+            s.add_episode(np.zeros((4, 2)), acts, np.full(4, r / 4), task=t)
+    d = diversity(s)
+    assert d[0]["return_std"] == pytest.approx(np.std([-1.0, -2.0, -6.0]))
+    assert d[0]["first_action_std"] == pytest.approx((np.std([0.1, -0.1, 0.1]) + 0.0) / 2)
+    assert d[1]["return_std"] == pytest.approx(0.0) and d[1]["first_action_std"] == pytest.approx(0.0)
+    fam = make_family("point-robot", seed=0)
+    for task in fam.tasks[:5]:
+        assert fam.oracle_return(task) == pytest.approx(_optimal_point_robot_return(task["goal"]))
+    with pytest.raises(NotImplementedError, match="point-robot"):
+        make_family("cheetah-vel", seed=0).oracle_return({"family": "cheetah-vel", "velocity": 1.0})

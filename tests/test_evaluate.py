@@ -430,3 +430,138 @@ def test_live_batches_equal_the_training_windows():
                                        err_msg=key)
         checked += 1
     assert checked == 64
+
+
+# ---------------------------------------------------------------- diagnostics
+class ZRecorder(ConstantPolicy):
+    """A constant walker that uses z: z of each window position = the sum of the rewards
+    in its context (so z differs between the two tasks), recorded with every batch."""
+
+    def compute_z(self, batch, world_model):
+        K = batch["obs"].shape[1]
+        r = batch["ctx_rewards"]
+        return torch.stack([r[:, j:r.shape[1] - K + j].sum(1) for j in range(K)], 1)[..., None]
+
+    def predict_action(self, batch, world_model=None):
+        if "z" not in batch:
+            batch = {**batch, "z": self.compute_z(batch, world_model)}
+        return super().predict_action(batch, world_model)
+
+
+def _last_calls(pol, n, start):
+    return pol.calls[start:start + n]
+
+
+def test_z_shuffle_changes_only_z():
+    """zero-shot-z-shuffled: every env gets the z of the other task's env (same episode),
+    computed at the same step; obs, actions, rtg, contexts, timesteps are untouched."""
+    fam = TwoTaskFamily()
+    pol = ZRecorder(0.5)
+    subj = Subject(method="meta-dt-no-prompt", policy=pol, family=fam, window=3, context=2,
+                   prompt_len=2, return_scale=10.0, world_model=object(),
+                   training={"use_z": True})
+    cfg = EvaluateConfig(episodes=2, settings=("zero-shot", "zero-shot-z-shuffled"))
+    res = Evaluator(subj, cfg, _targets(fam)).run()
+    assert res["settings"]["zero-shot-z-shuffled"]["z_from"] == {"1": 0, "0": 1}
+    # the constant walker ignores z, so both settings see the same states and returns
+    assert res["settings"]["zero-shot"]["returns"] == res["settings"]["zero-shot-z-shuffled"]["returns"]
+    H = fam.horizon
+    plain, shuf = pol.calls[:H], pol.calls[H:2 * H]
+    # env order: task 1 (episodes 0, 1), task 0 (episodes 0, 1) -> other task, same episode
+    perm = torch.tensor([2, 3, 0, 1])
+    for a, b in zip(plain, shuf):
+        assert set(a) == set(b)
+        for k in a:
+            if k != "z":
+                assert torch.equal(a[k], b[k]), k
+        z_own = pol.compute_z(a, None)
+        assert torch.equal(b["z"], z_own[perm])
+        assert not torch.equal(b["z"], z_own) or bool((z_own == 0).all())
+    # a method without z has nothing to shuffle
+    dt = Subject(method="dt", policy=ConstantPolicy(0.0), family=fam, window=3, context=2,
+                 prompt_len=2, return_scale=10.0, training={"use_z": False})
+    with pytest.raises(ValueError, match="does not use z"):
+        Evaluator(dt, EvaluateConfig(episodes=1, settings=("zero-shot-z-shuffled",)),
+                  _targets(fam)).run()
+
+
+def test_prompt_swap_changes_only_the_prompt():
+    """few-shot-prompt-swapped: the final evaluation of few-shot, with each task given the
+    other task's few-shot prompt and nothing else changed."""
+    fam = TwoTaskFamily()
+    pol = ConstantPolicy(-1.0)
+    subj = Subject(method="prompt-dt", policy=pol, family=fam, window=3, context=0,
+                   prompt_len=2, return_scale=10.0, prompt_strategy="last")
+    cfg = EvaluateConfig(episodes=1, few_shot_episodes=2, few_shot_rounds=1,
+                         settings=("few-shot", "few-shot-prompt-swapped"))
+    res = Evaluator(subj, cfg, _targets(fam)).run()
+    H = fam.horizon
+    fs, sw = pol.calls[H:2 * H], pol.calls[2 * H:3 * H]  # after one collection round
+    assert len(pol.calls) == 3 * H  # the swap reuses the few-shot prompts (no re-collection)
+    perm = torch.tensor([1, 0])  # env 0 = task 1, env 1 = task 0
+    for a, b in zip(fs, sw):
+        assert set(a) == set(b)
+        for k in a:
+            if k.startswith("prompt_"):
+                assert torch.equal(b[k], a[k][perm]), k
+            else:
+                assert torch.equal(a[k], b[k]), k
+    assert not torch.equal(fs[0]["prompt_obs"], sw[0]["prompt_obs"])
+    assert res["settings"]["few-shot-prompt-swapped"]["prompt_from"] == {"1": 0, "0": 1}
+
+
+def test_random_rollout_is_uniform_in_the_action_box():
+    from metadt.envs import make_family
+    from metadt.evaluate.rollout import random_rollout
+
+    fam = make_family("point-robot", seed=0)
+    tr = random_rollout(fam, [0, 0, 3], seed=5)
+    assert tr.actions.shape == (3, 20, 2) and np.abs(tr.actions).max() <= 0.1
+    assert not np.allclose(tr.actions[0], tr.actions[1])
+    pos = np.cumsum(tr.actions, axis=1)  # s' = s + a from (0, 0)
+    np.testing.assert_allclose(tr.next_obs, pos)
+    goal = np.asarray(fam.tasks[3]["goal"])
+    np.testing.assert_allclose(tr.rewards[2], -np.linalg.norm(pos[2] - goal, axis=1))
+    again = random_rollout(fam, [0, 0, 3], seed=5)
+    np.testing.assert_array_equal(again.actions, tr.actions)
+
+
+def test_unseen_goals_are_new_and_calibrated_on_training_tasks_only():
+    """eval_tasks: extra goals from another seed appended after the dataset's tasks, with
+    reference returns random + c (optimal - random), c the median over the *training*
+    tasks of (dataset max - random) / (optimal - random)."""
+    from metadt.envs import make_family
+    from metadt.evaluate.evaluator import add_unseen_tasks
+
+    fam = make_family("point-robot", seed=0, num_tasks=4, num_train=3)
+    opt = [fam.oracle_return(t) for t in fam.tasks]
+    rnd = [-20.0, -25.0, -18.0, -30.0]
+    frac = [0.5, 0.8, 0.6, 0.0]  # task 3 (test) must not count
+
+    class Card:
+        train_ids, test_ids = [0, 1, 2], [3]
+
+        def returns(self, q):
+            return {t: {"max": rnd[t] + frac[t] * (opt[t] - rnd[t]),
+                        "mean": rnd[t] + 0.5 * frac[t] * (opt[t] - rnd[t])} for t in range(4)}
+
+        def random_return(self, t):
+            return rnd[t]
+
+        def max_return(self, t, q):
+            return self.returns(q)[t]["max"]
+
+    cfg = EvaluateConfig(eval_tasks=3, unseen_random_episodes=50, num_train_tasks=0)
+    base = TaskTargets({3: "test"}, {3: -5.0}, {3: -5.0}, {3: -9.0}, {3: -30.0})
+    ext, tg = add_unseen_tasks(fam, Card(), "medium", cfg, base)
+    assert ext.tasks[:4] == fam.tasks and len(ext.tasks) == 7 and tg.ids == [3, 4, 5, 6]
+    assert all(tg.split[t] == "unseen" for t in (4, 5, 6)) and tg.split[3] == "test"
+    assert ext.tasks[4:] == make_family("point-robot", seed=1_000_003, num_tasks=3, num_train=3).tasks
+    for t in (4, 5, 6):
+        r, o = tg.random[t], ext.oracle_return(ext.tasks[t])
+        assert r < o
+        assert tg.dataset_max[t] == pytest.approx(r + 0.6 * (o - r))  # median of .5, .8, .6
+        assert tg.dataset_mean[t] == pytest.approx(r + 0.3 * (o - r))
+        assert tg.target[t] == pytest.approx(tg.dataset_max[t])
+    with pytest.raises(ValueError, match="task seed"):
+        add_unseen_tasks(fam, Card(), "medium", cfg.replace(eval_tasks_seed=0), base)

@@ -46,10 +46,14 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path, monkeypatch):
 
     g = rep["groups"][0]
     got = {(e["method"], e["setting"]) for e in g["summary"]["test"]}
-    assert {("meta-dt", "zero-shot"), ("meta-dt", "few-shot"), ("dt", "zero-shot"),
+    assert {("meta-dt", "few-shot"), ("meta-dt", "few-shot-z-shuffled"),
+            ("meta-dt", "few-shot-prompt-swapped"), ("dt", "zero-shot"),
             ("prompt-dt", "expert-prompt"), ("prompt-dt", "few-shot"),
             ("meta-dt-no-z", "few-shot"), ("meta-dt-no-prompt", "zero-shot"),
+            ("meta-dt-no-prompt", "zero-shot-z-shuffled"),
             ("meta-dt-random-prompt", "few-shot")} <= got
+    assert "z-probe" in json.loads((out / "seed-0" / "meta-dt-no-prompt" / "eval.json")
+                                   .read_text())["settings"]
     ev = json.loads((out / "seed-0" / "meta-dt" / "eval.json").read_text())
     card = json.loads((data / "card.json").read_text())
     for t, info in ev["tasks"].items():

@@ -282,3 +282,28 @@ def test_cli_world_model_stage(dataset, tmp_path, capsys):
     doc = json.loads(js.read_text())
     _check_doc(doc, ["sampler"])
     assert "z computation (in forward)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("anchor", ["start", "end"])
+def test_numpy_windows_follow_the_window_rule(dataset, anchor):
+    """NumpyWindows (the DataLoader comparison) cuts windows like the store: checked
+    sample by sample against the NumPy reference of tests/store_reference.py."""
+    import store_reference as ref
+    from metadt.data.dataset import Dataset
+    from metadt.profile.compare import NumpyWindows
+
+    store = Dataset.open(dataset).store("medium", mmap=False)
+    K, h = 8, 3
+    b = NumpyWindows(store, 64, length=K, context=h, return_scale=10.0, seed=3, anchor=anchor)[0]
+    c = NumpyWindows(store, 1, anchor=anchor).c
+    for i in range(64):
+        e = int(b["episodes"][i])
+        o, T = int(c.offsets[e]), int(c.lengths[e])
+        ep = ref.Episode(c.obs[o:o + T], c.actions[o:o + T], c.rewards[o:o + T], task=int(b["tasks"][i]))
+        n = int(b["mask"][i].sum())
+        t0, end = int(b["timesteps"][i, K - n]), int(b["timesteps"][i, -1])
+        assert ref.window_steps(T, end if anchor == "end" else t0, K, anchor) == (t0, end)
+        for key, val in ref.window(ep, end, K, h, 10.0, start=t0).items():
+            np.testing.assert_allclose(b[key][i], val, rtol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="anchor"):
+        NumpyWindows(store, 4, anchor="middle")

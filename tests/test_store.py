@@ -116,6 +116,8 @@ def test_column_is_zero_copy_read_only_snapshot():
     lambda s: s.sample_windows(4, prompt=(3, None, "bogus")),
     lambda s: s.sample_windows(4, prompt=PromptSpec(3, pool=[10**6])),
     lambda s: s.sample_windows(4, seed=-1),
+    lambda s: s.sample_windows(4, anchor="middle"),
+    lambda s: s.prefetch("windows", batch=4, anchor="begin"),
     lambda s: s.sample_transitions(0),
     lambda s: s.sample_transitions(4, tasks=[7]),
     lambda s: s.segment_scores("nope", 3),
@@ -207,6 +209,15 @@ def test_uniform_over_steps():
     ends = b["timesteps"][b["episodes"] == 2, -1]
     hist = np.bincount(ends, minlength=60) / len(ends)
     assert np.abs(hist - 1 / 60).max() < 0.004
+    # anchor="start": the first real step is uniform over the episode's steps, the window
+    # holds min(K, T - start) real steps (the official rule: short windows near the end)
+    b = s.sample_windows(n, length=3, seed=3, anchor="start")
+    np.testing.assert_allclose(np.bincount(b["episodes"], minlength=3) / n, [0.1, 0.3, 0.6], atol=0.01)
+    sel = b["episodes"] == 2
+    real = b["mask"][sel].sum(1)
+    starts = b["timesteps"][sel][np.arange(sel.sum()), 3 - real]
+    assert np.abs(np.bincount(starts, minlength=60) / len(starts) - 1 / 60).max() < 0.004
+    np.testing.assert_array_equal(real, np.minimum(3, 60 - starts))
     t = s.sample_transitions(n, context=0, tasks=[0], seed=2)
     assert set(np.unique(t["episodes"])) == {0, 1}
     np.testing.assert_allclose(np.bincount(t["episodes"], minlength=2)[:2] / n, [0.25, 0.75], atol=0.01)
@@ -421,14 +432,16 @@ def test_segments_short_episodes_skipped():
 
 def test_prefetch_matches_sampler_and_stops():
     s = make(n_eps=10, lengths=[50] * 10)
+    for anchor in ("end", "start"):
+        kw = dict(batch=32, length=8, context=2, return_scale=10.0, anchor=anchor)
+        with s.prefetch("windows", depth=3, num_batches=5, seed=11, **kw) as it:
+            got = list(it)
+        assert len(got) == 5
+        for i, b in enumerate(got):
+            want = s.sample_windows(seed=derive_seed(11, i), **kw)
+            for k in want:
+                np.testing.assert_array_equal(b[k], want[k], err_msg=k)
     kw = dict(batch=32, length=8, context=2, return_scale=10.0)
-    with s.prefetch("windows", depth=3, num_batches=5, seed=11, **kw) as it:
-        got = list(it)
-    assert len(got) == 5
-    for i, b in enumerate(got):
-        want = s.sample_windows(seed=derive_seed(11, i), **kw)
-        for k in want:
-            np.testing.assert_array_equal(b[k], want[k], err_msg=k)
     it = s.prefetch("transitions", batch=16, context=4, seed=1)
     a = next(it)
     np.testing.assert_array_equal(a["obs"], s.sample_transitions(16, context=4, seed=derive_seed(1, 0))["obs"])

@@ -100,8 +100,9 @@ def test_store_queries(data, f64):
                                           st.sampled_from([None, "err"]), st.integers(0, 6), st.booleans())),
     seed=st.integers(0, 2**63),
     task_subset=st.booleans(),
+    anchor=st.sampled_from(["start", "end"]),
 )
-def test_windows_match_reference(data, B, K, h, scale, cols, prompt, seed, task_subset):
+def test_windows_match_reference(data, B, K, h, scale, cols, prompt, seed, task_subset, anchor):
     od, ad, eps = data
     s = build(od, ad, eps)
     tasks = None
@@ -114,7 +115,8 @@ def test_windows_match_reference(data, B, K, h, scale, cols, prompt, seed, task_
         if use_pool:
             pool = list(range(0, len(eps), 2)) + [i for i, ep in enumerate(eps) if ep.task not in {eps[j].task for j in range(0, len(eps), 2)}]
         pspec = PromptSpec(length=k, score=score, strategy=strategy, start_min=start_min, pool=pool)
-    b = s.sample_windows(B, length=K, context=h, return_scale=scale, columns=cols, prompt=pspec, tasks=tasks, seed=seed)
+    b = s.sample_windows(B, length=K, context=h, return_scale=scale, columns=cols, prompt=pspec, tasks=tasks, seed=seed,
+                         anchor=anchor)
     assert b["obs"].shape == (B, K, od) and b["obs"].dtype == np.float32
     assert b["actions"].shape == (B, K, ad)
     assert b["timesteps"].dtype == np.int64 and b["mask"].dtype == np.bool_
@@ -126,12 +128,17 @@ def test_windows_match_reference(data, B, K, h, scale, cols, prompt, seed, task_
             assert ep.task in tasks
         end = int(b["timesteps"][i, -1])
         assert b["mask"][i, -1] and 0 <= end < ep.T
-        want = ref.window(ep, end, K, h, scale, cols)
+        n = int(b["mask"][i].sum())
+        t0 = int(b["timesteps"][i, K - n])  # the first real step
+        # the drawn step is the window's end ("end") or its start ("start")
+        drawn = end if anchor == "end" else t0
+        assert ref.window_steps(ep.T, drawn, K, anchor) == (t0, end)
+        want = ref.window(ep, end, K, h, scale, cols, start=t0)
         for key, val in want.items():
             eq(b[key][i], val, f"{key} sample {i}")
         if h > 0:  # the per-position context views equal sample_transitions' contexts
             views = {k_: step_contexts(b[k_], h) for k_ in ("ctx_obs", "ctx_actions", "ctx_rewards", "ctx_mask")}
-            for j in range(K):
+            for j in range(K - n if anchor == "start" else 0, K):  # "start": the real positions
                 for key, val in ref.step_context(ep, end - K + 1 + j, h).items():
                     eq(views[key][i, j], val, f"step context {key} sample {i} position {j}")
         if pspec is not None:

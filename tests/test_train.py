@@ -215,3 +215,19 @@ def test_cli_smoke(dataset, world_model_dir, tmp_path, capsys):
     assert main(["train", "--data", str(dataset), "--preset", "smoke", "--quality", "medium",
                  "--out", str(tmp_path / "r2"), "--no-progress"]) == 1
     assert "needs a world model" in capsys.readouterr().err
+
+
+def test_training_windows_follow_the_configured_anchor():
+    """The trainer's sampler asks the store for the config's window rule (default: the
+    official start-anchored one) for every method; a bad anchor is a config error."""
+    from metadt.train.meta_dt import sampler_kwargs
+
+    for method in METHODS:
+        cfg = MetaDTConfig.for_family("point-robot", "cpu", method)
+        assert cfg.window_anchor == "start" and cfg.prompt_dropout == 0.0
+        kw = sampler_kwargs(cfg.replace(use_z=False), None, [0, 1], with_prompt=False)
+        assert kw["anchor"] == "start"
+        kw = sampler_kwargs(cfg.replace(use_z=False, window_anchor="end"), None, [0], with_prompt=False)
+        assert kw["anchor"] == "end"
+    with pytest.raises(ValueError, match="window_anchor"):
+        MetaDTConfig().replace(window_anchor="middle").validate()

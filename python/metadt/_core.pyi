@@ -133,7 +133,10 @@ class TrajectoryStore:
         prompt: _Prompt = None,
         tasks: _Tasks = None,
         seed: int | None = None,
-    ) -> Batch: ...
+        anchor: Literal["start", "end"] = "end",
+    ) -> Batch:
+        """K-step windows around a step drawn uniformly over the steps: anchor="end" ends the window
+        there, anchor="start" starts it there (clipped at the episode end); see docs/store.md."""
     def segment_scores(
         self, column: str, length: int, start_min: int = 0, episodes: Sequence[int] | npt.NDArray[np.integer] | None = None
     ) -> dict[str, np.ndarray]: ...

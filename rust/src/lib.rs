@@ -60,6 +60,6 @@ mod python;
 
 pub use error::{Error, Result};
 pub use rng::derive_seed;
-pub use sample::{Batch, DType, FieldData, FieldSpec, PromptSpec, TransitionSpec, WindowSpec, ACTION_PAD};
+pub use sample::{Anchor, Batch, DType, FieldData, FieldSpec, PromptSpec, TransitionSpec, WindowSpec, ACTION_PAD};
 pub use segments::{Per, Segments, Strategy};
 pub use store::Store;

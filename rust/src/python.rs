@@ -20,7 +20,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::error::Error;
 use crate::rng::derive_seed as derive;
-use crate::sample::{Batch, DType, FieldData, FieldSpec, PromptSpec, RawOut, TransitionSpec, WindowSpec};
+use crate::sample::{Anchor, Batch, DType, FieldData, FieldSpec, PromptSpec, RawOut, TransitionSpec, WindowSpec};
 use crate::segments::{Per, Segments, Strategy};
 use crate::store::{Buf, Store};
 
@@ -305,12 +305,12 @@ impl PyStore {
 
     #[allow(clippy::too_many_arguments)]
     fn window_kind(&self, batch: usize, length: usize, context: usize, return_scale: f32, columns: Vec<String>,
-                   prompt: Option<&Bound<'_, PyAny>>, tasks: Option<Vec<i64>>) -> PyResult<Kind> {
+                   prompt: Option<&Bound<'_, PyAny>>, tasks: Option<Vec<i64>>, anchor: Anchor) -> PyResult<Kind> {
         let prompt = match prompt {
             Some(p) if !p.is_none() => Some(parse_prompt(p, context)?),
             _ => None,
         };
-        Ok(Kind::Windows(WindowSpec { batch, length, context, return_scale, columns, prompt, tasks }))
+        Ok(Kind::Windows(WindowSpec { batch, length, context, return_scale, columns, prompt, tasks, anchor }))
     }
 }
 
@@ -604,21 +604,24 @@ impl PyStore {
         self.sample(py, kind, seed_arg(seed)?)
     }
 
-    /// Decision-Transformer windows of `length` K ending at a step drawn uniformly over all steps;
+    /// Decision-Transformer windows of `length` K around a step drawn uniformly over all steps:
+    /// anchor="end" (default) ends the window at it ([end-K+1, end]), anchor="start" starts it there
+    /// ([start, start+K) clipped at the episode end, the official Meta-DT rule); real steps right-aligned,
     /// left padding obs 0, actions -10, rtg 0, timestep 0, mask False. Keys: obs [B,K,obs], actions,
     /// rewards, rtg (/return_scale), timesteps, mask, tasks, episodes, one [B,K,d] array per name in
-    /// `columns`; with context h > 0: ctx_obs/ctx_actions/ctx_rewards/ctx_mask covering [end-K-h+1, end]
+    /// `columns`; with context h > 0: ctx_obs/ctx_actions/ctx_rewards/ctx_mask covering the h steps
+    /// before the first real step and the real steps (right-aligned in K+h slots)
     /// (the context of position j is ctx_*[:, j:j+h]); with `prompt`: prompt_obs, prompt_actions,
     /// prompt_rewards, prompt_rtg, prompt_timesteps, prompt_mask [B,k,...], prompt_episodes, prompt_starts.
     /// See docs/store.md.
-    #[pyo3(signature = (batch, length=Count(20), context=Count(0), return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None),
-           text_signature = "(self, batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None)")]
+    #[pyo3(signature = (batch, length=Count(20), context=Count(0), return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None, anchor="end"),
+           text_signature = "(self, batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None, anchor='end')")]
     #[allow(clippy::too_many_arguments)]
     fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, length: Count, context: Count, return_scale: f32,
                            columns: Option<&Bound<'_, PyAny>>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
-                           seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
+                           seed: Option<&Bound<'_, PyAny>>, anchor: &str) -> PyResult<Bound<'py, PyDict>> {
         let kind = self.window_kind(batch.0, length.0, context.0, return_scale, column_names(columns)?, prompt,
-                                    opt_tasks(tasks)?)?;
+                                    opt_tasks(tasks)?, Anchor::parse(anchor).map_err(to_py)?)?;
         self.sample(py, kind, seed_arg(seed)?)
     }
 
@@ -657,7 +660,7 @@ impl PyStore {
             match kwargs { Some(d) => Ok(d.get_item(k)?.filter(|v| !v.is_none())), None => Ok(None) }
         };
         let allowed: &[&str] = match kind {
-            "windows" => &["batch", "length", "context", "return_scale", "columns", "prompt", "tasks"],
+            "windows" => &["batch", "length", "context", "return_scale", "columns", "prompt", "tasks", "anchor"],
             "transitions" => &["batch", "context", "tasks"],
             _ => return Err(verr(format!("kind must be \"windows\" or \"transitions\", got {kind:?}"))),
         };
@@ -677,7 +680,8 @@ impl PyStore {
             let rs: f32 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
             let cols = column_names(get("columns")?.as_ref())?;
             let prompt = get("prompt")?;
-            self.window_kind(batch, length, context, rs, cols, prompt.as_ref(), tasks)?
+            let anchor = match get("anchor")? { Some(v) => Anchor::parse(&v.extract::<String>()?).map_err(to_py)?, None => Anchor::End };
+            self.window_kind(batch, length, context, rs, cols, prompt.as_ref(), tasks, anchor)?
         } else {
             Kind::Transitions(TransitionSpec { batch, context, tasks })
         };

@@ -287,6 +287,30 @@ pub struct PromptSpec {
     pub pool: Option<Vec<usize>>,
 }
 
+/// Which step of a window is drawn uniformly over the steps of the sampled
+/// tasks (see [`Store::sample_windows`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Anchor {
+    /// The window's last step `end`: the window is `[end-K+1, end]`, left-padded
+    /// where that starts before the episode (it always ends on a real step).
+    #[default]
+    End,
+    /// The window's first step `start` (the official Meta-DT and kzl's
+    /// decision-transformer rule): the window is `[start, start+K)` clipped at
+    /// the episode end, its real steps right-aligned and left-padded.
+    Start,
+}
+
+impl Anchor {
+    pub fn parse(s: &str) -> Result<Anchor> {
+        match s {
+            "end" => Ok(Anchor::End),
+            "start" => Ok(Anchor::Start),
+            _ => bail!("anchor must be \"start\" or \"end\", got {s:?}"),
+        }
+    }
+}
+
 /// A request for Decision-Transformer windows.
 #[derive(Clone, Debug)]
 pub struct WindowSpec {
@@ -297,11 +321,13 @@ pub struct WindowSpec {
     pub columns: Vec<String>,
     pub prompt: Option<PromptSpec>,
     pub tasks: Option<Vec<i64>>,
+    pub anchor: Anchor,
 }
 
 impl WindowSpec {
     pub fn new(batch: usize, length: usize) -> Self {
-        WindowSpec { batch, length, context: 0, return_scale: 1.0, columns: Vec::new(), prompt: None, tasks: None }
+        WindowSpec { batch, length, context: 0, return_scale: 1.0, columns: Vec::new(), prompt: None, tasks: None,
+                     anchor: Anchor::End }
     }
 }
 
@@ -688,31 +714,37 @@ impl Store {
             + if h > 0 { (k + h) * (4 * (od + ad + 1) + 1) } else { 0 }
             + spec.prompt.as_ref().map_or(0, |p| p.length * (4 * (od + ad + 2) + 9) + 16);
         let o = outs.to_vec();
+        let anchor = spec.anchor;
+        // a sample's real steps [t0, end] of episode e (1 <= end - t0 + 1 <= k)
         let draw = |b: usize| {
             let mut rng = Rng::for_sample(seed, b);
             let r = rng.below(dom.total as u64) as usize;
-            let (slot, end) = dom.locate(r);
-            (rng, dom.closed(slot), end)
+            let (slot, step) = dom.locate(r);
+            let e = dom.closed(slot);
+            let (t0, end) = match anchor {
+                Anchor::End => (step + 1 - k.min(step + 1), step),
+                Anchor::Start => (step, (step + k).min(self.ep_len[e]) - 1),
+            };
+            (rng, e, t0, end)
         };
-        let pre = |&(_, e, end): &(Rng, usize, usize), near: bool| {
+        let pre = |&(_, e, t0, end): &(Rng, usize, usize, usize), near: bool| {
             let off = hd + self.ep_off[e];
-            let r0 = off + end + 1 - (k + h).min(end + 1);
+            let r0 = off + t0.saturating_sub(h);
             let r1 = off + end + 1;
             prefetch(&obs[r0 * od..r1 * od], near);
             prefetch(&act[r0 * ad..r1 * ad], near);
             prefetch(&rew[r0..r1], near);
-            let r0 = off + end + 1 - k.min(end + 1);
+            let r0 = off + t0;
             prefetch(&rtg[r0..r1], near);
             for &(data, w) in &cols {
                 prefetch(&data[r0 * w..r1 * w], near);
             }
         };
-        run(spec.batch, spec.batch * per_sample, draw, pre, |b, (mut rng, e, end)| {
+        run(spec.batch, spec.batch * per_sample, draw, pre, |b, (mut rng, e, t0, end)| {
             let off = hd + self.ep_off[e];
-            // main window: steps [end-k+1, end]
-            let pad = (k - 1).saturating_sub(end);
-            let n = k - pad;
-            let t0 = end + 1 - n;
+            // main window: real steps [t0, end], right-aligned, left-padded
+            let n = end + 1 - t0;
+            let pad = k - n;
             let (r0, r1) = (off + t0, off + end + 1);
             let p = o[0].f32().add(b * k * od);
             fill(p, pad * od, 0.0);
@@ -745,10 +777,12 @@ impl Store {
             }
             let mut next = 8 + nc;
             if h > 0 {
+                // the h steps before the window's first real step, then its real steps
                 let l = k + h;
-                let pad = (l - 1).saturating_sub(end);
-                let n = l - pad;
-                let r0 = off + end + 1 - n;
+                let c0 = t0.saturating_sub(h);
+                let n = end + 1 - c0;
+                let pad = l - n;
+                let r0 = off + c0;
                 let p = o[next].f32().add(b * l * od);
                 fill(p, pad * od, 0.0);
                 put(p.add(pad * od), &obs[r0 * od..r1 * od]);
@@ -816,6 +850,13 @@ impl Store {
     }
 
     /// Sample Decision-Transformer windows (see the crate docs for the layout).
+    ///
+    /// Each sample draws one step uniformly over the steps of the requested
+    /// tasks' complete episodes; `spec.anchor` says whether it is the window's
+    /// last step ([`Anchor::End`]) or its first ([`Anchor::Start`]). Either way
+    /// the window's real steps are right-aligned and the rest is left padding;
+    /// the context covers the h steps before the first real step (clipped at
+    /// the episode start) and the real steps, right-aligned in `K + h` slots.
     pub fn sample_windows(&self, spec: &WindowSpec, seed: Option<u64>) -> Result<Batch> {
         let plan = self.plan_windows(spec)?;
         let seed = seed.unwrap_or_else(|| self.next_call_seed());

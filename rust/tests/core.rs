@@ -1,5 +1,5 @@
 //! The Rust side on its own (no Python): `cargo test -p metadt-core`.
-use metadt_core::{Error, Per, PromptSpec, Store, Strategy, TransitionSpec, WindowSpec};
+use metadt_core::{Anchor, Error, Per, PromptSpec, Store, Strategy, TransitionSpec, WindowSpec};
 
 /// Episode `i` has T steps; obs[t] = [100*i + t, ...], actions = t, rewards = 1.
 fn store(lengths: &[usize]) -> Store {
@@ -87,6 +87,43 @@ fn window_layout_with_padding_context_and_columns() {
             assert_eq!(cobs[(i * 6 + j) * 2], if t >= 0 { t as f32 } else { 0.0 });
         }
     }
+}
+
+#[test]
+fn start_anchored_windows_start_uniformly_and_clip_at_the_episode_end() {
+    // one episode of 6 steps, K = 4, h = 2: a window starting at step s holds
+    // min(4, 6 - s) real steps, right-aligned; its context starts at max(0, s - 2)
+    let s = store(&[6]);
+    let mut spec = WindowSpec::new(3000, 4);
+    spec.context = 2;
+    spec.anchor = Anchor::Start;
+    let b = s.sample_windows(&spec, Some(5)).unwrap();
+    let (ts, mask, obs) = (b.i64("timesteps").unwrap(), b.bool("mask").unwrap(), b.f32("obs").unwrap());
+    let (cobs, cmask) = (b.f32("ctx_obs").unwrap(), b.bool("ctx_mask").unwrap());
+    let mut seen = [0usize; 6];
+    for i in 0..3000 {
+        let n = (0..4).filter(|&j| mask[i * 4 + j]).count();
+        let start = ts[i * 4 + 4 - n] as usize;
+        seen[start] += 1;
+        assert_eq!(n, 4.min(6 - start));
+        for j in 0..4 {
+            let real = j >= 4 - n;
+            assert_eq!(mask[i * 4 + j], real);
+            let want = if real { (start + j - (4 - n)) as f32 } else { 0.0 };
+            assert_eq!(obs[(i * 4 + j) * 2], want);
+        }
+        let c0 = start.saturating_sub(2);
+        let cn = start + n - c0;
+        for j in 0..6 {
+            let real = j >= 6 - cn;
+            assert_eq!(cmask[i * 6 + j], real);
+            assert_eq!(cobs[(i * 6 + j) * 2], if real { (c0 + j - (6 - cn)) as f32 } else { 0.0 });
+        }
+    }
+    // every start is drawn, about equally often (500 expected each)
+    assert!(seen.iter().all(|&c| (380..620).contains(&c)), "{seen:?}");
+    assert_eq!(Anchor::parse("start").unwrap(), Anchor::Start);
+    assert!(Anchor::parse("middle").is_err());
 }
 
 #[test]

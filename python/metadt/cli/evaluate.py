@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override an EvaluateConfig field (repeatable), e.g. episodes=5")
     p.add_argument("--out", default=None, metavar="FILE", help="results file (default RUN/eval.json)")
     p.add_argument("--fresh", action="store_true", help="ignore finished settings in the results file")
+    p.add_argument("--eval-tasks", type=int, default=None, metavar="N",
+                   help="also evaluate on N extra unseen goals drawn from a seed disjoint from the "
+                        "dataset's (point-robot; = --set eval_tasks=N)")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     add_no_verify(p)
     p.set_defaults(func=run)
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.settings:
         overrides.append(f"settings={args.settings}")
+    if args.eval_tasks is not None:
+        overrides.append(f"eval_tasks={args.eval_tasks}")
     cfg = cfg.with_overrides(overrides).validate()
     progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     res = evaluate_run(args.run, cfg, out=args.out, progress=progress, fresh=args.fresh)

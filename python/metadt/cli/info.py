@@ -109,6 +109,7 @@ def format_card(ds: Any, tasks_table: bool = True) -> str:
     if rr:
         lines.append(f"{'random':8} {'':9} {'':10} {min(rr):11.4g} {sum(rr) / len(rr):9.4g} "
                      f"{max(rr):9.4g}   (mean return per task of a uniform-random policy)")
+    lines += [""] + diversity_lines(ds)
     if not tasks_table:
         return "\n".join(lines)
     quals = [q for q in ds.qualities if c.returns(q)]
@@ -135,6 +136,30 @@ def format_card(ds: Any, tasks_table: bool = True) -> str:
                 row += f" | {cell:>28}"
         lines.append(row + "  " + _task_label(task))
     return "\n".join(lines)
+
+
+def diversity_lines(ds: Any) -> list[str]:
+    """Per quality, the median over tasks of the per-task return std and first-action std
+    (`metadt.data.dataset.diversity`), and whether random < medium < expert per task."""
+    import numpy as np
+
+    from metadt.data.dataset import diversity
+
+    c = ds.card
+    out = ["diversity (median over tasks of the per-task std): episode return, first action"]
+    for q in ds.qualities:
+        if q == "mixed" or not c.returns(q):
+            continue
+        d = diversity(ds.store(q))
+        out.append(f"  {q:8} return std {np.median([v['return_std'] for v in d.values()]):.4g}, "
+                   f"first-action std {np.median([v['first_action_std'] for v in d.values()]):.4g}")
+    if {"medium", "expert"} <= set(ds.qualities):
+        med, exp = c.returns("medium"), c.returns("expert")
+        ok = [i for i in range(len(c.tasks)) if i in med and i in exp
+              and c.random_return(i) is not None
+              and c.random_return(i) < med[i]["mean"] < exp[i]["mean"]]
+        out.append(f"  tasks with random < medium < expert (mean return): {len(ok)} / {len(c.tasks)}")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

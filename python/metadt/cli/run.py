@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(train + evaluate) of a seed once its world model is done; results "
                         "equal --jobs 1 (default: the machine's cores, here "
                         f"{_cores()})")
+    p.add_argument("--eval-tasks", type=int, default=None, metavar="N",
+                   help="also evaluate on N extra unseen goals drawn from a seed disjoint from the "
+                        "dataset's, never trained on (point-robot; = --set-evaluate eval_tasks=N)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_no_verify(p)
     p.set_defaults(func=run)
@@ -72,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         family=args.family, preset=args.preset, seeds=args.seeds, first_seed=args.first_seed,
         data=args.data or "",
         collect_overrides=tuple(args.set_collect), world_model_overrides=tuple(args.set_world_model),
-        train_overrides=tuple(args.set_train), evaluate_overrides=tuple(args.set_evaluate),
+        train_overrides=tuple(args.set_train),
+        evaluate_overrides=tuple(args.set_evaluate) + (
+            (f"eval_tasks={args.eval_tasks}",) if args.eval_tasks is not None else ()),
         torch_threads=args.threads, jobs=args.jobs if args.jobs is not None else _cores(),
     )
     if args.methods:

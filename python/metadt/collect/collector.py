@@ -80,7 +80,7 @@ STATE_KIND = "metadt-collect-state"
 POLICY_KIND = "metadt-policy"
 
 # seed offsets of the independent random streams of a run
-_ENV, _ACT, _SAMPLE, _EVAL, _RANDOM, _ROLLOUT = 1, 2, 3, 4, 5, 6
+_ENV, _ACT, _SAMPLE, _EVAL, _RANDOM, _ROLLOUT, _ROLLOUT_NOISE = 1, 2, 3, 4, 5, 6, 7
 
 
 def _sub_seed(seed: int, stream: int) -> int:
@@ -227,6 +227,22 @@ def _block_act_fn(policy: PolicyParams, gen: torch.Generator, n_total: int, blk:
         return _act_noise(policy, x, noise).cpu().numpy()
 
     return act
+
+
+def _noisy_fn(act: Any, noise: float, low: np.ndarray, high: np.ndarray,
+              rng: np.random.Generator, n_total: int, blk: range):
+    """`act` plus Gaussian noise of std ``noise x (high - low) / 2`` (the Roller clips),
+    drawing the whole run's numbers so a block of tasks reproduces them."""
+    low = np.asarray(low, dtype=np.float64)
+    high = np.asarray(high, dtype=np.float64)
+    std = float(noise) * (high - low) / 2.0
+
+    def noisy(obs: np.ndarray) -> np.ndarray:
+        a = np.asarray(act(obs), dtype=np.float64)
+        size = (n_total,) + obs.shape[1:-1] + low.shape
+        return a + rng.normal(size=size)[blk.start:blk.stop] * std
+
+    return noisy
 
 
 def _block_random_fn(low: np.ndarray, high: np.ndarray, rng: np.random.Generator,
@@ -497,6 +513,10 @@ def rollouts(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: 
             gen = torch.Generator(device=device).manual_seed(_sub_seed(seed + qi, _ROLLOUT))
             act = (_block_act_fn(policy, gen, n_total, blk) if part
                    else policy_act_fn(policy, gen))
+            if cfg.rollout_noise > 0:
+                act = _noisy_fn(act, cfg.rollout_noise, family.action_low, family.action_high,
+                                np.random.default_rng(_sub_seed(seed + qi, _ROLLOUT_NOISE)),
+                                n_total, blk)
         done = 0
         _emit(progress, phase="rollout", quality=quality, episodes=0,
               total=cfg.episodes_per_task * n)

@@ -88,6 +88,12 @@ class CollectConfig(Config):
     """Episodes per task in each dataset quality."""
     mixed_medium_fraction: float = 0.7
     """Share of medium episodes in the mixed dataset (the rest are expert)."""
+    rollout_noise: float = 0.0
+    """Gaussian noise added to the stochastic policy's actions in the medium and expert
+    rollouts (std = this x half the action range, before clipping); 0 = the policy as
+    is. The cpu point-robot preset trains with a small entropy weight (a near-
+    deterministic policy) and restores the official data's diversity with it
+    (docs/collect.md)."""
     rollout_parallel: int = 100
     """Episodes per task rolled out side by side (environments alive at once = tasks x this)."""
     resume_every: int = 2000
@@ -131,9 +137,12 @@ class CollectConfig(Config):
                 # alpha and lr differ from the protocol: with alpha=0.2 the soft-optimal
                 # policy is nearly uniform over point-robot's tiny action box near the
                 # goal (measured expert ~ 3x the optimal return); see docs/collect.md.
+                # The near-deterministic alpha=0.003 policy would give ~100 near-copies
+                # per task: rollout_noise restores the official data's spread of
+                # actions and returns (docs/collect.md).
                 return cfg.replace(steps_per_task=2500, start_steps=100, update_after=200,
                                    updates_per_step=1.0, checkpoint_every=50, eval_episodes=10,
-                                   resume_every=500, torch_threads=1,
+                                   resume_every=500, torch_threads=1, rollout_noise=1.0,
                                    sac=SACConfig(alpha=0.003, lr=1e-3))
             if kind == "mujoco":
                 # every task (50 = 45 + 5; cheetah-dir 2), ONE task-conditioned agent:
@@ -219,6 +228,8 @@ class CollectConfig(Config):
             raise ValueError("updates_per_step must be >= 0")
         if not 0.0 <= self.mixed_medium_fraction <= 1.0:
             raise ValueError("mixed_medium_fraction must be in [0, 1]")
+        if not 0.0 <= self.rollout_noise < float("inf"):
+            raise ValueError(f"rollout_noise must be a finite number >= 0, got {self.rollout_noise}")
         if self.start_steps < 0 or self.update_after < 0:
             raise ValueError("start_steps and update_after must be >= 0")
         if self.sac_mode not in SAC_MODES:

@@ -15,6 +15,7 @@ PROMPT_STRATEGIES = ("argmax", "proportional", "random", "last")
 #: Mixed precision of the policy: "off" (float32), "auto" (bfloat16 autocast on CUDA,
 #: float32 elsewhere), "bf16" (bfloat16 autocast on any device; on the CPU only for checks).
 AMP_MODES = ("off", "auto", "bf16")
+WINDOW_ANCHORS = ("start", "end")
 Z_SOURCES = ("column", "on_the_fly")
 
 #: method name -> the flags it sets (everything else comes from the preset).
@@ -27,6 +28,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "prompt-dt": dict(use_z=False, use_prompt=True, prompt_strategy="random", warm_train=0),
     # ablations
     "meta-dt-no-z": dict(use_z=False, use_prompt=True, prompt_strategy="argmax"),
+    # the official zero-shot model (`--zero_shot`): z, never prompted ("Meta-DT zero-shot")
     "meta-dt-no-prompt": dict(use_z=True, use_prompt=False),
     "meta-dt-random-prompt": dict(use_z=True, use_prompt=True, prompt_strategy="random"),
 }
@@ -112,12 +114,18 @@ class MetaDTConfig(Config):
     """Gradient steps."""
     warm_train: int = 20000
     """Steps trained without prompt before the complementary prompt is switched on."""
-    prompt_dropout: float = 0.25
+    prompt_dropout: float = 0.0
     """After warm-up, the fraction of samples per batch trained with their prompt masked
-    out (= no prompt). Without it the model forgets to act with no prompt, and the
-    zero-shot setting of the same model collapses (measured on point-robot: action
-    MSE without prompt 0.92 vs 0.33 with, worse than predicting 0). 0 = the original
-    schedule (every sample prompted after warm_train)."""
+    out (= no prompt). 0 = the official schedule (every sample prompted after
+    warm_train): the zero-shot model is a separate, never-prompted run
+    (`meta-dt-no-prompt`, the official `--zero_shot`). The former default 0.25 kept one
+    model usable without a prompt; its measured effect is in docs/evaluate.md."""
+    window_anchor: str = "start"
+    """Which step of a training window is drawn uniformly over the steps
+    (`TrajectoryStore.sample_windows(anchor=...)`): "start" (the official
+    `parse_trajectory_segment` and kzl's rule: [start, start+K) clipped at the episode
+    end, left-padded) or "end" (the window ends at the drawn step; with K >= T every
+    window then starts at t = 0). Measured effect in docs/evaluate.md."""
 
     # -- bookkeeping
     log_every: int = 100
@@ -189,6 +197,9 @@ class MetaDTConfig(Config):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warm_train < 0 or self.warmup_steps < 0:
             raise ValueError("warm_train and warmup_steps must be >= 0")
+        if self.window_anchor not in WINDOW_ANCHORS:
+            raise ValueError(f"window_anchor {self.window_anchor!r} is not one of "
+                             f"{', '.join(WINDOW_ANCHORS)}")
         if not 0.0 <= self.prompt_dropout <= 1.0:
             raise ValueError(f"prompt_dropout must be in [0, 1], got {self.prompt_dropout}")
         if not 0.0 <= self.dropout < 1.0:

@@ -188,6 +188,25 @@ def return_stats(store: "TrajectoryStore") -> dict[str, dict[str, float]]:
     return out
 
 
+def diversity(store: "TrajectoryStore") -> dict[int, dict[str, float]]:
+    """How varied each task's episodes are: per task, the std (ddof 0) of the episode
+    returns and of the first action (the per-dim stds averaged; every episode starts in
+    the same state on point-robot, so this is the behaviour policy's own spread)."""
+    import numpy as np
+
+    rets = np.asarray(store.episode_returns(), dtype=np.float64)
+    offs = np.asarray(store.episode_offsets(), dtype=np.int64)
+    acts = np.asarray(store.column("actions"), dtype=np.float64)
+    out: dict[int, dict[str, float]] = {}
+    for t in store.tasks():
+        eps = np.asarray(store.episodes_of_task(int(t)), dtype=np.int64)
+        first = acts[offs[eps]]
+        out[int(t)] = {"return_std": float(rets[eps].std()),
+                       "first_action_std": float(first.std(0).mean()),
+                       "episodes": int(len(eps))}
+    return out
+
+
 class Dataset:
     """An opened dataset directory: its card, its family, and lazily its stores."""
 

@@ -222,6 +222,12 @@ class TaskFamily(ABC):
         return np.stack([self.task_features(t) for t in tasks])
 
     # ------------------------------------------------------------------ envs
+    def oracle_return(self, task: Mapping[str, Any]) -> float:
+        """The optimal return of a task, where it is known analytically (point-robot);
+        extra evaluation goals (`EvaluateConfig.eval_tasks`) need it."""
+        raise NotImplementedError(f"{self.name} has no analytic optimal return: extra "
+                                  f"evaluation tasks (eval_tasks) are available for point-robot")
+
     def make_env(self, task: Mapping[str, Any], **kwargs: Any):
         """A `gymnasium.Env` for `task`, with `set_task`, `task` and `horizon`."""
         self.check_task(task)

@@ -11,18 +11,28 @@ Settings (protocol sections 6 and 7; defaults per method in
   (`metadt.evaluate.few_shot.own_prompts`); then `episodes` noise-free
   episodes with it;
 - ``expert-prompt``: a segment of the dataset's best expert episode of the
-  task as prompt (Prompt-DT as published).
+  task as prompt (Prompt-DT as published);
+- diagnostics (does the policy use z, the prompt?): ``zero-shot-z-shuffled``
+  and ``few-shot-z-shuffled`` give every env the z computed from the env of
+  *another* evaluated task (the next one in the evaluated order, same episode
+  index) at the same step, everything else unchanged;
+  ``few-shot-prompt-swapped`` gives every task the few-shot prompt of that other
+  task (the few-shot prompts are the ones the ``few-shot`` setting uses);
+- ``z-probe``: the world model's probe (fitted on the training tasks' dataset
+  contexts, as in its report) scored on the agent's own zero-shot contexts and
+  on uniformly random actions in the evaluated tasks (`metadt.evaluate.probe`).
 
-Tasks: every test task plus a few training tasks. Target return: the max
-return of the task in the dataset (times ``target_scale``). All tasks and
-episodes of a setting are stepped together in one vector env.
+Tasks: every test task plus a few training tasks, and `eval_tasks` extra
+unseen tasks (split ``unseen``, see `EvaluateConfig.eval_tasks`). Target return:
+the max return of the task in the dataset (times ``target_scale``). All tasks
+and episodes of a setting are stepped together in one vector env.
 
 Results (``eval.json``, written atomically after every setting so an
 interrupted evaluation resumes with the next one)::
 
     {"format": "metadt-eval", "version": 1, "method", "seed", "family", "quality",
-     "config": EvaluateConfig, "tasks": {id: {"split", "target", "dataset_max",
-     "dataset_mean", "random"}},
+     "config": EvaluateConfig, "training": {the run's training flags},
+     "tasks": {id: {"split", "target", "dataset_max", "dataset_mean", "random"}},
      "settings": {name: {"returns": {id: [episode returns]},
                          "success": {id: [bool]} (if the env reports it),
                          "prompts": {id: {...}} (prompted settings),
@@ -42,7 +52,7 @@ import numpy as np
 
 from metadt.config.evaluate import EvaluateConfig
 from metadt.evaluate.few_shot import Scorer, expert_prompts, own_prompts, stack_prompts
-from metadt.evaluate.rollout import Trajectories, rollout
+from metadt.evaluate.rollout import Trajectories, random_rollout, rollout
 from metadt.fileio import atomic_write_json, read_json
 
 EVAL_FORMAT = "metadt-eval"
@@ -50,6 +60,10 @@ EVAL_VERSION = 1
 EVAL_FILE = "eval.json"
 
 Progress = Callable[[str], None]
+
+#: Config fields of a run recorded with its evaluation (report rows carry them).
+TRAINING_FLAGS = ("method", "use_z", "use_prompt", "prompt_strategy", "prompt_dropout",
+                  "window_anchor", "warm_train", "num_steps", "quality")
 
 
 def config_json(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -79,6 +93,8 @@ class Subject:
     """Few-shot segment selection the policy was trained with (argmax, random, ...)."""
     prompt_start_min: int | None = None
     """Smallest prompt segment start (None: h, as in protocol section 5)."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """What the policy was trained with (`TRAINING_FLAGS` of its config), for the report."""
 
     @property
     def start_min(self) -> int:
@@ -98,6 +114,16 @@ class TaskTargets:
     @property
     def ids(self) -> list[int]:
         return list(self.split)
+
+    def add(self, other: "TaskTargets") -> "TaskTargets":
+        """These tasks followed by `other`'s (ids must be new)."""
+        clash = set(self.split) & set(other.split)
+        if clash:
+            raise ValueError(f"task ids {sorted(clash)} evaluated twice")
+        return TaskTargets({**self.split, **other.split}, {**self.target, **other.target},
+                           {**self.dataset_max, **other.dataset_max},
+                           {**self.dataset_mean, **other.dataset_mean},
+                           {**self.random, **other.random})
 
     def to_json(self) -> dict[str, Any]:
         return {str(t): {"split": self.split[t], "target": self.target[t],
@@ -133,6 +159,70 @@ def targets_from_card(card: Any, quality: str, cfg: EvaluateConfig) -> TaskTarge
     return TaskTargets(split, target, dmax, dmean, rnd)
 
 
+def add_unseen_tasks(family: Any, card: Any, quality: str, cfg: EvaluateConfig,
+                     targets: TaskTargets) -> tuple[Any, TaskTargets]:
+    """The family with `cfg.eval_tasks` extra tasks appended (ids after the dataset's) and
+    the targets with theirs (split ``unseen``); see `EvaluateConfig.eval_tasks`."""
+    from metadt.envs.base import family_class, family_from_tasks
+
+    n = int(cfg.eval_tasks)
+    if n <= 0:
+        return family, targets
+    if family.seed is not None and int(cfg.eval_tasks_seed) == int(family.seed):
+        raise ValueError(f"eval_tasks_seed {cfg.eval_tasks_seed} is the dataset's task seed: "
+                         f"the extra tasks must come from another seed")
+    extra = family_class(family.name)(seed=int(cfg.eval_tasks_seed), num_tasks=n,
+                                      num_train=n, **dict(family.options)).tasks
+    known = {json.dumps(t, sort_keys=True) for t in family.tasks}
+    if any(json.dumps(t, sort_keys=True) in known for t in extra):
+        raise ValueError("an extra evaluation task equals a dataset task")
+    ext = family_from_tasks(family.name, list(family.tasks) + list(extra), family.num_train,
+                            seed=family.seed, **dict(family.options))
+    ids = list(range(len(family.tasks), len(ext.tasks)))
+    # calibration on the training tasks only: dataset return above random, in units of
+    # the optimal return above random
+    stats = card.returns(quality)
+    tq = cfg.target_quality or quality
+    ratios: dict[str, list[float]] = {"max": [], "mean": [], "target": []}
+    for t in card.train_ids:
+        t = int(t)
+        rnd, opt = card.random_return(t), family.oracle_return(family.tasks[t])
+        if rnd is None or t not in stats or abs(opt - rnd) < 1e-12:
+            continue
+        ratios["max"].append((float(stats[t]["max"]) - rnd) / (opt - rnd))
+        ratios["mean"].append((float(stats[t]["mean"]) - rnd) / (opt - rnd))
+        ratios["target"].append((float(card.max_return(t, tq)) - rnd) / (opt - rnd))
+    if not ratios["max"]:
+        raise ValueError("eval_tasks: no training task with a random return to calibrate on")
+    c = {k: float(np.median(v)) for k, v in ratios.items()}
+    rand = random_rollout(ext, np.repeat(ids, cfg.unseen_random_episodes),
+                          seed=int(cfg.eval_tasks_seed))
+    split, target, dmax, dmean, rnd_d = {}, {}, {}, {}, {}
+    for t in ids:
+        r = float(rand.returns[rand.tasks == t].mean())
+        opt = ext.oracle_return(ext.tasks[t])
+        split[t] = "unseen"
+        rnd_d[t] = r
+        dmax[t] = r + c["max"] * (opt - r)
+        dmean[t] = r + c["mean"] * (opt - r)
+        target[t] = (r + c["target"] * (opt - r)) * cfg.target_scale
+    return ext, targets.add(TaskTargets(split, target, dmax, dmean, rnd_d))
+
+
+def other_task(ids: list[int]) -> dict[int, int]:
+    """Each evaluated task -> the next one in order (cyclic): a derangement, so every task
+    is given another task's input by the diagnostics."""
+    if len(ids) < 2:
+        raise ValueError("the z / prompt diagnostics need at least two evaluated tasks")
+    return {int(t): int(ids[(i + 1) % len(ids)]) for i, t in enumerate(ids)}
+
+
+def _take(trajs: Trajectories, rows: np.ndarray) -> Trajectories:
+    return Trajectories(trajs.tasks[rows], trajs.obs[rows], trajs.actions[rows],
+                        trajs.rewards[rows], trajs.next_obs[rows], trajs.targets[rows],
+                        None if trajs.success is None else trajs.success[rows])
+
+
 def _per_task(trajs: Trajectories) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for t, r in zip(trajs.tasks.tolist(), trajs.returns.tolist()):
@@ -154,13 +244,16 @@ class Evaluator:
 
     def __init__(self, subject: Subject, cfg: EvaluateConfig, targets: TaskTargets, *,
                  expert_store: Callable[[], Any] | None = None, scorer: Scorer | None = None,
+                 probe_weights: Callable[[], np.ndarray] | None = None,
                  progress: Progress | None = None) -> None:
         self.s = subject
         self.cfg = cfg.validate()
         self.targets = targets
         self._expert_store = expert_store
         self._scorer = scorer
+        self._probe_weights = probe_weights
         self._progress = progress or (lambda msg: None)
+        self._fs: tuple[dict, dict, list[Trajectories]] | None = None
 
     # ------------------------------------------------------------------ api
     def settings(self) -> tuple[str, ...]:
@@ -170,7 +263,8 @@ class Evaluator:
         return {
             "format": EVAL_FORMAT, "version": EVAL_VERSION, "method": self.s.method,
             "seed": int(self.s.seed), "family": getattr(self.s.family, "name", ""),
-            "config": config_json(self.cfg), "tasks": self.targets.to_json(), "settings": {},
+            "config": config_json(self.cfg), "training": dict(self.s.training),
+            "tasks": self.targets.to_json(), "settings": {},
         }
 
     def run(self, results: dict[str, Any] | None = None,
@@ -199,22 +293,51 @@ class Evaluator:
             return self._few_shot()
         if setting == "expert-prompt":
             return self._expert()
+        if setting == "zero-shot-z-shuffled":
+            trajs = self._rollout(self.cfg.episodes, prompt=None, salt=1, shuffle_z=True)
+            return self._result(trajs, z_from=self._other_json())
+        if setting == "few-shot-z-shuffled":
+            prompts, _info, _rounds = self._few_shot_prompts()
+            trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=4, shuffle_z=True)
+            return self._result(trajs, z_from=self._other_json())
+        if setting == "few-shot-prompt-swapped":
+            prompts, info, _rounds = self._few_shot_prompts()
+            other = other_task(self.targets.ids)
+            swapped = {t: prompts[other[t]] for t in self.targets.ids}
+            trajs = self._rollout(self.cfg.episodes, prompt=swapped, salt=4)
+            return self._result(trajs, prompt_from=self._other_json())
+        if setting == "z-probe":
+            return self._probe()
         raise ValueError(f"unknown evaluation setting {setting!r}")
+
+    def _other_json(self) -> dict[str, int]:
+        return {str(k): v for k, v in other_task(self.targets.ids).items()}
 
     # ------------------------------------------------------------- settings
     def _seed(self, salt: int) -> int:
         return int(self.cfg.seed) + 100_003 * int(self.s.seed) + 1_009 * salt
 
     def _rollout(self, episodes: int, prompt: dict | None, salt: int,
-                 action_noise: float = 0.0) -> Trajectories:
-        ids = np.repeat(np.asarray(self.targets.ids, dtype=np.int64), episodes)
+                 action_noise: float = 0.0, shuffle_z: bool = False,
+                 task_ids: list[int] | None = None) -> Trajectories:
+        order = list(self.targets.ids) if task_ids is None else list(task_ids)
+        ids = np.repeat(np.asarray(order, dtype=np.int64), episodes)
         stacked = None if prompt is None else stack_prompts(prompt, ids)
         targets = np.array([self.targets.target[int(t)] for t in ids])
+        z_from = None
+        if shuffle_z:
+            if not self.s.training.get("use_z", self.s.world_model is not None) \
+                    or self.s.world_model is None:
+                raise ValueError(f"{self.s.method} does not use z: nothing to shuffle")
+            other = other_task(order)
+            pos = {t: i for i, t in enumerate(order)}
+            e = np.tile(np.arange(episodes), len(order))
+            z_from = np.array([pos[other[int(t)]] * episodes for t in ids]) + e
         return rollout(self.s.policy, self.s.family, ids, target_returns=targets,
                        window=self.s.window, context=self.s.context,
                        return_scale=self.s.return_scale, world_model=self.s.world_model,
                        prompt=stacked, seed=self._seed(salt), device=self.s.device,
-                       action_noise=action_noise)
+                       action_noise=action_noise, z_from=z_from)
 
     def _result(self, trajs: Trajectories, **extra: Any) -> dict[str, Any]:
         res: dict[str, Any] = {"returns": _per_task(trajs)}
@@ -233,7 +356,11 @@ class Evaluator:
             rng=np.random.default_rng(self._seed(salt)), world_model=self.s.world_model,
             column=self.cfg.error_column, scorer=self._scorer)
 
-    def _few_shot(self) -> dict[str, Any]:
+    def _few_shot_prompts(self) -> tuple[dict, dict, list[Trajectories]]:
+        """The few-shot prompts (computed once; deterministic in the seeds, so a resumed
+        evaluation gets the same ones): ``(prompts, info, collection rounds)``."""
+        if self._fs is not None:
+            return self._fs
         cfg = self.cfg
         # 1. collection: round 1 zero-shot, later rounds prompted by the best own episode
         #    so far; every collected episode is the agent's own (never a dataset episode)
@@ -248,22 +375,52 @@ class Evaluator:
         own = Trajectories.concat(rounds)
         # 2. best of all own episodes by return -> complementary segment -> prompt
         prompts, info = self._own_prompts(own, salt=3)
+        self._fs = (prompts, info, rounds)
+        return self._fs
+
+    def _few_shot(self) -> dict[str, Any]:
+        prompts, info, rounds = self._few_shot_prompts()
         # 3. evaluate with that prompt (noise-free)
-        trajs = self._rollout(cfg.episodes, prompt=prompts, salt=4)
+        trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=4)
         return self._result(trajs, prompts={str(t): v for t, v in info.items()},
-                            collect_returns=_per_task(own),
+                            collect_returns=_per_task(Trajectories.concat(rounds)),
                             collect_rounds=[_per_task(x) for x in rounds])
+
+    def _probe(self) -> dict[str, Any]:
+        """The z probe on the agent's own zero-shot contexts and on random-action contexts,
+        per split of the evaluated tasks (and over every task unseen in training)."""
+        from metadt.evaluate.probe import probe_score
+
+        if self.s.world_model is None or self._probe_weights is None:
+            raise ValueError(f"{self.s.method}: the z probe needs the run's world model")
+        w = self._probe_weights()
+        ids = np.asarray(self.targets.ids, dtype=np.int64)
+        sources = {"own": self._rollout(self.cfg.episodes, prompt=None, salt=1),
+                   "random": random_rollout(self.s.family, np.repeat(ids, self.cfg.probe_episodes),
+                                            seed=self._seed(7))}
+        split = np.array([self.targets.split[int(t)] for t in ids])
+        groups = {s: ids[split == s] for s in dict.fromkeys(split.tolist())}
+        if {"test", "unseen"} <= set(groups):
+            groups["test+unseen"] = ids[np.isin(split, ["test", "unseen"])]
+        out: dict[str, Any] = {}
+        for name, trajs in sources.items():
+            out[name] = {g: probe_score(w, _take(trajs, np.flatnonzero(np.isin(trajs.tasks, t))),
+                                        self.s.world_model, self.s.family)
+                         for g, t in groups.items()}
+        return {"returns": {}, "probe": out}
 
     def _expert(self) -> dict[str, Any]:
         if self._expert_store is None:
             raise ValueError("the expert-prompt setting needs the dataset's expert store")
         rng = np.random.default_rng(self._seed(5))
         src = f"dataset:{self.cfg.expert_quality}"
+        # the dataset's tasks only: extra unseen goals have no demonstration
+        ids = [t for t in self.targets.ids if self.targets.split[t] != "unseen"]
         prompts, info = expert_prompts(
-            self._expert_store(), self.targets.ids, length=self.s.prompt_len,
+            self._expert_store(), ids, length=self.s.prompt_len,
             start_min=self.s.start_min, return_scale=self.s.return_scale,
             strategy=self.cfg.expert_prompt_strategy, rng=rng, source=src)
-        trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=6)
+        trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=6, task_ids=ids)
         return self._result(trajs, prompts={str(t): v for t, v in info.items()})
 
 
@@ -298,6 +455,7 @@ def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
     if h is None:  # no world model (DT, Prompt-DT): no z, so no context windows
         h = 0
     return Subject(
+        training={k: getattr(cfg, k) for k in TRAINING_FLAGS if hasattr(cfg, k)},
         method=str(cfg.method),
         policy=policy,
         family=family,
@@ -348,10 +506,22 @@ def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | No
     out = Path(out) if out is not None else run_dir / EVAL_FILE
     loaded = load_run(run_dir, device=cfg.device or None)
     dataset = Dataset.open(loaded.dataset_path)
-    subject = subject_from_run(loaded, dataset.family)
     targets = targets_from_card(dataset.card, loaded.quality, cfg)
+    family, targets = add_unseen_tasks(dataset.family, dataset.card, loaded.quality, cfg, targets)
+    subject = subject_from_run(loaded, family)
+    weights: dict[str, np.ndarray] = {}
+
+    def probe_weights() -> np.ndarray:
+        from metadt.train.world_model import fit_probe
+
+        if "w" not in weights:
+            weights["w"] = fit_probe(subject.world_model, dataset)
+        return weights["w"]
+
     ev = Evaluator(subject, cfg, targets,
-                   expert_store=lambda: dataset.store(cfg.expert_quality), progress=progress)
+                   expert_store=lambda: dataset.store(cfg.expert_quality),
+                   probe_weights=probe_weights if subject.world_model is not None else None,
+                   progress=progress)
     results = None
     if out.is_file() and not fresh:
         prev = read_json(out)

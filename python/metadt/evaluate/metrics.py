@@ -19,23 +19,51 @@ import numpy as np
 
 METHOD_LABELS = {
     "meta-dt": "Meta-DT",
+    "meta-dt-no-prompt": "Meta-DT zero-shot model",
     "dt": "DT",
     "prompt-dt": "Prompt-DT",
     "meta-dt-no-z": "Meta-DT w/o z",
-    "meta-dt-no-prompt": "Meta-DT w/o prompt",
     "meta-dt-random-prompt": "Meta-DT random prompt",
 }
 SETTING_LABELS = {
     "zero-shot": "zero-shot",
     "few-shot": "few-shot (own trajectories)",
     "expert-prompt": "expert prompt (demonstration)",
+    "zero-shot-z-shuffled": "zero-shot, z of another task (diagnostic)",
+    "few-shot-z-shuffled": "few-shot, z of another task (diagnostic)",
+    "few-shot-prompt-swapped": "few-shot, prompt of another task (diagnostic)",
+}
+#: The paper's rows, named by what was trained and how it was evaluated: the
+#: few-shot model is prompted after warm-up, the zero-shot model never.
+ROW_LABELS = {
+    ("meta-dt", "few-shot"): "Meta-DT few-shot",
+    ("meta-dt-no-prompt", "zero-shot"): "Meta-DT zero-shot (never prompted)",
+    ("meta-dt", "zero-shot"): "Meta-DT few-shot model without prompt (diagnostic)",
 }
 METHOD_ORDER = list(METHOD_LABELS)
 SETTING_ORDER = list(SETTING_LABELS)
 
 
 def label(method: str, setting: str) -> str:
-    return f"{METHOD_LABELS.get(method, method)}, {SETTING_LABELS.get(setting, setting)}"
+    """The row's name: `ROW_LABELS` for the paper's rows, else "method, setting"."""
+    return ROW_LABELS.get((method, setting),
+                          f"{METHOD_LABELS.get(method, method)}, {SETTING_LABELS.get(setting, setting)}")
+
+
+def trained_with(training: dict[str, Any] | None) -> str:
+    """What a run was trained with, from its recorded training flags (empty if unknown)."""
+    if not training:
+        return ""
+    parts = ["z" if training.get("use_z") else "no z"]
+    if training.get("use_prompt"):
+        parts.append(f"prompt ({training.get('prompt_strategy', '?')}) after "
+                     f"{training.get('warm_train', '?')} steps, dropout "
+                     f"{training.get('prompt_dropout', '?')}")
+    else:
+        parts.append("never prompted")
+    if training.get("window_anchor"):
+        parts.append(f"{training['window_anchor']}-anchored windows")
+    return ", ".join(parts)
 
 
 def normalized(ret: float, random: float | None, dataset_max: float) -> float:
@@ -59,6 +87,8 @@ def task_rows(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 mean = float(np.mean(rets))
                 row = {
                     "method": res["method"], "setting": setting, "seed": int(res["seed"]),
+                    "training": dict(res.get("training") or {}),
+                    "evaluated": SETTING_LABELS.get(setting, setting),
                     "task": int(task), "split": info["split"], "returns": [float(r) for r in rets],
                     "return": mean, "target": info["target"], "dataset_max": info["dataset_max"],
                     "dataset_mean": info["dataset_mean"], "random": info.get("random"),
@@ -100,6 +130,8 @@ def summarize(rows: list[dict[str, Any]], split: str = "test") -> list[dict[str,
         per_seed_norm = {s: _stats([r["normalized"] for r in g if r["seed"] == s])[0] for s in seeds}
         entry = {
             "method": key[0], "setting": key[1], "label": label(*key), "split": split,
+            "training": g[0]["training"], "trained": trained_with(g[0]["training"]),
+            "evaluated": g[0]["evaluated"],
             "return_mean": mean, "return_std": std,
             "normalized_mean": nmean, "normalized_std": nstd,
             "dataset_max": float(np.mean([r["dataset_max"] for r in g])),

@@ -77,6 +77,7 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
             target_returns: Sequence[float] | np.ndarray, window: int, context: int,
             return_scale: float, world_model: Any = None, prompt: Prompt | None = None,
             seed: int | None = None, device: Any = "cpu", action_noise: float = 0.0,
+            z_from: Sequence[int] | np.ndarray | None = None,
             on_step: Callable[[int, int], None] | None = None) -> Trajectories:
     """Run one episode per entry of `task_ids` (repeat an id for several episodes).
 
@@ -85,8 +86,11 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
     for the episode. `action_noise` > 0 adds Gaussian exploration noise of
     standard deviation ``action_noise x (high - low) / 2`` to every predicted
     action before clipping (drawn from `seed`; the clipped, applied action is
-    what the history and the returned trajectories hold). `on_step(t, horizon)`
-    is called after every step.
+    what the history and the returned trajectories hold). `z_from` [N] (the
+    z-shuffle diagnostic) gives env i the z the world model computes from env
+    ``z_from[i]``'s context at the same step, everything else of its batch
+    unchanged (the policy must offer ``compute_z(batch, world_model)``).
+    `on_step(t, horizon)` is called after every step.
     """
     import torch
 
@@ -102,6 +106,13 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
     if action_noise < 0 or not np.isfinite(action_noise):
         raise ValueError(f"action_noise must be a finite number >= 0, got {action_noise}")
     noise_std = float(action_noise) * (high - low) / 2.0
+    perm = None
+    if z_from is not None:
+        perm = np.asarray(z_from, dtype=np.int64).reshape(-1)
+        if perm.shape != (n,) or perm.min() < 0 or perm.max() >= n:
+            raise ValueError(f"z_from must hold {n} env indices in [0, {n}), got {perm.tolist()}")
+        if world_model is None:
+            raise ValueError("z_from (z shuffled) needs the world model that computes z")
     noise_rng = np.random.default_rng(None if seed is None else [int(seed), 0x6E6F6973])
     hist = LiveHistory(n, family.obs_dim, family.act_dim, horizon, window, context,
                        return_scale, tasks=task_ids)
@@ -115,6 +126,8 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
         with torch.inference_mode():
             for t in range(horizon):
                 batch = to_torch(hist.batch(prompt), device)
+                if perm is not None:  # every env's own z, then handed to another env
+                    batch["z"] = policy.compute_z(batch, world_model)[torch.as_tensor(perm)]
                 action = _as_numpy(policy.predict_action(batch, world_model=world_model))
                 if action.shape != (n, family.act_dim):
                     raise ValueError(f"policy returned actions of shape {action.shape}, "
@@ -140,3 +153,33 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
         targets=targets,
         success=success,
     )
+
+
+def random_rollout(family: Any, task_ids: Sequence[int], *, seed: int) -> Trajectories:
+    """One episode per entry of `task_ids` with uniformly random actions in the action box
+    (undirected behaviour: the contexts the z probe is scored on)."""
+    task_ids = np.asarray(task_ids, dtype=np.int64)
+    n = int(task_ids.shape[0])
+    if n == 0:
+        raise ValueError("random_rollout needs at least one task")
+    horizon = int(family.horizon)
+    low = np.asarray(family.action_low, dtype=np.float64)
+    high = np.asarray(family.action_high, dtype=np.float64)
+    rng = np.random.default_rng([int(seed), 0x72616E64])
+    env = family.make_vector_env([family.tasks[int(i)] for i in task_ids], seed=seed)
+    obs_l, act_l, rew_l = [], [], []
+    try:
+        obs, _ = env.reset(seed=seed)
+        obs_l.append(np.asarray(obs, dtype=np.float64))
+        for _ in range(horizon):
+            a = rng.uniform(low, high, size=(n, low.shape[0]))
+            obs, rew, _term, _trunc, _ = env.step(a)
+            act_l.append(a)
+            rew_l.append(np.asarray(rew, dtype=np.float64))
+            obs_l.append(np.asarray(obs, dtype=np.float64))
+    finally:
+        env.close()
+    allobs = np.stack(obs_l, 1)
+    return Trajectories(tasks=task_ids, obs=allobs[:, :horizon], actions=np.stack(act_l, 1),
+                        rewards=np.stack(rew_l, 1), next_obs=allobs[:, 1:horizon + 1],
+                        targets=np.zeros(n))

@@ -73,7 +73,11 @@ class NumpyWindows:
 
     def __init__(self, store, batch: int, length: int = 20, context: int = 0,
                  return_scale: float = 1.0, columns: Sequence[str] = (), prompt: Any = None,
-                 tasks: Sequence[int] | None = None, seed: int = 0, num_batches: int = 1 << 30):
+                 tasks: Sequence[int] | None = None, seed: int = 0, num_batches: int = 1 << 30,
+                 anchor: str = "end"):
+        if anchor not in ("start", "end"):
+            raise ValueError(f'anchor must be "start" or "end", got {anchor!r}')
+        self.anchor = anchor
         self.c = _Columns(store, tasks, columns)
         self.batch, self.k, self.h = int(batch), int(length), int(context)
         self.scale = float(return_scale)
@@ -151,8 +155,12 @@ class NumpyWindows:
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         c, b, k, h = self.c, self.batch, self.k, self.h
         rng = np.random.default_rng(batch_seed(self.seed, int(i)))
-        end = c.domain[rng.integers(0, len(c.domain), size=b)]
-        start = c.ep_start[end][:, None]
+        drawn = c.domain[rng.integers(0, len(c.domain), size=b)]
+        if self.anchor == "end":
+            end, start = drawn, c.ep_start[drawn][:, None]
+        else:  # the window starts at the drawn step, clipped at its episode's end
+            last = c.ep_start[drawn] + c.lengths[c.ep[drawn]] - 1
+            end, start = np.minimum(drawn + k - 1, last), drawn[:, None]
         idx = end[:, None] - k + 1 + np.arange(k)
         valid = idx >= start
         safe = np.where(valid, idx, 0)
@@ -170,7 +178,7 @@ class NumpyWindows:
             out[name] = c.take(c.cols[name], idx, valid, 0.0)
         if h > 0:
             cidx = end[:, None] - (k + h) + 1 + np.arange(k + h)
-            cv = cidx >= start
+            cv = cidx >= np.maximum(c.ep_start[end][:, None], start - h)
             out.update(ctx_obs=c.take(c.obs, cidx, cv, 0.0),
                        ctx_actions=c.take(c.actions, cidx, cv, 0.0),
                        ctx_rewards=c.take(c.rewards, cidx, cv, 0.0), ctx_mask=cv)

@@ -101,3 +101,29 @@ def _pts(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
         if isinstance(v, (int, float)) and "step" in r and math.isfinite(v) and v > 0:
             out.append((float(r["step"]), float(v)))
     return out
+
+
+def intervals(entries: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """IQM and mean of each row with their 95% bootstrap intervals (rliable's estimates)."""
+    if not entries:
+        return None
+    from metadt.evaluate.metrics import label
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(entries) + 1.6), sharey=True)
+    y = list(range(len(entries)))[::-1]
+    for ax, key, name in ((axes[0], "iqm", "IQM"), (axes[1], "mean", "mean")):
+        for yi, e in zip(y, entries):
+            lo, hi = e[f"{key}_ci"]
+            ax.plot([lo, hi], [yi, yi], lw=6, alpha=0.45, color="C0", solid_capstyle="butt")
+            ax.plot([e[key]], [yi], "|", color="k", ms=12, mew=2)
+        ax.axvline(0.0, color="grey", lw=0.8, ls=":")
+        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel(f"normalized score ({name})")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels([label(e["method"], e["setting"]) for e in entries], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -146,7 +146,8 @@ def sampler_kwargs(cfg: MetaDTConfig, wm: WorldModel | None, train_ids: list[int
                    with_prompt: bool) -> dict[str, Any]:
     """Keyword arguments of ``store.sample_windows`` for one phase of training."""
     kw: dict[str, Any] = {"length": cfg.seq_len, "return_scale": cfg.return_scale,
-                          "tasks": train_ids, "context": 0, "columns": ()}
+                          "tasks": train_ids, "context": 0, "columns": (),
+                          "anchor": cfg.window_anchor}
     if cfg.use_z:
         if cfg.z_source == "column":
             kw["columns"] = (cfg.z_column,)

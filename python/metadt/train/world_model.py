@@ -277,6 +277,42 @@ def _full_context(table: StepTable, idx: np.ndarray, h: int) -> np.ndarray:
     return idx[table.timestep[idx] >= h]
 
 
+def _fit_probe(table: StepTable, idx: np.ndarray, wm: WorldModel, feats: dict[int, np.ndarray],
+               ridge: float, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge probe z -> task features on the steps ``idx``: (weights, z, features)."""
+    z = compute_z(table, wm, batch_size, idx).astype(np.float64)
+    y = np.stack([feats[int(t)] for t in table.task[idx]])
+    return _ridge(z, y, ridge), z, y
+
+
+@torch.no_grad()
+def fit_probe(wm: WorldModel, ds, quality: str = "", ridge: float = 1e-3,
+              max_steps: int = 200000, seed: int = 0, batch_size: int = 4096) -> np.ndarray:
+    """The world-model report's probe (``world_model_report``'s ``probe``): ridge weights
+    ``[z_dim + 1, features]`` from z to the task features, fitted on the training tasks'
+    steps with a full h-step context of `quality` (empty: ``mixed`` if the dataset has it,
+    else ``medium``). Apply with :func:`probe_predict`; test tasks are never seen."""
+    q = quality or ("mixed" if "mixed" in ds.card.qualities else "medium")
+    table = StepTable.of(ds.store(q))
+    train_ids = [int(t) for t in ds.card.train_ids]
+    idx = _full_context(table, _subsample_steps(table, table.steps_of_tasks(train_ids),
+                                                max_steps, seed), wm.context_len)
+    if not len(idx):
+        raise ValueError(f"the {q!r} data has no training-task step with a full context")
+    feats = {t: task_features(ds, t) for t in train_ids}
+    return _fit_probe(table, idx, wm, feats, ridge, batch_size)[0]
+
+
+def probe_predict(w: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Task features predicted by the probe weights `w` from z ``[n, z_dim]``."""
+    return _predict(w, np.asarray(z, dtype=np.float64))
+
+
+def r2_score(y: np.ndarray, pred: np.ndarray) -> float | None:
+    """The report's R^2 (of the task-parameter vector; None when it does not vary)."""
+    return _r2(np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64))
+
+
 @torch.no_grad()
 def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, Any]:
     """How well z identifies tasks (test tasks are used here only, never for selection).
@@ -325,11 +361,9 @@ def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, A
     feats = {t: task_features(ds, t) for t in train_ids + test_ids}
     tr_f, te_f = _full_context(table, tr, h), _full_context(table, te, h)
     if len(tr_f) and len(te_f):
-        z_tr = compute_z(table, wm, cfg.report_batch_size, tr_f).astype(np.float64)
+        w, z_tr, y_tr = _fit_probe(table, tr_f, wm, feats, cfg.probe_ridge, cfg.report_batch_size)
         z_te = compute_z(table, wm, cfg.report_batch_size, te_f).astype(np.float64)
-        y_tr = np.stack([feats[int(t)] for t in table.task[tr_f]])
         y_te = np.stack([feats[int(t)] for t in table.task[te_f]])
-        w = _ridge(z_tr, y_tr, cfg.probe_ridge)
         probe = {"quality": probe_q, "fit_on": "train tasks", "scored_on": "test tasks",
                  "r2_train": _r2(y_tr, _predict(w, z_tr)), "r2_test": _r2(y_te, _predict(w, z_te)),
                  "r2_test_per_dim": _r2_per_dim(y_te, _predict(w, z_te)),
