@@ -293,6 +293,9 @@ FILES = ["manifest.json", "obs.npy", "actions.npy", "rewards.npy", "next_obs.npy
 VALUES = st.one_of(INTS, st.sampled_from([None, "", "../../pwned", "/etc/passwd", "columns/../obs.npy", "mask",
                                           "<f8", "<f4", "<i8", [], [2**62], [2**62, 2], [-1, 2], {}, 1.5, True,
                                           "metadt-trajectory-store", 1e308]))
+# The harness itself reads a file whole only below this size: an earlier "sparse" swap leaves a 1 TiB file that
+# a later edit of the same file must skip (reading it raised MemoryError inside the harness, not the store).
+HARNESS_READ_LIMIT = 64 << 20
 SWAPS = ["fifo", "symlink", "dir", "empty", "truncate", "sparse", "garbage", "flip", "flip", "flip"]
 
 
@@ -334,6 +337,8 @@ def apply_edit(d: Path, outside: Path, edit) -> bool:
     if kind in ("top", "file", "att"):
         if mp.is_symlink() or not mp.is_file():   # swapped for a FIFO/link/dir: the harness must not open it
             return False
+        if mp.stat().st_size > HARNESS_READ_LIMIT:   # swapped for a huge sparse file: never read it whole
+            return False
         try:
             m = json.loads(mp.read_text())
         except (OSError, ValueError):
@@ -366,7 +371,7 @@ def apply_edit(d: Path, outside: Path, edit) -> bool:
     if not (p.exists() or p.is_symlink()):
         return False
     if how == "flip":
-        if p.is_file() and not p.is_symlink() and p.stat().st_size:
+        if p.is_file() and not p.is_symlink() and 0 < p.stat().st_size <= HARNESS_READ_LIMIT:
             data = bytearray(p.read_bytes())
             data[r % len(data)] ^= 1 << (r % 8)
             p.write_bytes(bytes(data))
