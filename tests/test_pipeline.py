@@ -17,7 +17,7 @@ def _stages(out):
 
 def test_smoke_pipeline_end_to_end_and_resume(tmp_path, monkeypatch):
     out, data = tmp_path / "run", tmp_path / "data"
-    cfg = PipelineConfig(preset="smoke", data=str(data))
+    cfg = PipelineConfig(preset="smoke", data=str(data), report_reps=100)
     real_train = runner.Pipeline.stage_train
 
     def interrupted(self, method, seed, have_wm):

@@ -41,7 +41,7 @@ def write_group(root, rng):
 def test_report_numbers_equal_raw_returns(tmp_path):
     rng = np.random.default_rng(0)
     raw = write_group(tmp_path / "runA", rng)
-    rep = build_report([tmp_path / "runA"], tmp_path / "out")
+    rep = build_report([tmp_path / "runA"], tmp_path / "out", reps=200)
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert rep["groups"][0]["name"] == "runA" and len(data["groups"]) == 1
     g = data["groups"][0]
@@ -75,7 +75,7 @@ def test_report_compares_runs_side_by_side(tmp_path):
     rng = np.random.default_rng(1)
     write_group(tmp_path / "a", rng)
     write_group(tmp_path / "b", rng)
-    build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp", reps=200)
     md = (tmp_path / "cmp" / "results.md").read_text()
     assert "Side by side" in md and "| method, setting | a | b |" in md
     assert (tmp_path / "cmp" / "a-returns.png").is_file()
@@ -85,7 +85,7 @@ def test_report_cli(tmp_path, capsys):
     from metadt.cli import main
 
     write_group(tmp_path / "r", np.random.default_rng(2))
-    assert main(["report", str(tmp_path / "r")]) == 0
+    assert main(["report", str(tmp_path / "r"), "--reps", "100"]) == 0
     assert (tmp_path / "r" / "report" / "results.md").is_file()
     assert "Meta-DT" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "missing")]) == 1

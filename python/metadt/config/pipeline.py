@@ -33,6 +33,8 @@ class PipelineConfig(Config):
     """``field=value`` overrides of every method's MetaDTConfig."""
     evaluate_overrides: tuple[str, ...] = ()
     """``field=value`` overrides of the EvaluateConfig."""
+    report_reps: int = 2000
+    """Bootstrap resamples of the report's rliable confidence intervals."""
     torch_threads: int = 1
     """torch intra-op threads for every stage (0 = torch's default). The cpu-preset models
     are small: on the shared 2-core machine under load, Meta-DT training ran 5.3 steps/s
@@ -56,6 +58,8 @@ class PipelineConfig(Config):
             raise ValueError(f"pipeline: unknown method(s) {bad}; choose from {', '.join(METHODS)}")
         if not self.methods:
             raise ValueError("pipeline: no methods")
+        if self.report_reps < 1:
+            raise ValueError("pipeline: report_reps must be >= 1")
         return self
 
     @property

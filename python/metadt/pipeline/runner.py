@@ -330,7 +330,8 @@ class Pipeline:
 
         t0 = time.perf_counter()
         rep = build_report([self.out], self.out / REPORT_DIR, names=[self.out.name],
-                           title=f"metadt: {self.cfg.family} ({self.cfg.preset} preset)")
+                           title=f"metadt: {self.cfg.family} ({self.cfg.preset} preset)",
+                           reps=self.cfg.report_reps)
         self._log("report", t0)
         return rep
 
