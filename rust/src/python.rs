@@ -381,9 +381,11 @@ impl PyStore {
     }
 
     /// Append a complete episode; returns its index.
-    #[pyo3(signature = (obs, actions, rewards, next_obs=None, task=0, terminals=None))]
+    #[pyo3(signature = (obs, actions, rewards, next_obs=None, task=0, terminals=None, truncations=None))]
+    #[allow(clippy::too_many_arguments)]
     fn add_episode(&self, obs: &Bound<'_, PyAny>, actions: &Bound<'_, PyAny>, rewards: &Bound<'_, PyAny>,
-                   next_obs: Option<&Bound<'_, PyAny>>, task: i64, terminals: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+                   next_obs: Option<&Bound<'_, PyAny>>, task: i64, terminals: Option<&Bound<'_, PyAny>>,
+                   truncations: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         let (od, ad) = { let s = read(&self.inner); (s.obs_dim, s.act_dim) };
         let (o, os) = floats(obs, "obs", false)?;
         let (a, ashape) = floats(actions, "actions", false)?;
@@ -416,15 +418,27 @@ impl PyStore {
             }
             _ => None,
         };
+        let trunc = match truncations {
+            Some(x) if !x.is_none() => {
+                let (v, s) = floats(x, "truncations", true)?;
+                let tt = rows(&s, "truncations", 1, "1")?;
+                if tt != t {
+                    return Err(verr(format!("truncations has {tt} steps, rewards has {t}")));
+                }
+                Some(v)
+            }
+            _ => None,
+        };
         let mut s = write(&self.inner);
-        s.add_episode(&o, &a, &r, n.as_deref(), task, term.as_deref()).map_err(to_py)
+        s.add_episode_with_truncations(&o, &a, &r, n.as_deref(), task, term.as_deref(), trunc.as_deref()).map_err(to_py)
     }
 
     /// Append one transition (online mode); returns the episode index when `done` closes it, else None.
-    #[pyo3(signature = (obs, action, reward, next_obs, done, task=0, terminal=None, stream=None))]
+    #[pyo3(signature = (obs, action, reward, next_obs, done, task=0, terminal=None, stream=None, truncated=None))]
     #[allow(clippy::too_many_arguments)]
     fn add_step(&self, obs: &Bound<'_, PyAny>, action: &Bound<'_, PyAny>, reward: &Bound<'_, PyAny>,
-                next_obs: &Bound<'_, PyAny>, done: bool, task: i64, terminal: Option<bool>, stream: Option<i64>)
+                next_obs: &Bound<'_, PyAny>, done: bool, task: i64, terminal: Option<bool>, stream: Option<i64>,
+                truncated: Option<bool>)
                 -> PyResult<Option<usize>> {
         let reward = match reward.extract::<f64>() {
             Ok(r) => r,
@@ -440,7 +454,7 @@ impl PyStore {
         let (a, _) = floats(action, "action", true)?;
         let (n, _) = floats(next_obs, "next_obs", true)?;
         let mut s = write(&self.inner);
-        s.add_step(&o, &a, reward as f32, &n, done, task, terminal, stream).map_err(to_py)
+        s.add_step(&o, &a, reward as f32, &n, done, task, terminal, truncated, stream).map_err(to_py)
     }
 
     /// Close the open episode of `stream` (default stream = task id); returns its index.
@@ -465,14 +479,14 @@ impl PyStore {
     }
 
     /// A read-only zero-copy view of a column: [num_steps, d] (1-D [num_steps]
-    /// for rewards, terminals, rtg). A snapshot: later appends are not visible in it.
+    /// for rewards, terminals, truncations, rtg). A snapshot: later appends are not visible in it.
     fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let (buf, start, n, w) = {
             let s = read(&self.inner);
             let c = s.column_ref(name).map_err(to_py)?;
             (c.buffer(), s.head * c.width(), s.num_steps(), c.width())
         };
-        let one_d = matches!(name, "rewards" | "terminals" | "rtg");
+        let one_d = matches!(name, "rewards" | "terminals" | "truncations" | "rtg");
         // SAFETY: [start, start + n*w) is inside the buffer; `owner` keeps it alive and it is never mutated.
         let ptr = unsafe { buf.as_slice().as_ptr().add(start) };
         let owner = Bound::new(py, ColumnBuffer { _buf: buf })?.into_any();

@@ -318,7 +318,7 @@ def split_quality(quality: str) -> list[str]:
 
 def union_store(stores: list["TrajectoryStore"]) -> "TrajectoryStore":
     """One in-memory store holding every episode of ``stores`` (in order; tasks,
-    terminals and the stored columns obs/actions/rewards/next_obs copied)."""
+    terminals, truncations and the stored columns obs/actions/rewards/next_obs copied)."""
     from metadt import TrajectoryStore
 
     if not stores:
@@ -330,12 +330,12 @@ def union_store(stores: list["TrajectoryStore"]) -> "TrajectoryStore":
             raise ValueError(f"union of stores with different dims: ({od}, {ad}) and "
                              f"({st.obs_dim}, {st.act_dim})")
         cols = {c: np.asarray(st.column(c)) for c in ("obs", "actions", "rewards", "next_obs",
-                                                       "terminals")}
+                                                       "terminals", "truncations")}
         for o, n, t in zip(st.episode_offsets(), st.episode_lengths(), st.episode_tasks()):
             sl = slice(int(o), int(o) + int(n))
             out.add_episode(cols["obs"][sl], cols["actions"][sl], cols["rewards"][sl],
                             next_obs=cols["next_obs"][sl], task=int(t),
-                            terminals=cols["terminals"][sl])
+                            terminals=cols["terminals"][sl], truncations=cols["truncations"][sl])
     return out
 
 
