@@ -287,9 +287,7 @@ class Dataset:
             try:
                 store = self.store(quality)
                 if verify:
-                    q = self.card.qualities[quality]
-                    TrajectoryStore.load(str(self.path / q.get("store", quality)), mmap=True,
-                                         verify=True)
+                    TrajectoryStore.load(str(self.store_path(quality)), mmap=True, verify=True)
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"{self.path}: quality {quality!r} is damaged: "
                                         f"{exc}") from None
