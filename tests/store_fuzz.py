@@ -47,7 +47,8 @@ BOUND = st.sampled_from(BOUNDS)
 INTS = st.one_of(SMALL, SMALL, BOUND)
 ODD = st.sampled_from([None, 1.5, "3", b"x", [1], float("nan"), True])
 ARG = st.one_of(SMALL, SMALL, SMALL, SMALL, BOUND, BOUND, ODD)
-FLOATS = st.sampled_from([1.0, 0.5, 250.0, 1e-45, 1e-30, 0.0, -1.0, float("nan"), float("inf"), 1e38, 3.4e38])
+FLOATS = st.sampled_from([1.0, 0.5, 250.0, 1e-45, 1e-30, 0.0, -1.0, float("nan"), float("inf"), 1e38, 3.4e38,
+                          -0.0, 1e-50, 1e39, -float("inf"), 1e-38])
 NAMES = st.sampled_from(["err", "z", "ok.v", "mask", "timesteps", "tasks", "episodes", "ctx_obs", "prompt_mask",
                          "obs", "rtg", "episode_lengths", "../../pwned", "", "_x", "a/b", "ERR", "x" * 250])
 STRATS = st.sampled_from(["argmax", "proportional", "random", "last", "bogus"])
@@ -95,6 +96,9 @@ def check_windows(s, b, kw):
     od, ad = s.obs_dim, s.act_dim
     assert b["obs"].shape == (B, K, od) and b["actions"].shape == (B, K, ad), "window shapes"
     assert b["mask"].dtype == np.bool_ and b["mask"][:, -1].all(), "last position always valid"
+    # an accepted return_scale keeps every rtg / scale finite in float32 (windows and prompts)
+    assert np.isfinite(b["rtg"]).all() and ("prompt_rtg" not in b or np.isfinite(b["prompt_rtg"]).all()), \
+        "return_scale let rtg overflow"
     off, lens = s.episode_offsets(), s.episode_lengths()
     names = list(kw.get("columns") or [])
     h = kw.get("context", 0)

@@ -138,13 +138,79 @@ fn unique_suffix() -> String {
     format!("{}.{:08x}", std::process::id(), crate::rng::mix64(t ^ (&t as *const u64 as u64)) & 0xffff_ffff)
 }
 
+/// Whether process `pid` may still be running (unknown counts as running).
+fn pid_alive(pid: u64) -> bool {
+    if pid == u64::from(std::process::id()) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        match libc::pid_t::try_from(pid) {
+            Ok(p) if p > 0 => {
+                // SAFETY: signal 0 only checks that the process exists; p > 0 names one process
+                if unsafe { libc::kill(p, 0) } == 0 {
+                    return true;
+                }
+                std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+            }
+            _ => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
+}
+
+/// Remove what killed saves of `parent/name` left behind: our sibling
+/// directories `.{name}.{pid}.{8 hex}.tmp` (a store being written) and
+/// `.{name}.{pid}.{8 hex}.old` (the replaced store being deleted) whose
+/// process is gone. Entries of a live process (another save in progress, or
+/// this process) and any other name are left alone; a symbolic link of such a
+/// name is removed itself, never followed. Returns the removed paths.
+pub fn clean_stale_save_siblings(parent: &Path, name: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let prefix = format!(".{name}.");
+    let entries = match fs::read_dir(parent) {
+        Ok(e) => e,
+        Err(_) => return removed,
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name();
+        let Some(fname) = fname.to_str() else { continue };
+        let Some(rest) = fname.strip_prefix(&prefix) else { continue };
+        let Some(rest) = rest.strip_suffix(".tmp").or_else(|| rest.strip_suffix(".old")) else { continue };
+        let Some((pid, hex)) = rest.split_once('.') else { continue };
+        if pid.is_empty() || pid.len() > 19 || !pid.bytes().all(|b| b.is_ascii_digit())
+            || hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let Ok(pid) = pid.parse::<u64>() else { continue };
+        if pid_alive(pid) {
+            continue;
+        }
+        let p = e.path();
+        let ok = match fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => fs::remove_dir_all(&p).is_ok(),
+            Ok(_) => fs::remove_file(&p).is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
 impl Store {
     /// Save the closed episodes (and attached columns, metadata) to the
     /// directory `path`, atomically. Open episodes (online mode) are not saved.
     ///
     /// `path` must be absent, an empty directory or a metadt store (which is
     /// replaced); a regular file, a symbolic link or any other directory is
-    /// refused with [`Error::Exists`] and left untouched.
+    /// refused with [`Error::Exists`] and left untouched. After a successful
+    /// save, the temporary siblings of killed saves of the same target are
+    /// removed ([`clean_stale_save_siblings`]).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let name = path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a valid store path", path.display())))?
@@ -174,6 +240,9 @@ impl Store {
             if had_old {
                 let _ = fs::remove_dir_all(&old);
             }
+            // only now that the new store is in place: what killed saves of this target left
+            // (an `.old` may hold the only copy of a store until a save replaces it)
+            clean_stale_save_siblings(&parent, &name);
             Ok(())
         });
         if res.is_err() {

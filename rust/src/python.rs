@@ -304,8 +304,17 @@ impl PyStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn window_kind(&self, batch: usize, length: usize, context: usize, return_scale: f32, columns: Vec<String>,
+    fn window_kind(&self, batch: usize, length: usize, context: usize, return_scale: f64, columns: Vec<String>,
                    prompt: Option<&Bound<'_, PyAny>>, tasks: Option<Vec<i64>>) -> PyResult<Kind> {
+        if !(return_scale.is_finite() && return_scale > 0.0) {
+            return Err(verr(format!("return_scale must be a finite number > 0 (got {return_scale:?})")));
+        }
+        let return_scale32 = return_scale as f32;
+        if !(return_scale32.is_finite() && return_scale32 > 0.0) {
+            return Err(verr(format!("return_scale {return_scale:?} is outside float32's range (returns-to-go \
+                                     are float32)")));
+        }
+        let return_scale = return_scale32;
         let prompt = match prompt {
             Some(p) if !p.is_none() => Some(parse_prompt(p, context)?),
             _ => None,
@@ -628,7 +637,7 @@ impl PyStore {
     #[pyo3(signature = (batch, length=Count(20), context=Count(0), return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None),
            text_signature = "(self, batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None)")]
     #[allow(clippy::too_many_arguments)]
-    fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, length: Count, context: Count, return_scale: f32,
+    fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, length: Count, context: Count, return_scale: f64,
                            columns: Option<&Bound<'_, PyAny>>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
                            seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
         let kind = self.window_kind(batch.0, length.0, context.0, return_scale, column_names(columns)?, prompt,
@@ -688,7 +697,7 @@ impl PyStore {
         let tasks = opt_tasks(get("tasks")?.as_ref())?;
         let k = if kind == "windows" {
             let length = match get("length")? { Some(v) => v.extract::<Count>()?.0, None => 20 };
-            let rs: f32 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
+            let rs: f64 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
             let cols = column_names(get("columns")?.as_ref())?;
             let prompt = get("prompt")?;
             self.window_kind(batch, length, context, rs, cols, prompt.as_ref(), tasks)?

@@ -378,6 +378,8 @@ pub struct Store {
     pub(crate) argmax_cache: Mutex<Vec<ArgmaxEntry>>,
     /// Step -> episode lookup table (rebuilt lazily when `version` changes).
     pub(crate) step_index: Mutex<Option<Arc<StepIndex>>>,
+    /// Largest |rtg| of the closed episodes at a store version (computed lazily).
+    pub(crate) max_abs_rtg: Mutex<Option<(u64, f32)>>,
 }
 
 /// Maps a step row to its episode in O(1): `table[row >> shift]` is the
@@ -440,6 +442,7 @@ impl Store {
             version: 0,
             argmax_cache: Mutex::new(Vec::new()),
             step_index: Mutex::new(None),
+            max_abs_rtg: Mutex::new(None),
         })
     }
 
@@ -970,6 +973,27 @@ impl Store {
 }
 
 impl Store {
+    /// The largest |return-to-go| of the closed episodes (0 for an empty store),
+    /// cached per store version.
+    pub fn max_abs_rtg(&self) -> f32 {
+        let mut guard = match self.max_abs_rtg.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(Some((v, m))) = guard.as_deref() {
+            if *v == self.version {
+                return *m;
+            }
+        }
+        let n = self.num_steps();
+        let m = self.live(&self.rtg)[..n].iter().fold(0f32, |a, &x| a.max(x.abs()));
+        if let Some(g) = guard.as_deref_mut() {
+            *g = Some((self.version, m));
+        }
+        m
+    }
+
     /// The step -> episode table of the current version (built on first use).
     pub(crate) fn step_index(&self) -> Arc<StepIndex> {
         // try_lock: never block here (a lock orphaned by fork, or a concurrent

@@ -261,7 +261,9 @@ class Dataset:
             self._stores[key] = union_store(
                 [self.store(q, mmap) for q in self.check_quality(quality)])
         if key not in self._stores:
-            store = TrajectoryStore.load(str(self.store_path(quality)), mmap=mmap)
+            # the cheap checks only, also when read whole (mmap=False): verification is
+            # check_stores' policy (a command's --no-verify must mean what it says)
+            store = TrajectoryStore.load(str(self.store_path(quality)), mmap=mmap, verify=False)
             if (store.obs_dim, store.act_dim) != (self.card.obs_dim, self.card.act_dim):
                 raise ValueError(
                     f"{self.path}/{quality}: store dims (obs {store.obs_dim}, act {store.act_dim}) "
