@@ -194,6 +194,11 @@ HOSTILE_H5 = [
     ("task-float", _attr("task_id", 0.5), r"task_id 0.5 is not a task"),
     ("task-params", _attr("task_params", json.dumps({"goal": [9, 9]})), "task_params differ"),
     ("task-missing", lambda f: f["episode_0"].attrs.__delitem__("task_id"), "task_id None"),
+    # 2**40 rows declared in a few KB (chunked, never written): refused before anything reads it
+    ("huge-declared", lambda f: (f["episode_0"].__delitem__("rewards"),
+                                 f["episode_0"].create_dataset("rewards", shape=(2**40,), dtype="f4",
+                                                               chunks=(1024,), compression="gzip")),
+     "declare more than"),
 ]
 
 HOSTILE_META = [
@@ -208,6 +213,7 @@ HOSTILE_META = [
     ("quality-path", _meta("metadt_quality", "../../pwned"), "not a plain name"),
     ("quality-num", _meta("metadt_quality", 3), "not a plain name"),
     ("store-meta", _meta("metadt_store_metadata", "[1]"), "must be a JSON object"),
+    ("arrow", _meta("data_format", "arrow"), "hdf5 storage only"),
 ]
 
 

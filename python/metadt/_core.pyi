@@ -140,7 +140,9 @@ class TrajectoryStore:
         prompt: _Prompt = None,
         tasks: _Tasks = None,
         seed: int | None = None,
-    ) -> Batch: ...
+    ) -> Batch:
+        """Decision-Transformer windows. `return_scale` must be finite, > 0, representable in
+        float32 and keep every return-to-go / return_scale finite in float32 (else ValueError)."""
     def segment_scores(
         self, column: str, length: int, start_min: int = 0, episodes: Sequence[int] | npt.NDArray[np.integer] | None = None
     ) -> dict[str, np.ndarray]: ...

@@ -246,13 +246,61 @@ def _flags(v: np.ndarray, name: str, t: int, where: str) -> np.ndarray:
     return v.astype(np.float32)
 
 
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
+
+
+def _check_declared_sizes(did: str, root: Path, where: str) -> None:
+    """Refuse an HDF5 file whose arrays declare more bytes than a quarter of this machine's
+    memory, before minari reads any of them whole (a few KB of compressed chunks can
+    declare terabytes)."""
+    import h5py
+
+    data = root / did / "data"
+    meta = data / "metadata.json"
+    try:
+        if meta.stat().st_size > _MAX_JSON:
+            raise MinariFormatError(f"{where}: metadata.json is larger than {_MAX_JSON} bytes")
+        fmt = json.loads(meta.read_text()).get("data_format")
+    except (OSError, ValueError, AttributeError, RecursionError) as exc:
+        raise MinariFormatError(f"{where}: metadata.json unreadable ({exc})") from None
+    if fmt != "hdf5":
+        raise MinariFormatError(f"{where}: data_format {fmt!r:.40}: metadt exports and imports "
+                                f"the hdf5 storage only")
+    limit = _memory_bytes() // 4
+    total = 0
+
+    def visit(name: str, obj: Any) -> None:
+        nonlocal total
+        if isinstance(obj, h5py.Dataset):
+            n = obj.dtype.itemsize
+            for d in obj.shape or ():
+                n *= int(d)
+            total += n
+            if total > limit:
+                raise MinariFormatError(f"{where}: its arrays declare more than {limit} bytes "
+                                        f"(a quarter of this machine's memory; at {name!r})")
+
+    try:
+        with h5py.File(data / "main_data.hdf5", "r") as f:
+            f.visititems(visit)
+    except MinariFormatError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise MinariFormatError(f"{where}: main_data.hdf5 cannot be read ({exc})") from None
+
+
 def read_minari(did: str, root: str | os.PathLike) -> tuple[str, DatasetCard, "TrajectoryStore"]:
     """One exported Minari dataset as ``(quality, card, store)``, every field checked."""
     minari = require_minari()
     from metadt import TrajectoryStore
 
     where = f"Minari dataset {did!r} in {root}"
-    with datasets_root(root):
+    with datasets_root(root) as abs_root:
+        _check_declared_sizes(did, abs_root, where)
         try:
             mds = minari.load_dataset(did)
             meta = mds.storage.metadata
