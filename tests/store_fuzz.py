@@ -47,7 +47,8 @@ BOUND = st.sampled_from(BOUNDS)
 INTS = st.one_of(SMALL, SMALL, BOUND)
 ODD = st.sampled_from([None, 1.5, "3", b"x", [1], float("nan"), True])
 ARG = st.one_of(SMALL, SMALL, SMALL, SMALL, BOUND, BOUND, ODD)
-FLOATS = st.sampled_from([1.0, 0.5, 250.0, 1e-45, 1e-30, 0.0, -1.0, float("nan"), float("inf"), 1e38, 3.4e38])
+FLOATS = st.sampled_from([1.0, 0.5, 250.0, 1e-45, 1e-30, 0.0, -1.0, float("nan"), float("inf"), 1e38, 3.4e38,
+                          -0.0, 1e-50, 1e39, -float("inf"), 1e-38])
 NAMES = st.sampled_from(["err", "z", "ok.v", "mask", "timesteps", "tasks", "episodes", "ctx_obs", "prompt_mask",
                          "obs", "rtg", "episode_lengths", "../../pwned", "", "_x", "a/b", "ERR", "x" * 250])
 STRATS = st.sampled_from(["argmax", "proportional", "random", "last", "bogus"])
@@ -95,6 +96,9 @@ def check_windows(s, b, kw):
     od, ad = s.obs_dim, s.act_dim
     assert b["obs"].shape == (B, K, od) and b["actions"].shape == (B, K, ad), "window shapes"
     assert b["mask"].dtype == np.bool_ and b["mask"][:, -1].all(), "last position always valid"
+    # an accepted return_scale keeps every rtg / scale finite in float32 (windows and prompts)
+    assert np.isfinite(b["rtg"]).all() and ("prompt_rtg" not in b or np.isfinite(b["prompt_rtg"]).all()), \
+        "return_scale let rtg overflow"
     off, lens = s.episode_offsets(), s.episode_lengths()
     names = list(kw.get("columns") or [])
     h = kw.get("context", 0)
@@ -135,6 +139,8 @@ def check_store(s):
     assert (offs == np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)).all() or s.num_episodes == 0
     for n in ("obs", "actions", "next_obs", *s.columns()):
         assert np.asarray(s.column(n)).shape[0] == s.num_steps, "column rows"
+    tr = np.asarray(s.column("truncations"))
+    assert tr.shape == (s.num_steps,) and np.isin(tr, (0.0, 1.0)).all(), "truncations are 0/1"
 
 
 # ------------------------------------------------------------------ API campaign
@@ -153,8 +159,9 @@ def op_strategy(ARG=ARG, INTS=INTS):
         st.tuples(st.just("best"), NAMES, ARG, ARG, st.sampled_from(["task", "episode", "x"]), STRATS, ARG),
         st.tuples(st.just("attach"), NAMES, st.integers(0, 3), st.sampled_from(["ok", "short", "nan", "neg", "f64"])),
         st.tuples(st.just("detach"), NAMES),
-        st.tuples(st.just("add_episode"), st.integers(0, 9), st.booleans(), st.sampled_from(["ok", "nan", "big"]), ARG),
-        st.tuples(st.just("add_step"), ARG, st.booleans(), st.one_of(st.none(), ARG), FLOATS),
+        st.tuples(st.just("add_episode"), st.integers(0, 9), st.booleans(), st.sampled_from(["ok", "nan", "big", "trunc", "trunc-bad", "trunc-short"]), ARG),
+        st.tuples(st.just("add_step"), ARG, st.booleans(), st.one_of(st.none(), ARG), FLOATS,
+                  st.one_of(st.none(), st.booleans()), st.one_of(st.none(), st.booleans())),
         st.tuples(st.just("close"), ARG),
         st.tuples(st.just("query"), st.sampled_from(["episode_task", "top_episodes", "episodes_of_task", "column",
                                                      "reseed"]), ARG, ARG, NAMES),
@@ -214,14 +221,24 @@ def run_op(s, op, rng):
             obs[0, 0] = np.nan
         elif how == "big" and T:
             rew[:] = 3e38
+        trunc = None
+        if how.startswith("trunc"):
+            trunc = (rng.random(T) < 0.3).astype(np.float32)
+            if how == "trunc-bad" and T:
+                trunc[rng.integers(T)] = rng.choice([0.5, -1.0, 2.0, np.nan, np.inf])
+            elif how == "trunc-short":
+                trunc = trunc[:-1] if T else np.zeros(2, np.float32)
         before = snapshot(s)
-        ok, _ = call("add_episode", s.add_episode, obs, rng.normal(size=(T, s.act_dim)), rew, task=task)
+        ok, _ = call("add_episode", s.add_episode, obs, rng.normal(size=(T, s.act_dim)), rew, task=task,
+                     truncations=trunc)
+        if ok and trunc is not None:
+            np.testing.assert_array_equal(np.asarray(s.column("truncations"))[-T:], trunc)
         if not ok:
             assert snapshot(s) == before, "a rejected add_episode changed the store"
     elif kind == "add_step":
-        _, task, done, stream, reward = op
+        _, task, done, stream, reward, terminal, truncated = op
         call("add_step", s.add_step, rng.normal(size=s.obs_dim), rng.normal(size=s.act_dim), reward,
-             rng.normal(size=s.obs_dim), done, task=task, stream=stream)
+             rng.normal(size=s.obs_dim), done, task=task, stream=stream, terminal=terminal, truncated=truncated)
     elif kind == "close":
         call("close_episode", s.close_episode, op[1])
     elif kind == "query":
@@ -287,8 +304,8 @@ def api_example(case):
 
 # ------------------------------------------------------------------ on-disk campaign
 
-FILES = ["manifest.json", "obs.npy", "actions.npy", "rewards.npy", "next_obs.npy", "terminals.npy", "rtg.npy",
-         "episode_offsets.npy", "episode_lengths.npy", "episode_tasks.npy", "episode_returns.npy",
+FILES = ["manifest.json", "obs.npy", "actions.npy", "rewards.npy", "next_obs.npy", "terminals.npy", "truncations.npy",
+         "rtg.npy", "episode_offsets.npy", "episode_lengths.npy", "episode_tasks.npy", "episode_returns.npy",
          "columns/err.npy", "columns/z.npy", "columns"]
 VALUES = st.one_of(INTS, st.sampled_from([None, "", "../../pwned", "/etc/passwd", "columns/../obs.npy", "mask",
                                           "<f8", "<f4", "<i8", [], [2**62], [2**62, 2], [-1, 2], {}, 1.5, True,

@@ -24,6 +24,7 @@ class Episode:
     task: int
     next_obs: np.ndarray | None = None
     terminals: np.ndarray | None = None
+    truncations: np.ndarray | None = None  # None: add_episode's default (last step unless terminal)
     columns: dict = field(default_factory=dict)  # name -> [T, d] float32
 
     def __post_init__(self) -> None:
@@ -37,6 +38,10 @@ class Episode:
         if self.terminals is None:
             self.terminals = np.zeros(len(self.rewards), np.float32)
         self.terminals = np.asarray(self.terminals, np.float32).reshape(-1)
+        if self.truncations is None:
+            self.truncations = np.zeros(len(self.rewards), np.float32)
+            self.truncations[-1] = float(self.terminals[-1] == 0)
+        self.truncations = np.asarray(self.truncations, np.float32).reshape(-1)
 
     @property
     def T(self) -> int:

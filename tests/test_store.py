@@ -311,7 +311,7 @@ def test_save_load_roundtrip_and_format(tmp_path):
     p = tmp_path / "store"
     s.save(p)
     m = json.loads((p / "manifest.json").read_text())
-    assert m["format"] == "metadt-trajectory-store" and m["version"] == 1
+    assert m["format"] == "metadt-trajectory-store" and m["version"] == 2
     assert m["metadata"]["family"] == "point-robot"
     for f in m["files"]:
         raw = (p / f["file"]).read_bytes()

@@ -181,7 +181,7 @@ def test_huge_sparse_store(tmp_path):
     m["num_steps"] = n
     for f in m["files"]:
         path = d / f["file"]
-        if f["name"] in ("obs", "actions", "rewards", "next_obs", "terminals", "rtg"):
+        if f["name"] in ("obs", "actions", "rewards", "next_obs", "terminals", "truncations", "rtg"):
             f["shape"][0] = n
             raw = path.read_bytes()
             hdr = raw[: len(raw) - 4]
@@ -313,7 +313,7 @@ def test_save_of_a_crafted_store_never_writes_outside(saved, tmp_path):
     ("capacity", -5, "capacity"), ("capacity", 0, "capacity"), ("capacity", "big", "capacity"),
     ("capacity", 1.5, "capacity"), ("num_steps", -1, "num_steps"), ("num_steps", 2**64, "num_steps"),
     ("num_episodes", 10**6, "episodes"), ("obs_dim", 0, "obs_dim"), ("obs_dim", 2**40, "obs_dim"),
-    ("act_dim", -2, "act_dim"), ("version", 2, "version"), ("format", "zarr", "format"),
+    ("act_dim", -2, "act_dim"), ("version", 3, "version"), ("format", "zarr", "format"),
     ("metadata", [1, 2], "metadata"), ("attached_columns", {"a": 1}, "attached_columns"),
     ("files", None, "files"),
 ])

@@ -65,12 +65,14 @@ def test_online_matches_model(ops, cap, seed):
             nxt = o + 0.5
             r = np.float32(rng.normal())
             idx = s.add_step(o, a, float(r), nxt, done, task=task, terminal=terminal, stream=stream)
-            ep = m.open.setdefault(stream, {"task": task, "obs": [], "actions": [], "rewards": [], "next_obs": [], "terminals": []})
+            ep = m.open.setdefault(stream, {"task": task, "obs": [], "actions": [], "rewards": [], "next_obs": [], "terminals": [],
+                                                  "truncations": []})
             ep["obs"].append(o)
             ep["actions"].append(a)
             ep["rewards"].append(r)
             ep["next_obs"].append(nxt)
             ep["terminals"].append(np.float32(terminal))
+            ep["truncations"].append(np.float32(done and not terminal))  # add_step's default
             if done:
                 ep = m.open.pop(stream)
                 closed = {k: (np.array(v, np.float32) if k != "task" else v) for k, v in ep.items()}
@@ -87,7 +89,8 @@ def test_online_matches_model(ops, cap, seed):
             r = rng.normal(size=T).astype(np.float32)
             idx = s.add_episode(obs, a, r, task=task)
             nxt = np.concatenate([obs[1:], obs[-1:]])
-            m.close({"task": task, "obs": obs, "actions": a, "rewards": r, "next_obs": nxt, "terminals": np.zeros(T, np.float32)})
+            m.close({"task": task, "obs": obs, "actions": a, "rewards": r, "next_obs": nxt, "terminals": np.zeros(T, np.float32),
+                     "truncations": np.eye(1, T, T - 1, dtype=np.float32)[0]})
             assert idx == len(m.closed) - 1
         elif op[0] == "attach":
             w = op[1]
@@ -130,7 +133,7 @@ def test_online_matches_model(ops, cap, seed):
     assert s.episode_lengths().tolist() == [len(e["rewards"]) for e in m.closed]
     assert s.episode_tasks().tolist() == [e["task"] for e in m.closed]
     if m.closed:
-        for key in ("obs", "actions", "rewards", "next_obs", "terminals"):
+        for key in ("obs", "actions", "rewards", "next_obs", "terminals", "truncations"):
             np.testing.assert_array_equal(s.column(key).reshape(s.num_steps, -1),
                                           np.concatenate([np.asarray(e[key]).reshape(len(e["rewards"]), -1) for e in m.closed]),
                                           err_msg=key)

@@ -33,7 +33,11 @@ def datasets(draw):
             task=task,
             next_obs=rng.normal(size=(T, od)).astype(np.float32) if rng.random() < 0.5 else None,
             terminals=(rng.random(T) < 0.1).astype(np.float32) if rng.random() < 0.5 else None,
+            truncations=(rng.random(T) < 0.1).astype(np.float32) if rng.random() < 0.3 else None,
         )
+        default = np.zeros(T, np.float32)
+        default[-1] = float(ep.terminals[-1] == 0)
+        ep.explicit_truncations = not np.array_equal(ep.truncations, default) or rng.random() < 0.5
         # a non-negative score column (sometimes all zero) and a signed 3-wide column
         err = np.abs(rng.normal(size=(T, 2))).astype(np.float32)
         if rng.random() < 0.2:
@@ -49,7 +53,8 @@ def build(od, ad, eps, f64=False):
     for ep in eps:
         cast = (lambda a: a.astype(np.float64)) if f64 else (lambda a: a)
         s.add_episode(cast(ep.obs), cast(ep.actions), cast(ep.rewards), next_obs=None if ep.next_obs is None else cast(ep.next_obs),
-                      task=ep.task, terminals=ep.terminals)
+                      task=ep.task, terminals=ep.terminals,
+                      truncations=ep.truncations if getattr(ep, "explicit_truncations", True) else None)
     for name in ("err", "z"):
         s.attach_column(name, np.concatenate([ep.columns[name] for ep in eps]))
     return s
@@ -84,6 +89,7 @@ def test_store_queries(data, f64):
     eq(s.column("rewards"), cat("rewards"), "rewards column")
     eq(s.column("next_obs"), cat("next_obs"), "next_obs column")
     eq(s.column("terminals"), cat("terminals"), "terminals column")
+    eq(s.column("truncations"), cat("truncations"), "truncations column")
     eq(s.column("rtg"), np.concatenate([ep.rtg() for ep in eps]), "rtg column")
     eq(s.column("z"), np.concatenate([ep.columns["z"] for ep in eps]), "z column")
 

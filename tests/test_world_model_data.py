@@ -32,7 +32,7 @@ def test_union_store_holds_every_episode_in_order(dataset):
     u = ds.store("random+expert")
     assert u.num_episodes == sum(p.num_episodes for p in parts)
     assert u.num_steps == sum(p.num_steps for p in parts)
-    for col in ("obs", "actions", "rewards", "next_obs"):
+    for col in ("obs", "actions", "rewards", "next_obs", "terminals", "truncations"):
         ref = np.concatenate([np.asarray(p.column(col)) for p in parts])
         np.testing.assert_array_equal(np.asarray(u.column(col)), ref)
     ref_tasks = np.concatenate([np.asarray(p.episode_tasks()) for p in parts])

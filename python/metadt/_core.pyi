@@ -52,8 +52,12 @@ class TrajectoryStore:
         next_obs: _Floats | None = None,
         task: int = 0,
         terminals: npt.ArrayLike | None = None,
+        truncations: npt.ArrayLike | None = None,
     ) -> int:
-        """Append a complete episode ([T,obs], [T,act], [T] or [T,1]); returns its index."""
+        """Append a complete episode ([T,obs], [T,act], [T] or [T,1]); returns its index.
+
+        `terminals`: true terminations (stop bootstrapping), None = all 0.
+        `truncations`: time-limit cuts, [T] of 0/1; None = the last step unless it is terminal."""
     def add_step(
         self,
         obs: npt.ArrayLike,
@@ -64,11 +68,14 @@ class TrajectoryStore:
         task: int = 0,
         terminal: bool | None = None,
         stream: int | None = None,
+        truncated: bool | None = None,
     ) -> int | None:
         """Append one transition to the open episode of `stream` (default: task); returns the
-        episode index when `done` closes it, else None. `terminal` defaults to `done`."""
+        episode index when `done` closes it, else None. `terminal` defaults to `done`;
+        `truncated` (a time-limit cut, needs `done`) defaults to `done and not terminal`."""
     def close_episode(self, stream: int) -> int:
-        """Close the open episode of `stream` without a `done` step; returns its index."""
+        """Close the open episode of `stream` without a `done` step (its last step becomes a
+        truncation unless terminal); returns its index."""
     def attach_column(self, name: str, values: _Floats) -> None:
         """Attach/replace a per-step column, [num_steps, d] or [num_steps] (stored float32).
 
@@ -76,7 +83,7 @@ class TrajectoryStore:
         (tasks, episodes, timesteps, mask) and names starting with ctx_ or prompt_."""
     def detach_column(self, name: str) -> None: ...
     def column(self, name: str) -> npt.NDArray[np.float32]:
-        """Read-only zero-copy view (snapshot): [num_steps, d]; [num_steps] for rewards, terminals, rtg."""
+        """Read-only zero-copy view (snapshot): [num_steps, d]; [num_steps] for rewards, terminals, truncations, rtg."""
     def columns(self) -> list[str]:
         """Names of the attached columns."""
 
@@ -136,7 +143,9 @@ class TrajectoryStore:
         anchor: Literal["start", "end"] = "end",
     ) -> Batch:
         """K-step windows around a step drawn uniformly over the steps: anchor="end" ends the window
-        there, anchor="start" starts it there (clipped at the episode end); see docs/store.md."""
+        there, anchor="start" starts it there (clipped at the episode end); see docs/store.md.
+        `return_scale` must be finite, > 0, representable in float32 and keep every
+        return-to-go / return_scale finite in float32 (else ValueError)."""
     def segment_scores(
         self, column: str, length: int, start_min: int = 0, episodes: Sequence[int] | npt.NDArray[np.integer] | None = None
     ) -> dict[str, np.ndarray]: ...

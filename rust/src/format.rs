@@ -8,6 +8,7 @@
 //!   rewards.npy            float32 [num_steps]
 //!   next_obs.npy           float32 [num_steps, obs_dim]
 //!   terminals.npy          float32 [num_steps]
+//!   truncations.npy        float32 [num_steps]   (0/1; version >= 2)
 //!   rtg.npy                float32 [num_steps]   (undiscounted reward-to-go)
 //!   episode_offsets.npy    int64   [num_episodes] (first row of each episode)
 //!   episode_lengths.npy    int64   [num_episodes]
@@ -34,7 +35,11 @@ use crate::store::{check_column_name, Attached, Buf, Column, Store, BUILTIN, MAX
 /// Format name written in the manifest.
 pub const FORMAT_NAME: &str = "metadt-trajectory-store";
 /// Current format version.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
+
+/// Oldest format version `load` reads (version 1 has no `truncations.npy`:
+/// the last step of every episode that is not terminal is a truncation).
+pub const MIN_FORMAT_VERSION: u64 = 1;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("metadt-core's on-disk format assumes a little-endian machine");
@@ -133,13 +138,79 @@ fn unique_suffix() -> String {
     format!("{}.{:08x}", std::process::id(), crate::rng::mix64(t ^ (&t as *const u64 as u64)) & 0xffff_ffff)
 }
 
+/// Whether process `pid` may still be running (unknown counts as running).
+fn pid_alive(pid: u64) -> bool {
+    if pid == u64::from(std::process::id()) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        match libc::pid_t::try_from(pid) {
+            Ok(p) if p > 0 => {
+                // SAFETY: signal 0 only checks that the process exists; p > 0 names one process
+                if unsafe { libc::kill(p, 0) } == 0 {
+                    return true;
+                }
+                std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+            }
+            _ => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
+}
+
+/// Remove what killed saves of `parent/name` left behind: our sibling
+/// directories `.{name}.{pid}.{8 hex}.tmp` (a store being written) and
+/// `.{name}.{pid}.{8 hex}.old` (the replaced store being deleted) whose
+/// process is gone. Entries of a live process (another save in progress, or
+/// this process) and any other name are left alone; a symbolic link of such a
+/// name is removed itself, never followed. Returns the removed paths.
+pub fn clean_stale_save_siblings(parent: &Path, name: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let prefix = format!(".{name}.");
+    let entries = match fs::read_dir(parent) {
+        Ok(e) => e,
+        Err(_) => return removed,
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name();
+        let Some(fname) = fname.to_str() else { continue };
+        let Some(rest) = fname.strip_prefix(&prefix) else { continue };
+        let Some(rest) = rest.strip_suffix(".tmp").or_else(|| rest.strip_suffix(".old")) else { continue };
+        let Some((pid, hex)) = rest.split_once('.') else { continue };
+        if pid.is_empty() || pid.len() > 19 || !pid.bytes().all(|b| b.is_ascii_digit())
+            || hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let Ok(pid) = pid.parse::<u64>() else { continue };
+        if pid_alive(pid) {
+            continue;
+        }
+        let p = e.path();
+        let ok = match fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => fs::remove_dir_all(&p).is_ok(),
+            Ok(_) => fs::remove_file(&p).is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
 impl Store {
     /// Save the closed episodes (and attached columns, metadata) to the
     /// directory `path`, atomically. Open episodes (online mode) are not saved.
     ///
     /// `path` must be absent, an empty directory or a metadt store (which is
     /// replaced); a regular file, a symbolic link or any other directory is
-    /// refused with [`Error::Exists`] and left untouched.
+    /// refused with [`Error::Exists`] and left untouched. After a successful
+    /// save, the temporary siblings of killed saves of the same target are
+    /// removed ([`clean_stale_save_siblings`]).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let name = path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a valid store path", path.display())))?
@@ -169,6 +240,9 @@ impl Store {
             if had_old {
                 let _ = fs::remove_dir_all(&old);
             }
+            // only now that the new store is in place: what killed saves of this target left
+            // (an `.old` may hold the only copy of a store until a save replaces it)
+            clean_stale_save_siblings(&parent, &name);
             Ok(())
         });
         if res.is_err() {
@@ -182,12 +256,13 @@ impl Store {
         let e = self.num_episodes();
         let (od, ad) = (self.obs_dim, self.act_dim);
         let mut files = Vec::new();
-        let cols: [(&str, &Column, Vec<usize>); 6] = [
+        let cols: [(&str, &Column, Vec<usize>); 7] = [
             ("obs", &self.obs, vec![n, od]),
             ("actions", &self.actions, vec![n, ad]),
             ("rewards", &self.rewards, vec![n]),
             ("next_obs", &self.next_obs, vec![n, od]),
             ("terminals", &self.terminals, vec![n]),
+            ("truncations", &self.truncations, vec![n]),
             ("rtg", &self.rtg, vec![n]),
         ];
         for (name, c, shape) in cols.iter() {
@@ -276,8 +351,9 @@ impl Store {
         }
         let version = m.get("version").and_then(Value::as_u64)
             .ok_or_else(|| bad("missing or invalid \"version\"".into()))?;
-        if version != FORMAT_VERSION {
-            return Err(bad(format!("unsupported format version {version} (this metadt reads version {FORMAT_VERSION})")));
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(bad(format!("unsupported format version {version} \
+                (this metadt reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})")));
         }
         let get_count = |k: &str| m.get(k).and_then(Value::as_u64).and_then(|x| usize::try_from(x).ok())
             .ok_or_else(|| bad(format!("missing or invalid {k:?} (expected a non-negative integer, got {})",
@@ -325,7 +401,9 @@ impl Store {
         }
         // files: exactly the expected entries, each once
         let files = m.get("files").and_then(Value::as_array).ok_or_else(|| bad("missing \"files\" (a list)".into()))?;
-        let mut expected: Vec<String> = BUILTIN.iter().chain(RESERVED.iter()).map(|s| s.to_string()).collect();
+        let has_truncations = version >= 2;
+        let mut expected: Vec<String> = BUILTIN.iter().chain(RESERVED.iter())
+            .filter(|s| has_truncations || **s != "truncations").map(|s| s.to_string()).collect();
         expected.extend(attached.iter().map(|a| a.0.clone()));
         let mut seen: Vec<&str> = Vec::new();
         for f in files {
@@ -345,7 +423,7 @@ impl Store {
         let mut store = Store::new(od, ad, capacity).map_err(|e| bad(e.to_string()))?;
         if !mmap {
             // everything is read into memory: refuse a store larger than the machine before allocating
-            let width = attached.iter().try_fold(2 * od + ad + 3, |a, c| a.checked_add(c.1));
+            let width = attached.iter().try_fold(2 * od + ad + 4, |a, c| a.checked_add(c.1));
             let bytes = width.and_then(|w| w.checked_mul(n)).and_then(|x| x.checked_mul(4)).unwrap_or(usize::MAX);
             crate::store::check_alloc(bytes, "reading this store into memory (mmap=False)")
                 .map_err(|e| Error::Memory(format!("{}: {e}; load it with mmap=True", dir.display())))?;
@@ -359,6 +437,9 @@ impl Store {
         store.rewards = load_f32("rewards", "rewards.npy", &[n])?;
         store.next_obs = load_f32("next_obs", "next_obs.npy", &[n, od])?;
         store.terminals = load_f32("terminals", "terminals.npy", &[n])?;
+        if has_truncations {
+            store.truncations = load_f32("truncations", "truncations.npy", &[n])?;
+        }
         store.rtg = load_f32("rtg", "rtg.npy", &[n])?;
         let small = |name: &str, descr: &str| -> Result<(Vec<u8>, PathBuf)> {
             let rel = format!("{name}.npy");
@@ -401,6 +482,18 @@ impl Store {
         store.ep_task = to_i64(&tb);
         store.ep_ret = rets;
         store.rebuild_task_index();
+        if !has_truncations {
+            // version 1: truncation was implicit at the end of an episode that is not terminal
+            crate::store::check_alloc(n.saturating_mul(4), "the truncations column of a version-1 store")?;
+            let term = store.terminals.raw();
+            let mut tr = vec![0f32; n];
+            for (&o, &l) in store.ep_off.iter().zip(&store.ep_len) {
+                if term[o + l - 1] == 0.0 {
+                    tr[o + l - 1] = 1.0;
+                }
+            }
+            store.truncations = Column::from_vec(tr, 1);
+        }
         for (name, w, nonneg) in attached {
             let rel = format!("columns/{name}.npy");
             let col = load_f32(&name, &rel, &[n, w])?;
@@ -436,7 +529,8 @@ fn first_non_finite(v: &[f32]) -> Option<usize> {
 fn verify_content(s: &Store, dir: &Path) -> Result<()> {
     let mut cols: Vec<(String, &Column)> = vec![
         ("obs.npy".into(), &s.obs), ("actions.npy".into(), &s.actions), ("rewards.npy".into(), &s.rewards),
-        ("next_obs.npy".into(), &s.next_obs), ("terminals.npy".into(), &s.terminals), ("rtg.npy".into(), &s.rtg),
+        ("next_obs.npy".into(), &s.next_obs), ("terminals.npy".into(), &s.terminals),
+        ("truncations.npy".into(), &s.truncations), ("rtg.npy".into(), &s.rtg),
     ];
     cols.extend(s.extra.iter().map(|a| (format!("columns/{}.npy", a.name), &a.col)));
     for (rel, c) in &cols {
@@ -446,6 +540,10 @@ fn verify_content(s: &Store, dir: &Path) -> Result<()> {
             return Err(Error::format(dir.join(rel), format!(
                 "non-finite value {} at row {}, column {} (verify rejects NaN and infinity)", v[i], i / w, i % w)));
         }
+    }
+    if let Some(i) = s.live(&s.truncations).iter().position(|&x| x != 0.0 && x != 1.0) {
+        return Err(Error::format(dir.join("truncations.npy"), format!(
+            "value {} at row {i} (truncations are 0 or 1)", s.live(&s.truncations)[i])));
     }
     let (rew, rtg) = (s.live(&s.rewards), s.live(&s.rtg));
     for (e, (&o, &l)) in s.ep_off.iter().zip(&s.ep_len).enumerate() {

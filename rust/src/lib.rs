@@ -1,7 +1,7 @@
 //! metadt-core: trajectory storage and batching for offline meta-RL.
 //!
 //! Episodes of transitions live in float32 columns (`obs`, `actions`,
-//! `rewards`, `next_obs`, `terminals`, `rtg`, plus attached per-step columns);
+//! `rewards`, `next_obs`, `terminals`, `truncations`, `rtg`, plus attached per-step columns);
 //! per-episode metadata (offset, length, task, return) lives in small vectors.
 //! Batches (transitions with per-step contexts, Decision-Transformer windows
 //! with contexts, columns and prompts) are gathered in parallel straight into

@@ -304,8 +304,17 @@ impl PyStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn window_kind(&self, batch: usize, length: usize, context: usize, return_scale: f32, columns: Vec<String>,
+    fn window_kind(&self, batch: usize, length: usize, context: usize, return_scale: f64, columns: Vec<String>,
                    prompt: Option<&Bound<'_, PyAny>>, tasks: Option<Vec<i64>>, anchor: Anchor) -> PyResult<Kind> {
+        if !(return_scale.is_finite() && return_scale > 0.0) {
+            return Err(verr(format!("return_scale must be a finite number > 0 (got {return_scale:?})")));
+        }
+        let return_scale32 = return_scale as f32;
+        if !(return_scale32.is_finite() && return_scale32 > 0.0) {
+            return Err(verr(format!("return_scale {return_scale:?} is outside float32's range (returns-to-go \
+                                     are float32)")));
+        }
+        let return_scale = return_scale32;
         let prompt = match prompt {
             Some(p) if !p.is_none() => Some(parse_prompt(p, context)?),
             _ => None,
@@ -381,9 +390,11 @@ impl PyStore {
     }
 
     /// Append a complete episode; returns its index.
-    #[pyo3(signature = (obs, actions, rewards, next_obs=None, task=0, terminals=None))]
+    #[pyo3(signature = (obs, actions, rewards, next_obs=None, task=0, terminals=None, truncations=None))]
+    #[allow(clippy::too_many_arguments)]
     fn add_episode(&self, obs: &Bound<'_, PyAny>, actions: &Bound<'_, PyAny>, rewards: &Bound<'_, PyAny>,
-                   next_obs: Option<&Bound<'_, PyAny>>, task: i64, terminals: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+                   next_obs: Option<&Bound<'_, PyAny>>, task: i64, terminals: Option<&Bound<'_, PyAny>>,
+                   truncations: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         let (od, ad) = { let s = read(&self.inner); (s.obs_dim, s.act_dim) };
         let (o, os) = floats(obs, "obs", false)?;
         let (a, ashape) = floats(actions, "actions", false)?;
@@ -416,15 +427,27 @@ impl PyStore {
             }
             _ => None,
         };
+        let trunc = match truncations {
+            Some(x) if !x.is_none() => {
+                let (v, s) = floats(x, "truncations", true)?;
+                let tt = rows(&s, "truncations", 1, "1")?;
+                if tt != t {
+                    return Err(verr(format!("truncations has {tt} steps, rewards has {t}")));
+                }
+                Some(v)
+            }
+            _ => None,
+        };
         let mut s = write(&self.inner);
-        s.add_episode(&o, &a, &r, n.as_deref(), task, term.as_deref()).map_err(to_py)
+        s.add_episode_with_truncations(&o, &a, &r, n.as_deref(), task, term.as_deref(), trunc.as_deref()).map_err(to_py)
     }
 
     /// Append one transition (online mode); returns the episode index when `done` closes it, else None.
-    #[pyo3(signature = (obs, action, reward, next_obs, done, task=0, terminal=None, stream=None))]
+    #[pyo3(signature = (obs, action, reward, next_obs, done, task=0, terminal=None, stream=None, truncated=None))]
     #[allow(clippy::too_many_arguments)]
     fn add_step(&self, obs: &Bound<'_, PyAny>, action: &Bound<'_, PyAny>, reward: &Bound<'_, PyAny>,
-                next_obs: &Bound<'_, PyAny>, done: bool, task: i64, terminal: Option<bool>, stream: Option<i64>)
+                next_obs: &Bound<'_, PyAny>, done: bool, task: i64, terminal: Option<bool>, stream: Option<i64>,
+                truncated: Option<bool>)
                 -> PyResult<Option<usize>> {
         let reward = match reward.extract::<f64>() {
             Ok(r) => r,
@@ -440,7 +463,7 @@ impl PyStore {
         let (a, _) = floats(action, "action", true)?;
         let (n, _) = floats(next_obs, "next_obs", true)?;
         let mut s = write(&self.inner);
-        s.add_step(&o, &a, reward as f32, &n, done, task, terminal, stream).map_err(to_py)
+        s.add_step(&o, &a, reward as f32, &n, done, task, terminal, truncated, stream).map_err(to_py)
     }
 
     /// Close the open episode of `stream` (default stream = task id); returns its index.
@@ -465,14 +488,14 @@ impl PyStore {
     }
 
     /// A read-only zero-copy view of a column: [num_steps, d] (1-D [num_steps]
-    /// for rewards, terminals, rtg). A snapshot: later appends are not visible in it.
+    /// for rewards, terminals, truncations, rtg). A snapshot: later appends are not visible in it.
     fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let (buf, start, n, w) = {
             let s = read(&self.inner);
             let c = s.column_ref(name).map_err(to_py)?;
             (c.buffer(), s.head * c.width(), s.num_steps(), c.width())
         };
-        let one_d = matches!(name, "rewards" | "terminals" | "rtg");
+        let one_d = matches!(name, "rewards" | "terminals" | "truncations" | "rtg");
         // SAFETY: [start, start + n*w) is inside the buffer; `owner` keeps it alive and it is never mutated.
         let ptr = unsafe { buf.as_slice().as_ptr().add(start) };
         let owner = Bound::new(py, ColumnBuffer { _buf: buf })?.into_any();
@@ -617,7 +640,7 @@ impl PyStore {
     #[pyo3(signature = (batch, length=Count(20), context=Count(0), return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None, anchor="end"),
            text_signature = "(self, batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None, anchor='end')")]
     #[allow(clippy::too_many_arguments)]
-    fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, length: Count, context: Count, return_scale: f32,
+    fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, length: Count, context: Count, return_scale: f64,
                            columns: Option<&Bound<'_, PyAny>>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
                            seed: Option<&Bound<'_, PyAny>>, anchor: &str) -> PyResult<Bound<'py, PyDict>> {
         let kind = self.window_kind(batch.0, length.0, context.0, return_scale, column_names(columns)?, prompt,
@@ -677,7 +700,7 @@ impl PyStore {
         let tasks = opt_tasks(get("tasks")?.as_ref())?;
         let k = if kind == "windows" {
             let length = match get("length")? { Some(v) => v.extract::<Count>()?.0, None => 20 };
-            let rs: f32 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
+            let rs: f64 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
             let cols = column_names(get("columns")?.as_ref())?;
             let prompt = get("prompt")?;
             let anchor = match get("anchor")? { Some(v) => Anchor::parse(&v.extract::<String>()?).map_err(to_py)?, None => Anchor::End };

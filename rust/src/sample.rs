@@ -605,8 +605,21 @@ impl Store {
         if spec.length == 0 {
             bail!("length (K) must be >= 1");
         }
-        if !spec.return_scale.is_finite() || spec.return_scale == 0.0 {
-            bail!("return_scale must be finite and non-zero (got {})", spec.return_scale);
+        let scale = spec.return_scale;
+        if !(scale.is_finite() && scale > 0.0) {
+            bail!("return_scale must be a finite number > 0 (got {scale:?})");
+        }
+        if scale < 1.0 {
+            // |rtg| <= f32::MAX, so only a scale below 1 can make rtg / scale overflow
+            let m = self.max_abs_rtg();
+            if !(m / scale).is_finite() {
+                let mut least = m / f32::MAX;
+                while !(m / least).is_finite() {
+                    least = f32::from_bits(least.to_bits() + 1);
+                }
+                bail!("return_scale {scale:?} is too small: the largest |return-to-go| of this store ({m:?}) \
+                       divided by it overflows float32 (use return_scale >= {least:?})");
+            }
         }
         if self.num_steps() == 0 {
             bail!("the store has no complete episode: add episodes before sampling windows");

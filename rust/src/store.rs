@@ -292,6 +292,7 @@ pub struct OpenEpisode {
     pub rewards: Vec<f32>,
     pub next_obs: Vec<f32>,
     pub terminals: Vec<f32>,
+    pub truncations: Vec<f32>,
 }
 
 impl OpenEpisode {
@@ -340,7 +341,7 @@ pub fn check_column_name(name: &str) -> Result<()> {
 }
 
 /// Names of the built-in columns, in on-disk order.
-pub const BUILTIN: [&str; 6] = ["obs", "actions", "rewards", "next_obs", "terminals", "rtg"];
+pub const BUILTIN: [&str; 7] = ["obs", "actions", "rewards", "next_obs", "terminals", "truncations", "rtg"];
 
 /// Episodes of transitions in columns: the trajectory store.
 ///
@@ -355,6 +356,9 @@ pub struct Store {
     pub(crate) rewards: Column,
     pub(crate) next_obs: Column,
     pub(crate) terminals: Column,
+    /// 1 where an episode was cut by a time limit (or closed without a
+    /// terminal step), else 0: never the same as a termination.
+    pub(crate) truncations: Column,
     pub(crate) rtg: Column,
     pub(crate) extra: Vec<Attached>,
     /// Evicted rows still at the front of every column (compacted lazily).
@@ -374,6 +378,8 @@ pub struct Store {
     pub(crate) argmax_cache: Mutex<Vec<ArgmaxEntry>>,
     /// Step -> episode lookup table (rebuilt lazily when `version` changes).
     pub(crate) step_index: Mutex<Option<Arc<StepIndex>>>,
+    /// Largest |rtg| of the closed episodes at a store version (computed lazily).
+    pub(crate) max_abs_rtg: Mutex<Option<(u64, f32)>>,
 }
 
 /// Maps a step row to its episode in O(1): `table[row >> shift]` is the
@@ -420,6 +426,7 @@ impl Store {
             rewards: Column::new(1),
             next_obs: Column::new(obs_dim),
             terminals: Column::new(1),
+            truncations: Column::new(1),
             rtg: Column::new(1),
             extra: Vec::new(),
             head: 0,
@@ -435,6 +442,7 @@ impl Store {
             version: 0,
             argmax_cache: Mutex::new(Vec::new()),
             step_index: Mutex::new(None),
+            max_abs_rtg: Mutex::new(None),
         })
     }
 
@@ -538,6 +546,7 @@ impl Store {
             "rewards" => &self.rewards,
             "next_obs" => &self.next_obs,
             "terminals" => &self.terminals,
+            "truncations" => &self.truncations,
             "rtg" => &self.rtg,
             _ => match self.extra.iter().find(|a| a.name == name) {
                 Some(a) => &a.col,
@@ -623,7 +632,8 @@ impl Store {
     /// `obs`, `actions`: `T*obs_dim`, `T*act_dim` floats (row-major).
     /// `next_obs`: `T*obs_dim` or `None` (then `next_obs[t] = obs[t+1]` and the
     /// last step's `next_obs` is `obs[T-1]`). `terminals`: `T` values or `None`
-    /// (all 0). Everything is validated before anything is stored.
+    /// (all 0). Everything is validated before anything is stored. The
+    /// truncations are the default of [`Store::add_episode_with_truncations`].
     pub fn add_episode(
         &mut self,
         obs: &[f32],
@@ -632,6 +642,23 @@ impl Store {
         next_obs: Option<&[f32]>,
         task: i64,
         terminals: Option<&[f32]>,
+    ) -> Result<usize> {
+        self.add_episode_with_truncations(obs, actions, rewards, next_obs, task, terminals, None)
+    }
+
+    /// [`Store::add_episode`] with explicit time-limit truncations: `T`
+    /// values, each 0 or 1. `None`: the last step is a truncation unless it is
+    /// terminal (an episode ends either way), every other step is not.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_episode_with_truncations(
+        &mut self,
+        obs: &[f32],
+        actions: &[f32],
+        rewards: &[f32],
+        next_obs: Option<&[f32]>,
+        task: i64,
+        terminals: Option<&[f32]>,
+        truncations: Option<&[f32]>,
     ) -> Result<usize> {
         let t = rewards.len();
         let (od, ad) = (self.obs_dim, self.act_dim);
@@ -659,6 +686,14 @@ impl Store {
             }
             check_finite("terminals", term)?;
         }
+        if let Some(tr) = truncations {
+            if tr.len() != t {
+                bail!("truncations: expected {t} values, got {}", tr.len());
+            }
+            if let Some(i) = tr.iter().position(|&x| x != 0.0 && x != 1.0) {
+                bail!("truncations: every value must be 0 or 1 (got {} at step {i})", tr[i]);
+            }
+        }
         check_finite("obs", obs)?;
         check_finite("actions", actions)?;
         check_finite("rewards", rewards)?;
@@ -676,7 +711,8 @@ impl Store {
         let off = self.num_steps();
         let t_od = t * od;
         for (c, extra) in [(&mut self.obs, t_od), (&mut self.actions, t * ad), (&mut self.rewards, t),
-                           (&mut self.next_obs, t_od), (&mut self.terminals, t), (&mut self.rtg, t)] {
+                           (&mut self.next_obs, t_od), (&mut self.terminals, t), (&mut self.truncations, t),
+                           (&mut self.rtg, t)] {
             c.try_reserve(extra)?;
         }
         for a in &mut self.extra {
@@ -703,6 +739,14 @@ impl Store {
             Some(term) => self.terminals.extend(term)?,
             None => self.terminals.extend_fill(t, 0.0)?,
         }
+        match truncations {
+            Some(tr) => self.truncations.extend(tr)?,
+            None => {
+                let last_terminal = terminals.is_some_and(|term| term[t - 1] != 0.0);
+                self.truncations.extend_fill(t - 1, 0.0)?;
+                self.truncations.extend_fill(1, if last_terminal { 0.0 } else { 1.0 })?;
+            }
+        }
         self.rtg.extend(&rtg)?;
         for a in &mut self.extra {
             let w = a.col.width();
@@ -721,7 +765,9 @@ impl Store {
 
     /// Append one transition to the open episode of `stream` (default: the
     /// task id). The episode closes when `done`; then its index is returned.
-    /// `terminal` (stored in the terminals column) defaults to `done`.
+    /// `terminal` (stored in the terminals column) defaults to `done`;
+    /// `truncated` (the truncations column) defaults to `done` and not
+    /// terminal, and requires `done`.
     #[allow(clippy::too_many_arguments)]
     pub fn add_step(
         &mut self,
@@ -732,6 +778,7 @@ impl Store {
         done: bool,
         task: i64,
         terminal: Option<bool>,
+        truncated: Option<bool>,
         stream: Option<i64>,
     ) -> Result<Option<usize>> {
         let (od, ad) = (self.obs_dim, self.act_dim);
@@ -754,15 +801,21 @@ impl Store {
                 bail!("stream {key} has an open episode of task {} but this step is for task {task}", e.task);
             }
         }
-        let term = if terminal.unwrap_or(done) { 1.0 } else { 0.0 };
+        let is_term = terminal.unwrap_or(done);
+        let is_trunc = truncated.unwrap_or(done && !is_term);
+        if is_trunc && !done {
+            bail!("truncated=True ends the episode: pass done=True with it");
+        }
+        let term = if is_term { 1.0 } else { 0.0 };
         let e = self.open.entry(key).or_insert_with(|| OpenEpisode { task, ..Default::default() });
         e.obs.extend_from_slice(obs);
         e.actions.extend_from_slice(action);
         e.rewards.push(reward);
         e.next_obs.extend_from_slice(next_obs);
         e.terminals.push(term);
+        e.truncations.push(if is_trunc { 1.0 } else { 0.0 });
         if done {
-            return self.close_episode(key).map(Some);
+            return self.close_open(key, false).map(Some);
         }
         self.evict_to_capacity();
         Ok(None)
@@ -770,12 +823,28 @@ impl Store {
 
     /// Close the open episode of `stream` (e.g. at a time limit when
     /// `add_step` was never called with `done`); returns its index.
+    /// Its last step is then a truncation unless it is terminal.
     pub fn close_episode(&mut self, stream: i64) -> Result<usize> {
+        self.close_open(stream, true)
+    }
+
+    fn close_open(&mut self, stream: i64, cut: bool) -> Result<usize> {
         let e = match self.open.remove(&stream) {
             Some(e) => e,
             None => bail!("no open episode on stream {stream}"),
         };
-        match self.add_episode(&e.obs, &e.actions, &e.rewards, Some(&e.next_obs), e.task, Some(&e.terminals)) {
+        let mut trunc = std::borrow::Cow::Borrowed(&e.truncations);
+        if cut {
+            if let (Some(&term), Some(_)) = (e.terminals.last(), e.truncations.last()) {
+                if term == 0.0 {
+                    let v = trunc.to_mut();
+                    let last = v.len() - 1;
+                    v[last] = 1.0;
+                }
+            }
+        }
+        match self.add_episode_with_truncations(&e.obs, &e.actions, &e.rewards, Some(&e.next_obs), e.task,
+                                                Some(&e.terminals), Some(&trunc[..])) {
             Ok(i) => Ok(i),
             Err(err) => {
                 self.open.insert(stream, e);
@@ -830,13 +899,13 @@ impl Store {
             return;
         }
         let owned = [&mut self.obs, &mut self.actions, &mut self.rewards, &mut self.next_obs,
-                     &mut self.terminals, &mut self.rtg].into_iter().chain(self.extra.iter_mut().map(|a| &mut a.col))
+                     &mut self.terminals, &mut self.truncations, &mut self.rtg].into_iter().chain(self.extra.iter_mut().map(|a| &mut a.col))
             .all(|c| c.make_owned().is_ok());
         if !owned {
             return;
         }
         for c in [&mut self.obs, &mut self.actions, &mut self.rewards, &mut self.next_obs,
-                  &mut self.terminals, &mut self.rtg] {
+                  &mut self.terminals, &mut self.truncations, &mut self.rtg] {
             let w = c.width();
             c.drain_front(h * w);
         }
@@ -851,7 +920,7 @@ impl Store {
     pub fn shrink_to_fit(&mut self) {
         self.compact();
         for c in [&mut self.obs, &mut self.actions, &mut self.rewards, &mut self.next_obs,
-                  &mut self.terminals, &mut self.rtg] {
+                  &mut self.terminals, &mut self.truncations, &mut self.rtg] {
             c.shrink();
         }
         for a in &mut self.extra {
@@ -870,26 +939,26 @@ impl Store {
     /// Bytes of the raw columns (built-in and attached, live rows).
     pub fn raw_bytes(&self) -> usize {
         let n = self.num_steps();
-        let w: usize = 2 * self.obs_dim + self.act_dim + 3 + self.extra.iter().map(|a| a.col.width()).sum::<usize>();
+        let w: usize = 2 * self.obs_dim + self.act_dim + 4 + self.extra.iter().map(|a| a.col.width()).sum::<usize>();
         n.saturating_mul(w).saturating_mul(4)
     }
     /// Heap bytes held by the store (columns' allocations and episode tables;
     /// memory-mapped columns count 0).
     pub fn memory_bytes(&self) -> usize {
-        let cols: usize = [&self.obs, &self.actions, &self.rewards, &self.next_obs, &self.terminals, &self.rtg]
+        let cols: usize = [&self.obs, &self.actions, &self.rewards, &self.next_obs, &self.terminals, &self.truncations, &self.rtg]
             .iter().map(|c| c.owned_bytes()).sum::<usize>()
             + self.extra.iter().map(|a| a.col.owned_bytes()).sum::<usize>();
         let eps = self.ep_off.capacity() * 8 + self.ep_len.capacity() * 8 + self.ep_task.capacity() * 8
             + self.ep_ret.capacity() * 8 + self.ep_len.len() * 8;
         let open: usize = self.open.values()
             .map(|e| 4 * (e.obs.capacity() + e.actions.capacity() + e.rewards.capacity()
-                + e.next_obs.capacity() + e.terminals.capacity())).sum();
+                + e.next_obs.capacity() + e.terminals.capacity() + e.truncations.capacity())).sum();
         cols + eps + open
     }
     /// Bytes of the columns that are memory-mapped.
     pub fn mapped_bytes(&self) -> usize {
         let mut b = 0;
-        for c in [&self.obs, &self.actions, &self.rewards, &self.next_obs, &self.terminals, &self.rtg] {
+        for c in [&self.obs, &self.actions, &self.rewards, &self.next_obs, &self.terminals, &self.truncations, &self.rtg] {
             if c.is_mapped() {
                 b += c.raw().len() * 4;
             }
@@ -904,6 +973,27 @@ impl Store {
 }
 
 impl Store {
+    /// The largest |return-to-go| of the closed episodes (0 for an empty store),
+    /// cached per store version.
+    pub fn max_abs_rtg(&self) -> f32 {
+        let mut guard = match self.max_abs_rtg.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(Some((v, m))) = guard.as_deref() {
+            if *v == self.version {
+                return *m;
+            }
+        }
+        let n = self.num_steps();
+        let m = self.live(&self.rtg)[..n].iter().fold(0f32, |a, &x| a.max(x.abs()));
+        if let Some(g) = guard.as_deref_mut() {
+            *g = Some((self.version, m));
+        }
+        m
+    }
+
     /// The step -> episode table of the current version (built on first use).
     pub(crate) fn step_index(&self) -> Arc<StepIndex> {
         // try_lock: never block here (a lock orphaned by fork, or a concurrent

@@ -192,7 +192,7 @@ fn online_mode_and_capacity() {
     for ep in 0..5 {
         for t in 0..4 {
             let done = t == 3;
-            let r = s.add_step(&[ep as f32], &[0.0], 1.0, &[0.0], done, 0, None, None).unwrap();
+            let r = s.add_step(&[ep as f32], &[0.0], 1.0, &[0.0], done, 0, None, None, None).unwrap();
             assert_eq!(r.is_some(), done);
             let spec = TransitionSpec { batch: 8, context: 2, tasks: None };
             s.sample_transitions(&spec, Some(1)).unwrap();
@@ -280,4 +280,23 @@ fn save_refuses_what_is_not_a_store_and_load_refuses_symlinks() {
         }
     }
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn terminations_and_truncations_are_distinct() {
+    let mut s = Store::new(1, 1, None).unwrap();
+    s.add_episode(&[0.0; 3], &[0.0; 3], &[1.0; 3], None, 0, None).unwrap();
+    s.add_episode(&[0.0; 2], &[0.0; 2], &[1.0; 2], None, 0, Some(&[0.0, 1.0])).unwrap();
+    s.add_episode_with_truncations(&[0.0; 2], &[0.0; 2], &[1.0; 2], None, 0, None, Some(&[0.0, 0.0])).unwrap();
+    assert!(s.add_episode_with_truncations(&[0.0; 2], &[0.0; 2], &[1.0; 2], None, 0, None, Some(&[0.0, 0.5])).is_err());
+    assert!(s.add_step(&[0.0], &[0.0], 1.0, &[0.0], false, 0, None, Some(true), None).is_err());
+    s.add_step(&[0.0], &[0.0], 1.0, &[0.0], true, 0, Some(false), None, None).unwrap();
+    assert_eq!(s.column("truncations").unwrap(), &[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(s.column("terminals").unwrap(), &[0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+    let dir = std::env::temp_dir().join(format!("metadt-core-trunc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    s.save(&dir).unwrap();
+    let t = Store::load(&dir, true, true).unwrap();
+    assert_eq!(t.column("truncations").unwrap(), s.column("truncations").unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

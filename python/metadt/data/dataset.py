@@ -280,7 +280,9 @@ class Dataset:
             self._stores[key] = union_store(
                 [self.store(q, mmap) for q in self.check_quality(quality)])
         if key not in self._stores:
-            store = TrajectoryStore.load(str(self.store_path(quality)), mmap=mmap)
+            # the cheap checks only, also when read whole (mmap=False): verification is
+            # check_stores' policy (a command's --no-verify must mean what it says)
+            store = TrajectoryStore.load(str(self.store_path(quality)), mmap=mmap, verify=False)
             if (store.obs_dim, store.act_dim) != (self.card.obs_dim, self.card.act_dim):
                 raise ValueError(
                     f"{self.path}/{quality}: store dims (obs {store.obs_dim}, act {store.act_dim}) "
@@ -306,9 +308,7 @@ class Dataset:
             try:
                 store = self.store(quality)
                 if verify:
-                    q = self.card.qualities[quality]
-                    TrajectoryStore.load(str(self.path / q.get("store", quality)), mmap=True,
-                                         verify=True)
+                    TrajectoryStore.load(str(self.store_path(quality)), mmap=True, verify=True)
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"{self.path}: quality {quality!r} is damaged: "
                                         f"{exc}") from None
@@ -337,7 +337,7 @@ def split_quality(quality: str) -> list[str]:
 
 def union_store(stores: list["TrajectoryStore"]) -> "TrajectoryStore":
     """One in-memory store holding every episode of ``stores`` (in order; tasks,
-    terminals and the stored columns obs/actions/rewards/next_obs copied)."""
+    terminals, truncations and the stored columns obs/actions/rewards/next_obs copied)."""
     from metadt import TrajectoryStore
 
     if not stores:
@@ -349,12 +349,12 @@ def union_store(stores: list["TrajectoryStore"]) -> "TrajectoryStore":
             raise ValueError(f"union of stores with different dims: ({od}, {ad}) and "
                              f"({st.obs_dim}, {st.act_dim})")
         cols = {c: np.asarray(st.column(c)) for c in ("obs", "actions", "rewards", "next_obs",
-                                                       "terminals")}
+                                                       "terminals", "truncations")}
         for o, n, t in zip(st.episode_offsets(), st.episode_lengths(), st.episode_tasks()):
             sl = slice(int(o), int(o) + int(n))
             out.add_episode(cols["obs"][sl], cols["actions"][sl], cols["rewards"][sl],
                             next_obs=cols["next_obs"][sl], task=int(t),
-                            terminals=cols["terminals"][sl])
+                            terminals=cols["terminals"][sl], truncations=cols["truncations"][sl])
     return out
 
 
