@@ -89,10 +89,21 @@ class Config:
             name, raw = item.split("=", 1)
             name = name.strip().replace("-", "_")
             if name not in hints:
-                valid = ", ".join(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
-                raise ValueError(f"{type(self).__name__} has no field {name!r}; fields: {valid}")
+                fields = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+                raise ValueError(f"{type(self).__name__} has no field {name!r}"
+                                 f"{did_you_mean(name, fields)}; fields: {', '.join(fields)}")
             changes[name] = _parse(raw.strip(), hints[name], name)
         return self.replace(**changes)
+
+
+def did_you_mean(name: str, choices: Any) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to ``name`` (difflib), or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
 def _hint_name(hint: Any) -> str:
