@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from metadt.provenance import provenance
 from metadt.config.evaluate import EvaluateConfig
 from metadt.evaluate.few_shot import Scorer, expert_prompts, own_prompts, stack_prompts
 from metadt.evaluate.rollout import Trajectories, random_rollout, rollout
@@ -533,6 +534,7 @@ def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | No
     results["run"] = str(run_dir)
     results["dataset"] = str(loaded.dataset_path)
     results["quality"] = str(loaded.quality)
+    results["provenance"] = provenance(str(subject.device))
     return ev.run(results, save=lambda r: atomic_write_json(out, r))
 
 

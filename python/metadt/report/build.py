@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from metadt.provenance import provenance
 from metadt.evaluate.evaluator import EVAL_FILE, EVAL_FORMAT
 import numpy as np
 
@@ -369,7 +370,8 @@ def build_report(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
         groups.append(g)
     report = {"format": REPORT_FORMAT, "version": REPORT_VERSION, "title": title,
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "inputs": [str(i) for i in inputs], "groups": groups}
+              "inputs": [str(i) for i in inputs], "groups": groups,
+              "provenance": provenance()}
     md = [f"# {title}", ""]
     if not single:
         md += ["## Side by side (test tasks: return mean ± std, normalized in brackets)", "",

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from metadt.provenance import provenance
 from metadt import distributed as dist
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.fileio import atomic_write_json
@@ -344,7 +345,8 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                world_model_payload(wm, getattr(wm, "family", ds.card.family),
                                    getattr(wm, "dataset", None))}
     save_model(out, payload)
-    atomic_write_json(out / "run.json", {k: v for k, v in summary.items() if k != "losses"})
+    atomic_write_json(out / "run.json", {**{k: v for k, v in summary.items() if k != "losses"},
+                                         "provenance": provenance(str(dev))})
     plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr"),
                 title=f"{cfg.method} ({cfg.family}, {cfg.quality})")
     dist.barrier()

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from metadt.provenance import provenance
 from metadt import distributed as dist
 from metadt.config.world_model import WorldModelConfig
 from metadt.fileio import atomic_write_json
@@ -180,6 +181,7 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
         return dist.broadcast_object(None, ctx)
     save_model(out, world_model_payload(wm, ds.card.family, str(Path(data).resolve())))
     report = world_model_report(wm, ds, cfg)
+    report["provenance"] = provenance(str(dev))
     atomic_write_json(out / "report.json", report)
     plot_curves(out / "metrics.jsonl", out / "curves.png",
                 keys=("loss", "reward_loss", "transition_loss", "test_task_loss"),
