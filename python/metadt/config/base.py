@@ -96,6 +96,32 @@ class Config:
         return self.replace(**changes)
 
 
+LOGGERS = {"tensorboard": ("tensorboard", 'pip install "metadt[tensorboard]"'),
+           "wandb": ("wandb", "pip install wandb")}
+"""Optional metric sinks (config field ``loggers``) and the module each needs."""
+
+LOGGERS_DOC = ("""Extra metric sinks, comma-separated (JSON lines and CSV are always written):
+    "tensorboard" (event files in OUT/tb; pip install "metadt[tensorboard]"), "wandb"
+    (Weights & Biases, project $WANDB_PROJECT or "metadt"). A sink asked for but not
+    installed is an error before training starts.""")
+
+
+def check_loggers(value: str) -> tuple[str, ...]:
+    """The sink names of a ``loggers`` field; ``ValueError`` for an unknown one or one
+    whose package is not installed (found without importing it)."""
+    import importlib.util
+
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for n in names:
+        if n not in LOGGERS:
+            raise ValueError(f"loggers: unknown sink {n!r}{did_you_mean(n, LOGGERS)}; "
+                             f"choose from {', '.join(LOGGERS)}")
+        module, hint = LOGGERS[n]
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(f"loggers: {n} asked for but {module!r} is not installed ({hint})")
+    return names
+
+
 def did_you_mean(name: str, choices: Any) -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``choices`` to ``name`` (difflib), or ''."""
     import difflib

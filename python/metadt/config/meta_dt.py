@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from metadt.config.base import Config, check_preset, check_seed
+from metadt.config.base import Config, check_loggers, check_preset, check_seed
 
 PROMPT_STRATEGIES = ("argmax", "proportional", "random", "last")
 #: Mixed precision of the policy: "off" (float32), "auto" (bfloat16 autocast on CUDA,
@@ -130,6 +130,9 @@ class MetaDTConfig(Config):
     # -- bookkeeping
     log_every: int = 100
     """Steps between metrics lines (JSONL)."""
+    loggers: str = ""
+    """Extra metric sinks: "", "tensorboard", "wandb" or both, comma-separated
+    (`metadt.config.base.LOGGERS_DOC`); JSON lines and CSV are always written."""
     checkpoint_every: int = 1000
     """Steps between atomic checkpoints (resume point)."""
     column_batch_size: int = 4096
@@ -214,4 +217,5 @@ class MetaDTConfig(Config):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        check_loggers(self.loggers)
         return self

@@ -299,7 +299,8 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     if resume:  # every rank loads the same checkpoint (any world size wrote it)
         start = int(load_checkpoint(out / CHECKPOINT_FILE, model=model, optimizer=opt,
                                     scheduler=sched, map_location=dev)["step"])
-    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None) \
+    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None,
+                        loggers=cfg.loggers, run_name=str(out), config=cfg.to_dict()) \
         if main else dist.NullLogger()
 
     end = cfg.num_steps if stop_after is None else min(cfg.num_steps, stop_after)

@@ -146,7 +146,8 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     if resume:  # every rank loads the same checkpoint (any world size wrote it)
         start = int(load_checkpoint(out / CHECKPOINT_FILE, model=wm, optimizer=opt,
                                     map_location=dev)["step"])
-    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None) \
+    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None,
+                        loggers=cfg.loggers, run_name=str(out), config=cfg.to_dict()) \
         if main else dist.NullLogger()
     test_ids = [int(t) for t in ds.card.test_ids]
     test_idx = _subsample_steps(table, table.steps_of_tasks(test_ids), 4096, cfg.seed)
