@@ -197,3 +197,22 @@ def test_overwrite_refuses_a_directory_metadt_did_not_write(tmp_path):
     (mine / "pipeline.json").write_text("{}")
     assert remove_output(mine, ("pipeline.json",), "pipeline output") is True
     assert not mine.exists()
+
+
+@pytest.mark.parametrize("no_progress", [False, True])
+def test_run_shows_the_collection_phases_as_bars(tmp_path, capsys, monkeypatch, no_progress):
+    from metadt.collect import collector
+
+    def fake_collect(cfg, out, seed=0, progress=None):
+        progress({"phase": "train", "step": 50, "total": 100, "tasks": 3, "updates": 7})
+        progress({"phase": "evaluate", "done": 1, "total": 4, "mean_return": -3.0, "what": "s"})
+        progress({"phase": "rollout", "quality": "expert", "episodes": 2, "total": 6})
+        raise KeyboardInterrupt  # stop before training: only the bars matter here
+
+    monkeypatch.setattr(collector, "collect", fake_collect)
+    argv = ["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--data",
+            str(tmp_path / "d"), "--jobs", "1"] + (["--no-progress"] if no_progress else [])
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    for label in ("SAC x3 tasks", "evaluate checkpoints", "rollout expert"):
+        assert (label in err) != no_progress, (label, err)
