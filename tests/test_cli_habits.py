@@ -216,3 +216,18 @@ def test_run_shows_the_collection_phases_as_bars(tmp_path, capsys, monkeypatch, 
     err = capsys.readouterr().err
     for label in ("SAC x3 tasks", "evaluate checkpoints", "rollout expert"):
         assert (label in err) != no_progress, (label, err)
+
+
+def test_a_pipeline_written_before_shared_set_still_resumes(tmp_path):
+    from metadt.config.pipeline import PipelineConfig
+    from metadt.pipeline.runner import PIPELINE_FILE, Pipeline
+
+    cfg = PipelineConfig(preset="smoke", data=str(tmp_path / "d"))
+    old = json.loads(json.dumps(cfg.to_dict()))
+    del old["overrides"], old["device"]  # fields an older metadt did not write
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / PIPELINE_FILE).write_text(json.dumps({"format": "metadt-pipeline",
+                                                            "version": 1, "config": old}))
+    Pipeline(cfg, tmp_path / "o")._check_out()  # no "different overrides" refusal
+    with pytest.raises(ValueError, match="different overrides"):
+        Pipeline(cfg.replace(overrides=("num_steps=3",)), tmp_path / "o")._check_out()

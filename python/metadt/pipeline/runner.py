@@ -257,7 +257,9 @@ class Pipeline:
             old = read_json(path)
             if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
                 raise ValueError(f"{path}: not a metadt pipeline record; use another --out")
-            prev = old.get("config", {})
+            # a field an older metadt did not record had its default then
+            defaults = json.loads(json.dumps(PipelineConfig().to_dict()))
+            prev = {**defaults, **old.get("config", {})}
             diff = [k for k in FIXED_FIELDS if prev.get(k) != mine.get(k)]
             if diff:
                 raise ValueError(
