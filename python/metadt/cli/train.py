@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     if already_done(out, args, "training", "run.json"):
         return 0
     say(f"{cfg.method}: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
+    from metadt.evaluate.evaluator import training_return_probe
+
+    probe = training_return_probe(args.data) if cfg.train_eval_every > 0 else None
     summary = train_meta_dt(args.data, cfg, out, args.world_model, overwrite=args.overwrite,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, evaluate_return=probe)
     losses = summary.pop("losses")
     summary["final_loss"] = losses[-1] if losses else None
     summary["out"] = str(out)

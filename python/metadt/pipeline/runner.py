@@ -353,7 +353,11 @@ class Pipeline:
         wm = self.world_model_dir(seed) if (cfg.needs_world_model and have_wm) else None
         self.say(f"[train] {method} seed {seed} -> {out}")
         t0 = time.perf_counter()
-        train_meta_dt(self.data, cfg, out, world_model=wm, progress=self.bars)
+        from metadt.evaluate.evaluator import training_return_probe
+
+        probe = training_return_probe(self.data) if cfg.train_eval_every > 0 else None
+        train_meta_dt(self.data, cfg, out, world_model=wm, progress=self.bars,
+                      evaluate_return=probe)
         self._log("train", t0, seed=seed, method=method)
 
     def stage_evaluate(self, method: str, seed: int, ev_cfg: Any) -> None:

@@ -269,8 +269,15 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                   world_model: str | Path | WorldModel | None = None, *, overwrite: bool = False,
                   progress: bool = True,
                   on_log: Callable[[dict[str, Any]], None] | None = None,
-                  stop_after: int | None = None) -> dict[str, Any]:
+                  stop_after: int | None = None,
+                  evaluate_return: Callable[[Any, Any, MetaDTConfig], float] | None = None
+                  ) -> dict[str, Any]:
     """Train (or resume) Meta-DT / a baseline into ``out``; returns the run summary.
+
+    ``evaluate_return(model, world_model, cfg)`` (given by the caller, e.g.
+    `metadt.evaluate.evaluator.training_return_probe`: training knows no envs) is called
+    every ``cfg.train_eval_every`` steps (0: never) on rank 0 with the model in eval mode;
+    its value is logged as ``eval_return``.
 
     ``stop_after`` stops (after checkpointing) once that many steps are done, as
     an interruption would (for tests of resuming).
@@ -325,6 +332,12 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
             if on_log is not None and main:
                 on_log({"step": step, **rec})
             running = {}
+        if (evaluate_return is not None and main and not ctx.distributed
+                and cfg.train_eval_every > 0
+                and (step % cfg.train_eval_every == 0 or step == cfg.num_steps)):
+            model.eval()
+            log.log(step, {"eval_return": float(evaluate_return(model, wm, cfg))})
+            model.train()
         bar.update(1, loss=lv, steps_s=bar.steps_per_s(step))
         if (step % cfg.checkpoint_every == 0 or step == end) and main:
             save_checkpoint(out / CHECKPOINT_FILE, step=step, model=model, optimizer=opt,
@@ -348,7 +361,7 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     save_model(out, payload)
     atomic_write_json(out / "run.json", {**{k: v for k, v in summary.items() if k != "losses"},
                                          "provenance": provenance(str(dev))})
-    plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr"),
+    plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr", "eval_return"),
                 title=f"{cfg.method} ({cfg.family}, {cfg.quality})")
     dist.barrier()
     return summary
