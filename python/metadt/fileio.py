@@ -90,14 +90,37 @@ def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _umask() -> int:
+    """The process umask (read from /proc on Linux: setting it to read it is not
+    thread-safe; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a new regular file gets from ``open()``: 0o666 minus the umask (what the
+    PNGs get; ``mkstemp`` alone would make every result 0o600)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically; returns the path."""
+    """Write `data` to `path` atomically, with the umask's mode (as ``open()``); returns
+    the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -226,6 +249,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     recover_directory(path)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # as mkdir (mkdtemp alone: 0o700)
         yield tmp
         for child in tmp.rglob("*"):
             if child.is_file():

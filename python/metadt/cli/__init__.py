@@ -46,15 +46,31 @@ def _command_modules() -> list:
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the provenance record (metadt.provenance), readably."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0,
+                         help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        from metadt.provenance import format_provenance
+
+        print(format_provenance())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metadt",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from metadt import __version__
-
-    parser.add_argument("--version", action="version", version=f"metadt {__version__}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the metadt version, git commit and the versions of torch, "
+                             "numpy, gymnasium, mujoco, metaworld and triton (the provenance "
+                             "every result file records), then exit")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for mod in _command_modules():
         mod.register(sub)
@@ -70,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(func(args) or 0)
+    except BrokenPipeError:  # `metadt ... | head`: the reader left; not an error of ours
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)  # no second error when Python flushes
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell tool killed by the signal
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; run the same command again to resume",
               file=sys.stderr)

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
+from metadt.cli._common import add_common_flags, flag_overrides
 from metadt.cli._dataset import add_no_verify, check_dataset
 
 
@@ -18,13 +19,10 @@ def add_training_arguments(p: argparse.ArgumentParser, *, config_name: str, out_
                    help=f"output directory (default: {out_default})")
     p.add_argument("--quality", default=None,
                    help=f"dataset quality to train on (default: {quality_default})")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda or auto")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help=f"override a {config_name} field (repeatable), e.g. --set {set_example}")
-    p.add_argument("--overwrite", action="store_true", help="start over in an existing --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_no_verify(p)
+    add_common_flags(p)
 
 
 def resolve_config(args: argparse.Namespace, make: Callable[[str], Any]) -> tuple[Any, Any]:
@@ -37,12 +35,32 @@ def resolve_config(args: argparse.Namespace, make: Callable[[str], Any]) -> tupl
 
     ds = check_dataset(Dataset.open(args.data), args, quiet=not is_main())
     cfg = make(ds.card.family)
-    for name in ("quality", "seed", "device"):
-        if getattr(args, name) is not None:
-            cfg = cfg.replace(**{name: getattr(args, name)})
-    return ds, cfg.with_overrides(args.overrides).validate()
+    if args.quality is not None:
+        cfg = cfg.replace(quality=args.quality)
+    overrides = flag_overrides(args, type(cfg)) + list(args.overrides)  # --set wins
+    return ds, cfg.with_overrides(overrides).validate()
 
 
 def default_out(args: argparse.Namespace, name: str) -> Path:
     """`--out`, or runs/<dataset dir name>/<name>."""
     return Path(args.out) if args.out else Path("runs") / Path(args.data).resolve().name / name
+
+
+def already_done(out: Path, args: argparse.Namespace, what: str, summary_file: str) -> bool:
+    """True (after saying so) when ``out`` holds a finished run and --overwrite is not
+    given: rerunning a finished training is a no-op, not a zero-step training."""
+    import json
+    import sys
+
+    from metadt.distributed import is_main
+    from metadt.fileio import read_json
+    from metadt.train.run import model_file
+
+    if args.overwrite or model_file(out) is None:
+        return False
+    if is_main():
+        print(f"{out}: {what} already done; nothing to train (--overwrite starts over)",
+              file=sys.stderr)
+        if (out / summary_file).is_file():
+            print(json.dumps(read_json(out / summary_file), indent=2))
+    return True

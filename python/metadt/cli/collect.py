@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any
 
+from metadt.cli._common import add_common_flags, flag_overrides, remove_output
+
 ORDER = 20
 
 HELP = ("train SAC (one agent per task, batched, or one task-conditioned agent) and write "
@@ -58,15 +60,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preset", default="cpu", choices=("paper", "cpu", "smoke"),
                    help="budget preset (default: cpu)")
     p.add_argument("--out", required=True, help="dataset directory to create (or resume)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the agents, rollouts and evaluation (default: 0); the tasks "
-                        "come from the config field family_seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. steps_per_task=5000, sac.lr=1e-3, "
                         "device=cpu (repeatable; see --print-config for the fields)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config as JSON and exit")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", dest="no_progress", action="store_true",
+                   help="same as --no-progress")
+    add_common_flags(p, seed_help="seed of the agents, rollouts and evaluation (default: 0); "
+                                  "the tasks come from the config field family_seed",
+                     overwrite_help="start over: delete the dataset (or the unfinished "
+                                    "collection) in --out first")
     p.set_defaults(func=run)
 
 
@@ -128,20 +132,24 @@ def run(args: argparse.Namespace) -> int:
 
     from metadt.config.collect import CollectConfig
 
-    cfg = CollectConfig.for_family(args.family, args.preset).with_overrides(args.overrides)
+    overrides = flag_overrides(args, CollectConfig, skip=("seed",)) + list(args.overrides)
+    cfg = CollectConfig.for_family(args.family, args.preset).with_overrides(overrides)
     cfg.validate()
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    seed = 0 if args.seed is None else args.seed
     from metadt.collect.collector import collect
     from metadt.cli.info import format_card
     from metadt.distributed import is_main
 
     main = is_main()  # under torchrun: rank 0 alone shows progress and prints
-    bars = _Bars(disable=args.quiet or not main)
+    if args.overwrite and main:
+        remove_output(args.out, ("card.json", ".work"), "dataset")
+    bars = _Bars(disable=args.no_progress or not main)
     t0 = time.perf_counter()
     try:
-        ds = collect(cfg, args.out, seed=args.seed, progress=bars)
+        ds = collect(cfg, args.out, seed=seed, progress=bars)
     finally:
         bars.close()
     took = time.perf_counter() - t0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metadt.cli._common import add_common_flags, flag_overrides
 from metadt.cli._dataset import add_no_verify, check_dataset
 
 ORDER = 50
@@ -37,8 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-tasks", type=int, default=None, metavar="N",
                    help="also evaluate on N extra unseen goals drawn from a seed disjoint from the "
                         "dataset's (point-robot; = --set eval_tasks=N)")
-    p.add_argument("--quiet", action="store_true", help="print only the final table")
+    p.add_argument("--quiet", dest="no_progress", action="store_true",
+                   help="print only the final table (same as --no-progress)")
     add_no_verify(p)
+    add_common_flags(p, seed_help="evaluation seed: env resets and random prompt segments, "
+                                  "offset by the run's seed (default: 0; = --set seed=S)",
+                     overwrite_help="start over: discard the finished settings in the "
+                                    "results file (same as --fresh)")
     p.set_defaults(func=run)
 
 
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     preset = args.preset
     loaded = load_run(args.run, device="cpu")
-    check_dataset(loaded.dataset_path, args, quiet=args.quiet)
+    check_dataset(loaded.dataset_path, args, quiet=args.no_progress)
     if preset is None:
         preset = loaded.config.preset if loaded.config.preset in ("paper", "cpu", "smoke") else "cpu"
         family = loaded.family
@@ -58,13 +64,14 @@ def run(args: argparse.Namespace) -> int:
         family = None
     del loaded
     cfg = EvaluateConfig.for_family(family or "point-robot", preset)
-    overrides = list(args.overrides)
+    overrides = flag_overrides(args, EvaluateConfig) + list(args.overrides)  # --set wins
     if args.settings:
         overrides.append(f"settings={args.settings}")
     if args.eval_tasks is not None:
         overrides.append(f"eval_tasks={args.eval_tasks}")
     cfg = cfg.with_overrides(overrides).validate()
-    progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    res = evaluate_run(args.run, cfg, out=args.out, progress=progress, fresh=args.fresh)
+    progress = None if args.no_progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    res = evaluate_run(args.run, cfg, out=args.out, progress=progress,
+                       fresh=args.fresh or args.overwrite)
     print(eval_table([res]))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metadt.cli._common import add_common_flags, check_common
 from metadt.cli._dataset import add_no_verify, check_dataset
 
 ORDER = 70
@@ -41,10 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--start-step", type=int, default=None,
                    help="index of the first step (default: Meta-DT's warm_train, i.e. with the "
                         "prompt; 0 for the world model)")
-    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: the preset's)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: the config's num_threads as in "
-                        "training, else torch's)")
     p.add_argument("--no-prefetch", action="store_true",
                    help="skip the prefetching-iterator mode")
     p.add_argument("--prefetch-depth", type=int, default=2,
@@ -59,10 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write a PyTorch profiler trace (Chrome/Perfetto JSON) of a few steps")
     p.add_argument("--trace-steps", type=int, default=3, help="steps in the trace (default: 3)")
     p.add_argument("--json", metavar="PATH", default=None, help="write the figures as JSON")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field (repeatable), e.g. --set batch_size=64")
     add_no_verify(p)
+    add_common_flags(p, overwrite=False)
     p.set_defaults(func=run)
 
 
@@ -72,13 +69,15 @@ def run(args: argparse.Namespace) -> int:
     from metadt.profile.step import profile_meta_dt, profile_world_model
     from metadt.profile.table import advice, describe, format_table
 
-    ds = check_dataset(Dataset.open(args.data), args)
+    check_common(args)
+    ds = check_dataset(Dataset.open(args.data), args, quiet=args.no_progress)
     modes = ["sampler"] + ([] if args.no_prefetch else ["prefetch"]) + \
         (["dataloader"] if args.compare else [])
     common = dict(steps=args.steps, warmup=args.warmup, modes=modes, workers=args.workers,
                   prefetch_depth=args.prefetch_depth, block=args.block, trace=args.trace,
                   trace_steps=args.trace_steps,
-                  on_mode=lambda m: print(f"setting up: {m}", file=sys.stderr, flush=True))
+                  on_mode=(lambda m: None) if args.no_progress else
+                  (lambda m: print(f"setting up: {m}", file=sys.stderr, flush=True)))
     if args.stage == "world-model":
         from metadt.config.world_model import WorldModelConfig
 
@@ -93,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(args.overrides).validate()
     if args.threads is not None:
         if hasattr(cfg, "num_threads"):  # the trainer applies it; so does the profiler
-            cfg = cfg.replace(num_threads=max(1, args.threads))
-        else:
+            cfg = cfg.replace(num_threads=args.threads)  # 0 = torch's default
+        elif args.threads > 0:
             import torch
 
-            torch.set_num_threads(max(1, args.threads))
+            torch.set_num_threads(args.threads)
     if args.stage == "world-model":
         if args.world_model is not None:
             print("note: --world-model is ignored with --stage world-model", file=sys.stderr)

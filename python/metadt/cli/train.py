@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from metadt.cli._training import add_training_arguments, default_out, resolve_config
+from metadt.cli._training import add_training_arguments, already_done, default_out, resolve_config
 
 ORDER = 40
 
@@ -42,9 +42,14 @@ def run(args: argparse.Namespace) -> int:
     ds, cfg = resolve_config(args, lambda family: MetaDTConfig.for_family(family, args.preset,
                                                                            args.method))
     out = default_out(args, f"{cfg.method}-{cfg.quality}-{cfg.preset}-s{cfg.seed}")
+    if already_done(out, args, "training", "run.json"):
+        return 0
     say(f"{cfg.method}: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
+    from metadt.evaluate.evaluator import training_return_probe
+
+    probe = training_return_probe(args.data) if cfg.train_eval_every > 0 else None
     summary = train_meta_dt(args.data, cfg, out, args.world_model, overwrite=args.overwrite,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, evaluate_return=probe)
     losses = summary.pop("losses")
     summary["final_loss"] = losses[-1] if losses else None
     summary["out"] = str(out)

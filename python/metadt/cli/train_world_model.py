@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from metadt.cli._training import add_training_arguments, default_out, resolve_config
+from metadt.cli._training import add_training_arguments, already_done, default_out, resolve_config
 
 ORDER = 30
 
@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     ds, cfg = resolve_config(args, lambda family: WorldModelConfig.for_family(family, args.preset))
     out = default_out(args, f"world-model-{cfg.quality}-{cfg.preset}-s{cfg.seed}")
+    if already_done(out, args, "world-model training", "report.json"):
+        return 0
     say(f"world model: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
     rep = train_world_model(args.data, cfg, out, overwrite=args.overwrite,
                             progress=not args.no_progress)

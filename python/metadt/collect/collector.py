@@ -70,6 +70,7 @@ from metadt.config.base import check_seed
 from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
 from metadt import tensorfile
+from metadt.provenance import provenance
 from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_checked_json,
                            atomic_write_json, read_checked_json, read_json, recover_directory)
 
@@ -843,6 +844,7 @@ def _write(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
             "checkpoint_evals": {str(s): [float(x) for x in evals[s]] for s in sorted(evals)},
             "family_options": dict(family.options), "device": str(device),
             "timings_s": timings, "metadt_version": __version__,
+            "provenance": provenance(str(device)),
         },
         source="metadt collect",
     )

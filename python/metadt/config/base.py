@@ -89,10 +89,47 @@ class Config:
             name, raw = item.split("=", 1)
             name = name.strip().replace("-", "_")
             if name not in hints:
-                valid = ", ".join(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
-                raise ValueError(f"{type(self).__name__} has no field {name!r}; fields: {valid}")
+                fields = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+                raise ValueError(f"{type(self).__name__} has no field {name!r}"
+                                 f"{did_you_mean(name, fields)}; fields: {', '.join(fields)}")
             changes[name] = _parse(raw.strip(), hints[name], name)
         return self.replace(**changes)
+
+
+LOGGERS = {"tensorboard": ("tensorboard", 'pip install "metadt[tensorboard]"'),
+           "wandb": ("wandb", "pip install wandb")}
+"""Optional metric sinks (config field ``loggers``) and the module each needs."""
+
+LOGGERS_DOC = ("""Extra metric sinks, comma-separated (JSON lines and CSV are always written):
+    "tensorboard" (event files in OUT/tb; pip install "metadt[tensorboard]"), "wandb"
+    (Weights & Biases, project $WANDB_PROJECT or "metadt"). A sink asked for but not
+    installed is an error before training starts.""")
+
+
+def check_loggers(value: str) -> tuple[str, ...]:
+    """The sink names of a ``loggers`` field; ``ValueError`` for an unknown one or one
+    whose package is not installed (found without importing it)."""
+    import importlib.util
+
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for n in names:
+        if n not in LOGGERS:
+            raise ValueError(f"loggers: unknown sink {n!r}{did_you_mean(n, LOGGERS)}; "
+                             f"choose from {', '.join(LOGGERS)}")
+        module, hint = LOGGERS[n]
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(f"loggers: {n} asked for but {module!r} is not installed ({hint})")
+    return names
+
+
+def did_you_mean(name: str, choices: Any) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to ``name`` (difflib), or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
 def _hint_name(hint: Any) -> str:

@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from metadt.config.base import Config, check_preset, check_seed
+from metadt.config.base import Config, check_preset, check_seed, did_you_mean
 
 MUJOCO = ("cheetah-vel", "cheetah-dir", "ant-dir", "hopper-param", "walker-param")
 METAWORLD = ("reach", "sweep", "door-lock")
@@ -119,7 +119,8 @@ class CollectConfig(Config):
         from metadt.envs import FAMILIES
 
         if family not in FAMILIES:
-            raise ValueError(f"unknown task family {family!r}; choose one of {', '.join(FAMILIES)}")
+            raise ValueError(f"unknown task family {family!r}{did_you_mean(str(family), FAMILIES)}; "
+                             f"choose one of {', '.join(FAMILIES)}")
         cfg = cls(family=family, preset=preset)
         kind = ("point" if family == "point-robot" else "mujoco" if family in MUJOCO
                 else "metaworld")

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from metadt.config.base import Config, check_preset, check_seed
+from metadt.config.base import Config, check_loggers, check_preset, check_seed
 
 PROMPT_STRATEGIES = ("argmax", "proportional", "random", "last")
 #: Mixed precision of the policy: "off" (float32), "auto" (bfloat16 autocast on CUDA,
@@ -130,6 +130,16 @@ class MetaDTConfig(Config):
     # -- bookkeeping
     log_every: int = 100
     """Steps between metrics lines (JSONL)."""
+    train_eval_every: int = 0
+    """Steps between evaluations of the return during training (0: never): one zero-shot
+    episode (no prompt, z online as in evaluation) on each of ``train_eval_tasks`` test
+    tasks, logged as ``eval_return`` in metrics.jsonl / csv and drawn in curves.png. On for
+    point-robot's cpu preset (20-step episodes: cheap). Training is unchanged by it."""
+    train_eval_tasks: int = 5
+    """Tasks of those evaluations (the dataset's first test tasks)."""
+    loggers: str = ""
+    """Extra metric sinks: "", "tensorboard", "wandb" or both, comma-separated
+    (`metadt.config.base.LOGGERS_DOC`); JSON lines and CSV are always written."""
     checkpoint_every: int = 1000
     """Steps between atomic checkpoints (resume point)."""
     column_batch_size: int = 4096
@@ -166,7 +176,8 @@ class MetaDTConfig(Config):
             # ~25x cheaper per step than `paper`; finishes in minutes on 2 cores.
             cfg = cfg.replace(embed_dim=64, n_layers=2, mlp_dim=256, batch_size=32,
                               num_steps=2000, warmup_steps=200, warm_train=800, lr=1e-3,
-                              log_every=50, checkpoint_every=500)
+                              log_every=50, checkpoint_every=500,
+                              train_eval_every=250 if family == "point-robot" else 0)
         else:  # smoke
             cfg = cfg.replace(embed_dim=16, n_layers=1, mlp_dim=32, batch_size=8,
                               num_steps=6, warmup_steps=2, warm_train=3, lr=1e-3, seq_len=5,
@@ -214,4 +225,7 @@ class MetaDTConfig(Config):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        check_loggers(self.loggers)
+        if self.train_eval_every < 0 or self.train_eval_tasks < 1:
+            raise ValueError("train_eval_every must be >= 0 and train_eval_tasks >= 1")
         return self

@@ -25,6 +25,10 @@ class PipelineConfig(Config):
     """Dataset directory (collected there if missing); empty: data/<family>-<preset>."""
     collect_seed: int = 0
     """Seed of the data collection (shared by every training seed)."""
+    overrides: tuple[str, ...] = ()
+    """``field=value`` overrides applied to every stage's config that has the field
+    (`metadt run --set`); a field no stage has is an error. The per-stage overrides
+    below are applied after these (they win)."""
     collect_overrides: tuple[str, ...] = ()
     """``field=value`` overrides of the CollectConfig."""
     world_model_overrides: tuple[str, ...] = ()
@@ -39,6 +43,9 @@ class PipelineConfig(Config):
     """torch intra-op threads for every stage (0 = torch's default). The cpu-preset models
     are small: on the shared 2-core machine under load, Meta-DT training ran 5.3 steps/s
     with one thread and 0.6 with two (docs/evaluate.md)."""
+
+    device: str = ""
+    """Torch device of every stage (`metadt run --device`; empty: each preset's)."""
 
     jobs: int = 1
     """Independent stages run at once in separate processes (`metadt run --jobs`, whose

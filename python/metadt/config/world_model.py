@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metadt.config.base import Config, check_preset, check_seed
+from metadt.config.base import Config, check_loggers, check_preset, check_seed
 
 #: Families whose reward function changes with the task (the reward decoder
 #: is needed) and families whose dynamics change (the transition decoder is
@@ -72,6 +72,9 @@ class WorldModelConfig(Config):
     # -- bookkeeping
     log_every: int = 50
     """Steps between metrics lines (JSONL) and progress-bar updates."""
+    loggers: str = ""
+    """Extra metric sinks: "", "tensorboard", "wandb" or both, comma-separated
+    (`metadt.config.base.LOGGERS_DOC`); JSON lines and CSV are always written."""
     checkpoint_every: int = 500
     """Steps between atomic checkpoints (resume point)."""
     report_batch_size: int = 4096
@@ -127,4 +130,5 @@ class WorldModelConfig(Config):
             if getattr(self, name) < 1:
                 raise ValueError(f"world model: {name} must be >= 1, got {getattr(self, name)}")
         check_seed(self.seed, "world model: seed")
+        check_loggers(self.loggers)
         return self

@@ -362,6 +362,10 @@ def write_card(path: str | os.PathLike, card: DatasetCard) -> Path:
     """Write ``card.json`` atomically (stamping ``created`` if empty)."""
     if not card.created:
         card.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if "provenance" not in card.collection:  # what made it (metadt.provenance)
+        from metadt.provenance import provenance
+
+        card.collection["provenance"] = provenance()
     return atomic_write_json(Path(path) / "card.json", card.to_dict())
 
 

@@ -57,8 +57,12 @@ FAMILIES: dict[str, str] = {name: desc for name, (_, _, desc) in _REGISTRY.items
 def family_class(name: str) -> type["TaskFamily"]:
     """The `TaskFamily` subclass registered under `name` (imported lazily)."""
     if not isinstance(name, str) or name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"unknown task family {name!r}; choose one of {', '.join(_REGISTRY)}")
+            f"unknown task family {name!r}{hint}; choose one of {', '.join(_REGISTRY)}")
     module, cls, _ = _REGISTRY[name]
     return getattr(importlib.import_module(module), cls)
 

@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from metadt.provenance import provenance
 from metadt.config.evaluate import EvaluateConfig
 from metadt.evaluate.few_shot import Scorer, expert_prompts, own_prompts, stack_prompts
 from metadt.evaluate.rollout import Trajectories, random_rollout, rollout
@@ -533,6 +534,7 @@ def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | No
     results["run"] = str(run_dir)
     results["dataset"] = str(loaded.dataset_path)
     results["quality"] = str(loaded.quality)
+    results["provenance"] = provenance(str(subject.device))
     return ev.run(results, save=lambda r: atomic_write_json(out, r))
 
 
@@ -548,3 +550,31 @@ def is_complete(path: str | Path, cfg: EvaluateConfig, method: str) -> bool:
     if res.get("format") != EVAL_FORMAT or res.get("config") != config_json(cfg):
         return False
     return all(s in res.get("settings", {}) for s in cfg.settings_for(method))
+
+
+def training_return_probe(data: str | Path) -> Callable[[Any, Any, Any], float]:
+    """The return-during-training hook of `metadt.train.meta_dt.train_meta_dt` (config field
+    ``train_eval_every``): ``probe(model, world_model, cfg)`` runs one zero-shot episode
+    (no prompt, z online from the policy's own context as in evaluation) on each of the
+    dataset's first ``cfg.train_eval_tasks`` test tasks, with the task's max return in
+    ``cfg.quality`` as target, and returns the mean return. Its env seeds are fixed, so
+    successive values differ only by the policy."""
+    from metadt.data.dataset import Dataset
+
+    ds = Dataset.open(data)
+
+    def probe(model: Any, world_model: Any, cfg: Any) -> float:
+        import torch
+
+        ids = [int(t) for t in ds.card.test_ids][: cfg.train_eval_tasks]
+        targets = [float(ds.card.max_return(t, cfg.quality)) for t in ids]
+        h = int(getattr(world_model, "context_len", 0) or 0) if world_model is not None else 0
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            trajs = rollout(model, ds.family, ids, target_returns=targets, window=cfg.seq_len,
+                            context=h, return_scale=float(cfg.return_scale),
+                            world_model=world_model, seed=int(cfg.seed) + 1_000_003,
+                            device=device)
+        return float(np.mean(trajs.returns))
+
+    return probe

@@ -78,9 +78,12 @@ def normalized(ret: float, random: float | None, dataset_max: float) -> float:
 
 def task_rows(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (method, setting, seed, task) from eval results (``eval.json`` dicts)."""
+    from metadt.evaluate.references import fixed_score, reference
+
     rows = []
     for res in results:
         tasks = res["tasks"]
+        ref = reference(str(res.get("family", "")))
         for setting, sres in res["settings"].items():
             for task, rets in sres["returns"].items():
                 info = tasks[str(task)]
@@ -93,6 +96,8 @@ def task_rows(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "return": mean, "target": info["target"], "dataset_max": info["dataset_max"],
                     "dataset_mean": info["dataset_mean"], "random": info.get("random"),
                     "normalized": normalized(mean, info.get("random"), info["dataset_max"]),
+                    # D4RL-style 0-100 with the family's fixed reference (NaN: none measured)
+                    "score": fixed_score(mean, ref),
                 }
                 succ = sres.get("success", {}).get(str(task))
                 if succ is not None:
@@ -125,6 +130,7 @@ def summarize(rows: list[dict[str, Any]], split: str = "test") -> list[dict[str,
         g = groups[key]
         mean, std = _stats([r["return"] for r in g])
         nmean, nstd = _stats([r["normalized"] for r in g])
+        smean, sstd = _stats([r.get("score", float("nan")) for r in g])
         seeds = sorted({r["seed"] for r in g})
         per_seed = {s: float(np.mean([r["return"] for r in g if r["seed"] == s])) for s in seeds}
         per_seed_norm = {s: _stats([r["normalized"] for r in g if r["seed"] == s])[0] for s in seeds}
@@ -134,6 +140,7 @@ def summarize(rows: list[dict[str, Any]], split: str = "test") -> list[dict[str,
             "evaluated": g[0]["evaluated"],
             "return_mean": mean, "return_std": std,
             "normalized_mean": nmean, "normalized_std": nstd,
+            "score_mean": smean, "score_std": sstd,
             "dataset_max": float(np.mean([r["dataset_max"] for r in g])),
             "dataset_mean": float(np.mean([r["dataset_mean"] for r in g])),
             "random": _stats([r["random"] for r in g])[0],

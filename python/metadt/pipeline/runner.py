@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from metadt.provenance import provenance
 from metadt import distributed as dist
 from metadt.config.pipeline import PipelineConfig
 from metadt.fileio import append_jsonl, atomic_write_json, read_json
@@ -54,7 +55,7 @@ PIPELINE_FILE = "pipeline.json"
 STAGES_FILE = "stages.jsonl"
 REPORT_DIR = "report"
 #: Fields of the pipeline config that must not change for an existing OUT.
-FIXED_FIELDS = ("family", "preset", "data", "collect_seed", "collect_overrides",
+FIXED_FIELDS = ("family", "preset", "data", "collect_seed", "overrides", "collect_overrides",
                 "world_model_overrides", "train_overrides", "evaluate_overrides")
 
 Progress = Callable[[str], None]
@@ -65,7 +66,8 @@ class Pipeline:
 
     def __init__(self, cfg: PipelineConfig, out: str | Path, *, progress: Progress | None = None,
                  bars: bool = False, verify: bool = True,
-                 records: list[dict[str, Any]] | None = None) -> None:
+                 records: list[dict[str, Any]] | None = None,
+                 collect_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cfg = cfg.validate()
         #: stage records kept here instead of appended to stages.jsonl (a `--jobs` worker
         #: returns them to the main process, the one writer of the file)
@@ -77,31 +79,74 @@ class Pipeline:
         self.say = (progress if self.main else None) or (lambda msg: None)
         self.bars = bars and self.main
         self.verify = verify
+        #: receives the collector's progress events (the CLI shows them as bars)
+        self.collect_progress = collect_progress if self.main else None
 
     # ---------------------------------------------------------------- configs
+    def _configured(self, cfg: Any, stage_overrides: tuple[str, ...]) -> Any:
+        """``cfg`` with the shared ``--set`` overrides it has a field for, ``--device``,
+        then the stage's own overrides."""
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(cfg)}
+        shared = [o for o in self.cfg.overrides if _override_field(o) in names]
+        if self.cfg.device and "device" in names:
+            shared.append(f"device={self.cfg.device}")
+        return cfg.with_overrides(shared + list(stage_overrides))
+
     def collect_config(self):
         from metadt.config.collect import CollectConfig
 
-        return CollectConfig.for_family(self.cfg.family, self.cfg.preset).with_overrides(
-            list(self.cfg.collect_overrides)).validate()
+        return self._configured(CollectConfig.for_family(self.cfg.family, self.cfg.preset),
+                                self.cfg.collect_overrides).validate()
 
     def world_model_config(self, seed: int):
         from metadt.config.world_model import WorldModelConfig
 
         cfg = WorldModelConfig.for_family(self.cfg.family, self.cfg.preset)
-        return cfg.with_overrides(list(self.cfg.world_model_overrides)).replace(seed=seed).validate()
+        return self._configured(cfg, self.cfg.world_model_overrides).replace(seed=seed).validate()
 
     def train_config(self, method: str, seed: int):
         from metadt.config.meta_dt import MetaDTConfig
 
         cfg = MetaDTConfig.for_family(self.cfg.family, self.cfg.preset, method)
-        return cfg.with_overrides(list(self.cfg.train_overrides)).replace(seed=seed).validate()
+        return self._configured(cfg, self.cfg.train_overrides).replace(seed=seed).validate()
 
     def evaluate_config(self):
         from metadt.config.evaluate import EvaluateConfig
 
-        return EvaluateConfig.for_family(self.cfg.family, self.cfg.preset).with_overrides(
-            list(self.cfg.evaluate_overrides)).validate()
+        return self._configured(EvaluateConfig.for_family(self.cfg.family, self.cfg.preset),
+                                self.cfg.evaluate_overrides).validate()
+
+    def check_configs(self) -> None:
+        """Build and validate every stage's config (every method and seed) and check every
+        shared ``--set`` field exists in some stage: a typo fails here, before any stage
+        runs and before anything is written."""
+        import dataclasses
+
+        from metadt.config.base import did_you_mean
+        from metadt.config.collect import CollectConfig
+        from metadt.config.evaluate import EvaluateConfig
+        from metadt.config.meta_dt import MetaDTConfig
+        from metadt.config.world_model import WorldModelConfig
+
+        known: set[str] = set()
+        for cls in (CollectConfig, WorldModelConfig, MetaDTConfig, EvaluateConfig):
+            known |= {f.name for f in dataclasses.fields(cls)}
+        for item in self.cfg.overrides:
+            if "=" not in item:
+                raise ValueError(f"--set {item!r} is not of the form field=value")
+            name = _override_field(item)
+            if name not in known:
+                raise ValueError(f"--set: no stage config has a field {name!r}"
+                                 f"{did_you_mean(name, known)}; see `metadt collect/train/"
+                                 f"train-world-model --print-config` or the --set-STAGE options")
+        self.collect_config()
+        self.evaluate_config()
+        for seed in self.cfg.seed_list:
+            self.world_model_config(seed)
+            for method in self.cfg.methods:
+                self.train_config(method, seed)
 
     # ------------------------------------------------------------------ paths
     def seed_dir(self, seed: int) -> Path:
@@ -123,6 +168,7 @@ class Pipeline:
 
     def _run(self) -> dict[str, Any]:
         t_all = time.perf_counter()
+        self.check_configs()  # every override and name, before anything is written
         dist.main_first(self._check_out, self.ctx)
         self.stage_collect()
         ev_cfg = self.evaluate_config()
@@ -211,7 +257,9 @@ class Pipeline:
             old = read_json(path)
             if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
                 raise ValueError(f"{path}: not a metadt pipeline record; use another --out")
-            prev = old.get("config", {})
+            # a field an older metadt did not record had its default then
+            defaults = json.loads(json.dumps(PipelineConfig().to_dict()))
+            prev = {**defaults, **old.get("config", {})}
             diff = [k for k in FIXED_FIELDS if prev.get(k) != mine.get(k)]
             if diff:
                 raise ValueError(
@@ -221,7 +269,8 @@ class Pipeline:
             methods = list(dict.fromkeys(list(old.get("all_methods", [])) + methods))
             self.say(f"resuming the pipeline in {self.out}")
         atomic_write_json(path, {"format": "metadt-pipeline", "version": 1, "config": mine,
-                                 "all_seeds": seeds, "all_methods": methods})
+                                 "all_seeds": seeds, "all_methods": methods,
+                                 "provenance": provenance(self.cfg.device or None)})
 
     def _log(self, stage: str, t0: float, **fields: Any) -> None:
         if not self.main:
@@ -253,7 +302,9 @@ class Pipeline:
         last = {"phase": None}
 
         def on_event(ev: dict[str, Any]) -> None:
-            if ev.get("phase") != last["phase"]:
+            if self.collect_progress is not None:  # bars show the phases
+                self.collect_progress(ev)
+            elif ev.get("phase") != last["phase"]:
                 last["phase"] = ev.get("phase")
                 self.say(f"[collect] phase {ev.get('phase')}")
 
@@ -302,7 +353,11 @@ class Pipeline:
         wm = self.world_model_dir(seed) if (cfg.needs_world_model and have_wm) else None
         self.say(f"[train] {method} seed {seed} -> {out}")
         t0 = time.perf_counter()
-        train_meta_dt(self.data, cfg, out, world_model=wm, progress=self.bars)
+        from metadt.evaluate.evaluator import training_return_probe
+
+        probe = training_return_probe(self.data) if cfg.train_eval_every > 0 else None
+        train_meta_dt(self.data, cfg, out, world_model=wm, progress=self.bars,
+                      evaluate_return=probe)
         self._log("train", t0, seed=seed, method=method)
 
     def stage_evaluate(self, method: str, seed: int, ev_cfg: Any) -> None:
@@ -354,8 +409,16 @@ def _stage_job(cfg: PipelineConfig, out: str, kind: str, seed: int, method: str 
     return records, messages
 
 
+def _override_field(item: str) -> str:
+    return item.split("=", 1)[0].strip().replace("-", "_")
+
+
 def run_pipeline(cfg: PipelineConfig, out: str | Path, *, progress: Progress | None = None,
-                 bars: bool = False, verify: bool = True) -> dict[str, Any]:
+                 bars: bool = False, verify: bool = True,
+                 collect_progress: Callable[[dict[str, Any]], None] | None = None
+                 ) -> dict[str, Any]:
     """Run or resume the pipeline of `cfg` into `out`; returns the report dict. An existing
-    dataset is verified first (``verify``: CRC-32 and finite values, else cheap checks)."""
-    return Pipeline(cfg, out, progress=progress, bars=bars, verify=verify).run()
+    dataset is verified first (``verify``: CRC-32 and finite values, else cheap checks).
+    ``collect_progress`` receives the collector's progress events (`collect`)."""
+    return Pipeline(cfg, out, progress=progress, bars=bars, verify=verify,
+                    collect_progress=collect_progress).run()

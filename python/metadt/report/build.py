@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from metadt.provenance import provenance
 from metadt.evaluate.evaluator import EVAL_FILE, EVAL_FORMAT
 import numpy as np
 
@@ -240,6 +241,8 @@ def _group_report(name: str, results: list[dict[str, Any]], out_dir: Path, slug:
     fams = sorted({r.get("family", "") for r in results})
     return {
         "name": name, "families": fams,
+        # the fixed score references used (None: none measured for that family)
+        "score_references": {f: _reference(f) for f in fams if f},
         "sources": sorted(r["_file"] for r in results),
         "summary": {"test": test, "train": train, "unseen": unseen},
         "statistics": st,
@@ -251,6 +254,31 @@ def _group_report(name: str, results: list[dict[str, Any]], out_dir: Path, slug:
     }
 
 
+def _reference(family: str) -> dict[str, Any] | None:
+    from metadt.evaluate.references import reference
+
+    return reference(family)
+
+
+def score_reference_note(families: list[str]) -> str:
+    """What the fixed-reference score column means for these families, or that a family
+    has no measured reference (its scores are then shown as –)."""
+    from metadt.evaluate.references import reference
+
+    parts = []
+    for fam in [f for f in families if f]:
+        ref = reference(fam)
+        if ref is None:
+            parts.append(f"no fixed score reference has been measured for {fam}: its score "
+                         f"column is empty (–)")
+        else:
+            parts.append(f"{fam}: random {ref['random']:.2f}, expert {ref['expert']:.2f}")
+    what = ("score (fixed ref.): 100 × (return − random) / (expert − random) with the family's "
+            "fixed reference (D4RL convention, comparable across collections; "
+            "metadt/evaluate/references.json)")
+    return what + (": " + "; ".join(parts) if parts else "") + "."
+
+
 def _group_markdown(g: dict[str, Any], heading: str = "##") -> str:
     out = [f"{heading} {g['name']}", ""]
     if g["families"]:
@@ -258,7 +286,8 @@ def _group_markdown(g: dict[str, Any], heading: str = "##") -> str:
                 f"{len(g['sources'])} evaluated run(s).", ""]
     out += ["Test tasks (unseen in training). Return: mean ± std over test tasks and seeds "
             "(each task's value is the mean over its evaluation episodes); normalized: "
-            "random policy = 0, dataset max = 1.", "", summary_table(g["summary"]["test"]), ""]
+            "random policy = 0, this dataset's max = 1 (per dataset); "
+            + score_reference_note(g["families"]), "", summary_table(g["summary"]["test"]), ""]
     if g["summary"].get("unseen"):
         out += ["Extra unseen goals (`eval_tasks`; reference returns estimated from the "
                 "training tasks, see docs/evaluate.md):", "",
@@ -369,7 +398,8 @@ def build_report(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
         groups.append(g)
     report = {"format": REPORT_FORMAT, "version": REPORT_VERSION, "title": title,
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "inputs": [str(i) for i in inputs], "groups": groups}
+              "inputs": [str(i) for i in inputs], "groups": groups,
+              "provenance": provenance()}
     md = [f"# {title}", ""]
     if not single:
         md += ["## Side by side (test tasks: return mean ± std, normalized in brackets)", "",

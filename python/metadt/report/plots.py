@@ -78,10 +78,18 @@ def learning_curves(curves: dict[str, list[tuple[str, list[dict[str, Any]]]]], p
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for ax, (name, runs) in zip(axes.flat, panels.items()):
+        ret_ax = None
         for lab, records in runs:
             pts = _pts(records)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=lab, lw=1.2)
+                line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=lab, lw=1.2)
+                rets = _pts(records, "eval_return")
+                if rets:  # the return during training (train_eval_every), right axis
+                    if ret_ax is None:
+                        ret_ax = ax.twinx()
+                        ret_ax.set_ylabel("return during training (dashed)")
+                    ret_ax.plot([p[0] for p in rets], [p[1] for p in rets], ls="--", lw=1.0,
+                                color=line.get_color(), marker=".")
         ax.set_title(METHOD_LABELS.get(name, name), fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
@@ -94,11 +102,13 @@ def learning_curves(curves: dict[str, list[tuple[str, list[dict[str, Any]]]]], p
     return _save(fig, path)
 
 
-def _pts(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+def _pts(records: list[dict[str, Any]], key: str = "loss") -> list[tuple[float, float]]:
+    """(step, value) of a metric; the loss (log axis) must be > 0."""
     out = []
     for r in records:
-        v = r.get("loss")
-        if isinstance(v, (int, float)) and "step" in r and math.isfinite(v) and v > 0:
+        v = r.get(key)
+        if (isinstance(v, (int, float)) and "step" in r and math.isfinite(v)
+                and (v > 0 or key != "loss")):
             out.append((float(r["step"]), float(v)))
     return out
 

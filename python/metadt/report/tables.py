@@ -22,15 +22,17 @@ def pm(mean: float, std: float, digits: int = 2) -> str:
 def summary_table(summary: list[dict[str, Any]]) -> str:
     """Per method and setting: return mean ± std, normalized score, dataset max / mean."""
     lines = ["| row | method (trained with) | evaluated | return (mean ± std) | normalized "
-             "| dataset max | dataset mean | tasks × seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| score (fixed ref., 0–100) | dataset max | dataset mean | tasks × seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         succ = f" (success {e['success_mean']:.2f})" if "success_mean" in e else ""
         trained = f" ({e['trained']})" if e.get("trained") else ""
         lines.append(
             f"| {label(e['method'], e['setting'])} | `{e['method']}`{trained} "
             f"| {e.get('evaluated', e['setting'])} | {pm(e['return_mean'], e['return_std'])}{succ} "
-            f"| {pm(e['normalized_mean'], e['normalized_std'])} | {fmt(e['dataset_max'])} "
+            f"| {pm(e['normalized_mean'], e['normalized_std'])} "
+            f"| {pm(e.get('score_mean', float('nan')), e.get('score_std', float('nan')), 1)} "
+            f"| {fmt(e['dataset_max'])} "
             f"| {fmt(e['dataset_mean'])} | {len(e['tasks'])} × {len(e['seeds'])} |")
     return "\n".join(lines)
 

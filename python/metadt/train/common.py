@@ -78,7 +78,8 @@ def obs_stats(table, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return obs.mean(0).astype(np.float32), (obs.std(0) + 1e-6).astype(np.float32)
 
 
-RUNTIME_FIELDS = frozenset({"device", "num_threads", "log_every", "checkpoint_every"})
+RUNTIME_FIELDS = frozenset({"device", "num_threads", "log_every", "checkpoint_every", "loggers",
+                            "train_eval_every", "train_eval_tasks"})
 """Config fields that say how a run executes, not what it computes: a run may
 resume with other values (e.g. on another device or thread count)."""
 

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from metadt.provenance import provenance
 from metadt import distributed as dist
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.fileio import atomic_write_json
@@ -268,8 +269,15 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                   world_model: str | Path | WorldModel | None = None, *, overwrite: bool = False,
                   progress: bool = True,
                   on_log: Callable[[dict[str, Any]], None] | None = None,
-                  stop_after: int | None = None) -> dict[str, Any]:
+                  stop_after: int | None = None,
+                  evaluate_return: Callable[[Any, Any, MetaDTConfig], float] | None = None
+                  ) -> dict[str, Any]:
     """Train (or resume) Meta-DT / a baseline into ``out``; returns the run summary.
+
+    ``evaluate_return(model, world_model, cfg)`` (given by the caller, e.g.
+    `metadt.evaluate.evaluator.training_return_probe`: training knows no envs) is called
+    every ``cfg.train_eval_every`` steps (0: never) on rank 0 with the model in eval mode;
+    its value is logged as ``eval_return``.
 
     ``stop_after`` stops (after checkpointing) once that many steps are done, as
     an interruption would (for tests of resuming).
@@ -298,7 +306,8 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     if resume:  # every rank loads the same checkpoint (any world size wrote it)
         start = int(load_checkpoint(out / CHECKPOINT_FILE, model=model, optimizer=opt,
                                     scheduler=sched, map_location=dev)["step"])
-    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None) \
+    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None,
+                        loggers=cfg.loggers, run_name=str(out), config=cfg.to_dict()) \
         if main else dist.NullLogger()
 
     end = cfg.num_steps if stop_after is None else min(cfg.num_steps, stop_after)
@@ -323,6 +332,12 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
             if on_log is not None and main:
                 on_log({"step": step, **rec})
             running = {}
+        if (evaluate_return is not None and main and not ctx.distributed
+                and cfg.train_eval_every > 0
+                and (step % cfg.train_eval_every == 0 or step == cfg.num_steps)):
+            model.eval()
+            log.log(step, {"eval_return": float(evaluate_return(model, wm, cfg))})
+            model.train()
         bar.update(1, loss=lv, steps_s=bar.steps_per_s(step))
         if (step % cfg.checkpoint_every == 0 or step == end) and main:
             save_checkpoint(out / CHECKPOINT_FILE, step=step, model=model, optimizer=opt,
@@ -344,8 +359,9 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                world_model_payload(wm, getattr(wm, "family", ds.card.family),
                                    getattr(wm, "dataset", None))}
     save_model(out, payload)
-    atomic_write_json(out / "run.json", {k: v for k, v in summary.items() if k != "losses"})
-    plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr"),
+    atomic_write_json(out / "run.json", {**{k: v for k, v in summary.items() if k != "losses"},
+                                         "provenance": provenance(str(dev))})
+    plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr", "eval_return"),
                 title=f"{cfg.method} ({cfg.family}, {cfg.quality})")
     dist.barrier()
     return summary

@@ -1,4 +1,4 @@
-"""Training metrics: JSON lines (always), TensorBoard (when installed), PNG curves."""
+"""Training metrics: JSON lines and CSV (always), TensorBoard and W&B (asked for), PNG curves."""
 from __future__ import annotations
 
 import json
@@ -24,12 +24,20 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsLogger:
-    """Appends ``{"step": ..., **values}`` lines to ``path``; mirrors scalars to
-    TensorBoard under ``tb_dir`` when ``torch.utils.tensorboard`` works."""
+    """Appends ``{"step": ..., **values}`` lines to ``path`` (JSON lines, always) and keeps
+    ``path`` with the suffix ``.csv`` beside it (one column per metric, rewritten from the
+    JSON lines at every `close`, so a resumed run's CSV is whole). Scalars also go to the
+    optional sinks named in ``loggers`` (``metadt.config.base.LOGGERS``): TensorBoard event
+    files under ``tb_dir``, and Weights & Biases. None is required."""
 
     def __init__(self, path: str | Path, tb_dir: str | Path | None = None,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None, loggers: str = "",
+                 run_name: str | None = None, config: dict[str, Any] | None = None):
+        from metadt.config.base import check_loggers
+
         self.path = Path(path)
+        self.csv_path = self.path.with_suffix(".csv")
+        sinks = check_loggers(loggers)
         if resume_step is None:
             if self.path.exists():
                 self.path.unlink()
@@ -38,25 +46,57 @@ class MetricsLogger:
             keep = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         self.writer = None
-        if tb_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except Exception:  # tensorboard not installed
-                self.writer = None
-            else:
-                self.writer = SummaryWriter(str(tb_dir))
+        if "tensorboard" in sinks:
+            if tb_dir is None:
+                raise ValueError("loggers: tensorboard needs a directory for its event files")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(tb_dir), purge_step=resume_step)
+        self.wandb = None
+        if "wandb" in sinks:
+            import os
+
+            import wandb
+
+            self.wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "metadt"),
+                                    name=run_name, config=config or {},
+                                    dir=str(self.path.parent), resume="allow")
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         record = {"step": int(step), **values}
         append_jsonl(self.path, record)
+        scalars = {k: v for k, v in values.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)):
-                    self.writer.add_scalar(k, v, step)
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=int(step))
 
     def close(self) -> None:
+        write_csv(self.path, self.csv_path)
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def write_csv(jsonl_path: str | Path, csv_path: str | Path) -> Path:
+    """The metrics of a JSON lines file as CSV: a ``step`` column, then one column per
+    metric in order of first appearance; a metric missing from a line is an empty cell."""
+    import csv
+    import io
+
+    records = read_metrics(jsonl_path)
+    cols: dict[str, None] = {"step": None}
+    for r in records:
+        cols.update(dict.fromkeys(r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(cols), restval="", lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return atomic_write_text(csv_path, buf.getvalue())
 
 
 def plot_curves(metrics_path: str | Path, png_path: str | Path,

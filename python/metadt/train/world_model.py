@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from metadt.provenance import provenance
 from metadt import distributed as dist
 from metadt.config.world_model import WorldModelConfig
 from metadt.fileio import atomic_write_json
@@ -145,7 +146,8 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
     if resume:  # every rank loads the same checkpoint (any world size wrote it)
         start = int(load_checkpoint(out / CHECKPOINT_FILE, model=wm, optimizer=opt,
                                     map_location=dev)["step"])
-    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None) \
+    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None,
+                        loggers=cfg.loggers, run_name=str(out), config=cfg.to_dict()) \
         if main else dist.NullLogger()
     test_ids = [int(t) for t in ds.card.test_ids]
     test_idx = _subsample_steps(table, table.steps_of_tasks(test_ids), 4096, cfg.seed)
@@ -180,6 +182,7 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
         return dist.broadcast_object(None, ctx)
     save_model(out, world_model_payload(wm, ds.card.family, str(Path(data).resolve())))
     report = world_model_report(wm, ds, cfg)
+    report["provenance"] = provenance(str(dev))
     atomic_write_json(out / "report.json", report)
     plot_curves(out / "metrics.jsonl", out / "curves.png",
                 keys=("loss", "reward_loss", "transition_loss", "test_task_loss"),

@@ -1,0 +1,76 @@
+"""Fixed score references (issue 18 item 4)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from metadt.evaluate.metrics import summarize, task_rows
+from metadt.evaluate.references import (REFERENCES_FILE, fixed_score, measure, missing_families,
+                                        reference)
+from metadt.report.build import score_reference_note
+from metadt.report.tables import summary_table
+
+
+def _result(family, returns, random=-20.0, dataset_max=-5.0):
+    return {"method": "dt", "seed": 0, "family": family, "training": {},
+            "tasks": {"3": {"split": "test", "target": dataset_max, "dataset_max": dataset_max,
+                            "dataset_mean": -9.0, "random": random}},
+            "settings": {"zero-shot": {"returns": {"3": returns}}}}
+
+
+def test_shipped_reference_is_the_measured_point_robot_one():
+    doc = json.loads(REFERENCES_FILE.read_text())
+    assert set(doc["families"]) == {"point-robot"}
+    ref = reference("point-robot")
+    assert ref["random"] < ref["expert"] and ref["tasks"] == 50
+    assert "metadt collect --family point-robot --preset cpu" in ref["measured_with"]["command"]
+    # every other family is reported missing, never given a number
+    assert "point-robot" not in missing_families()
+    assert {"cheetah-vel", "ant-dir", "reach"} <= set(missing_families())
+    assert reference("cheetah-vel") is None
+
+
+def test_fixed_score_d4rl_convention_beside_the_per_dataset_one():
+    ref = reference("point-robot")
+    rets = [-10.0, -6.0]
+    rows = task_rows([_result("point-robot", rets)])
+    want = 100 * (np.mean(rets) - ref["random"]) / (ref["expert"] - ref["random"])
+    assert rows[0]["score"] == pytest.approx(want)
+    assert rows[0]["normalized"] == pytest.approx((-8.0 + 20.0) / 15.0)  # per dataset, kept
+    assert fixed_score(ref["random"], ref) == pytest.approx(0.0)
+    assert fixed_score(ref["expert"], ref) == pytest.approx(100.0)
+    s = summarize(rows)[0]
+    assert s["score_mean"] == pytest.approx(want)
+    assert f"{want:.1f} ± 0.0" in summary_table([s])
+
+
+def test_family_without_reference_says_so_and_shows_no_score():
+    rows = task_rows([_result("cheetah-vel", [-50.0])])
+    assert math.isnan(rows[0]["score"])
+    s = summarize(rows)[0]
+    assert math.isnan(s["score_mean"])
+    line = summary_table([s]).splitlines()[-1]
+    assert line.split("|")[6].strip() == "–"
+    note = score_reference_note(["cheetah-vel"])
+    assert "no fixed score reference has been measured for cheetah-vel" in note
+    assert "point-robot: random" in score_reference_note(["point-robot"])
+
+
+def test_measure_takes_the_card_means(tmp_path):
+    from test_train_support import make_point_dataset
+
+    from metadt.data.dataset import Dataset, write_card
+
+    ds = make_point_dataset(tmp_path / "pr", [(0.8, 0.8), (-0.8, -0.7), (0.7, -0.8)],
+                            num_train=2, episodes=4, seed=1)
+    card = ds.card
+    card.random_returns = {"0": -10.0, "1": -12.0, "2": -14.0}
+    write_card(tmp_path / "pr", card)
+    got = measure(tmp_path / "pr")
+    exp = Dataset.open(tmp_path / "pr").card.returns("expert")
+    assert got["random"] == pytest.approx(-12.0)
+    assert got["expert"] == pytest.approx(np.mean([exp[i]["mean"] for i in range(3)]))
+    assert got["expert_episodes"] == 12
