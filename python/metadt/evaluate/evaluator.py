@@ -513,7 +513,7 @@ def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | No
     weights: dict[str, np.ndarray] = {}
 
     def probe_weights() -> np.ndarray:
-        from metadt.train.world_model import fit_probe
+        from metadt.evaluate.world_model_report import fit_probe
 
         if "w" not in weights:
             weights["w"] = fit_probe(subject.world_model, dataset)

@@ -333,11 +333,13 @@ class Pipeline:
         if model_file(out) is not None:
             self.say(f"[world model] seed {seed}: done, skipped")
             return
+        from metadt.evaluate.world_model_report import world_model_report
         from metadt.train.world_model import train_world_model
 
         self.say(f"[world model] seed {seed} -> {out}")
         t0 = time.perf_counter()
-        train_world_model(self.data, self.world_model_config(seed), out, progress=self.bars)
+        train_world_model(self.data, self.world_model_config(seed), out, progress=self.bars,
+                          report=world_model_report)
         self._log("world-model", t0, seed=seed)
 
     def stage_train(self, method: str, seed: int, have_wm: bool) -> None:
