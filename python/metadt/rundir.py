@@ -157,13 +157,13 @@ class RunDir:
         diff = self.differences(mine, stored)
         if diff:
             state = "" if not self.markers else ("finished " if self.finished else "unfinished ")
-            shown = "; ".join(f"{k.removeprefix('config.') or 'identity'}: {_short(m)} here, "
-                              f"{_short(s)} in {(source or self.identity_path).name}"
+            where = (source or self.identity_path).name
+            shown = ", ".join(f"different {k.removeprefix('config.') or 'identity'} "
+                              f"({_short(m)} here, {_short(s)} in {where})"
                               for k, m, s in diff[:6])
-            more = f"; and {len(diff) - 6} more" if len(diff) > 6 else ""
-            names = ", ".join(k.removeprefix("config.") for k, _, _ in diff)
+            more = f" and {len(diff) - 6} more field(s)" if len(diff) > 6 else ""
             raise RunDirMismatch(f"{self.path} holds {_a(state + self.what)} with a different "
-                                 f"config (different {names}: {shown}{more}); {self.hint}")
+                                 f"config: {shown}{more}; {self.hint}")
         return dict(stored)
 
     def matches(self, mine: Mapping[str, Any]) -> bool:
