@@ -223,3 +223,26 @@ def test_train_cli_refuses_an_unfinished_run_of_another_config(dataset, tmp_path
     err = capsys.readouterr().err
     assert "different config: different lr (0.5 here" in err and "Traceback" not in err
     assert np.isfinite(json.loads((tmp_path / "r" / "config.json").read_text())["lr"])
+
+
+def test_cli_refuses_a_finished_run_of_another_config(dataset, tmp_path, capsys):
+    from metadt.cli import main
+
+    out = tmp_path / "r"
+    train_meta_dt(dataset, _dt_cfg(num_steps=2), out, None, progress=False)
+    config = (out / "config.json").read_text()
+    argv = ["train", "--data", str(dataset), "--method", "dt", "--preset", "smoke",
+            "--quality", "medium", "--out", str(out), "--no-progress", "--no-verify"]
+    assert main(argv + ["--set", "num_steps=2", "--set", "num_threads=2"]) == 0
+    assert "already done" in capsys.readouterr().err  # a runtime field: the same run
+    assert main(argv + ["--set", "num_steps=3"]) == 1
+    err = capsys.readouterr().err
+    assert "finished training run with a different config: different num_steps (3 here, 2" \
+        in err and "already done" not in err
+    assert (out / "config.json").read_text() == config  # a finished run is left as it is
+    wm = tmp_path / "wm"
+    train_world_model(dataset, _wm_cfg(num_steps=2), wm, progress=False)
+    assert main(["train-world-model", "--data", str(dataset), "--preset", "smoke", "--quality",
+                 "medium", "--out", str(wm), "--no-progress", "--no-verify",
+                 "--set", "num_steps=2", "--set", "batch_size=16"]) == 1
+    assert "different batch_size (16 here, 32 in config.json)" in capsys.readouterr().err

@@ -198,11 +198,11 @@ class RunDir:
                 if any(p.name != own for p in self.path.iterdir()):
                     raise RunDirMismatch(f"{self.path} exists and is not {_a(self.what)}; "
                                          f"{self.hint}")
+        if stored is not None and self.finished:
+            return "finished"  # left as it is
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_identity(mine)  # same identity: refreshes the runtime fields
-        if stored is None:
-            return "new"
-        return "finished" if self.finished else "resume"
+        return "new" if stored is None else "resume"
 
 
 __all__ = ["RunDir", "RunDirMismatch", "State", "flatten", "json_normal"]

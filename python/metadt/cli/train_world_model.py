@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     ds, cfg = resolve_config(args, lambda family: WorldModelConfig.for_family(family, args.preset))
     out = default_out(args, f"world-model-{cfg.quality}-{cfg.preset}-s{cfg.seed}")
-    if already_done(out, args, "world-model training", "report.json"):
+    if already_done(out, args, "world-model training", "report.json", cfg,
+                    "world-model training"):
         return 0
     say(f"world model: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
     rep = train_world_model(args.data, cfg, out, overwrite=args.overwrite,

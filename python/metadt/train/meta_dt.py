@@ -38,6 +38,9 @@ from metadt.train.prompts import attach_step_errors, prompt_spec
 from metadt.train.run import RUN_FORMAT, load_world_model, world_model_payload
 
 BASE_COLUMNS = ("obs", "actions", "rewards", "next_obs", "rtg")
+#: Config fields :func:`prepare` fills in from the dataset and the world model (the run
+#: directory's ``config.json`` holds the resolved values).
+RESOLVED_FIELDS = ("return_scale", "max_timestep", "action_scale", "z_dim", "prompt_start_min")
 
 
 def _has_column(store, name: str) -> bool:
