@@ -132,15 +132,12 @@ def choose_medium(eval_returns: Mapping[int, np.ndarray], random_returns: np.nda
 
 
 class WorkDir:
-    """Files of a collection in progress (``DIR/.work``)."""
+    """Files of a collection in progress (``DIR/.work``; its identity ``config.json`` is
+    the run directory's, :func:`collection_dir`)."""
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
         self.root = self.out / WORK
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
 
     @property
     def train_state(self) -> Path:

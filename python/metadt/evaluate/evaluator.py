@@ -550,9 +550,8 @@ def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | No
                    probe_weights=probe_weights if subject.world_model is not None else None,
                    progress=progress)
     # resume the settings of the same evaluation; refuse another one's results
-    results = None if fresh else \
-        results_dir(out, eval_identity(cfg, subject.method, subject.seed)).check(
-            eval_identity(cfg, subject.method, subject.seed))
+    identity = eval_identity(cfg, subject.method, subject.seed)
+    results = None if fresh else results_dir(out, identity).check(identity)
     if results is None:
         results = ev.header()
     results["run"] = str(run_dir)
