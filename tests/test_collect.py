@@ -92,8 +92,11 @@ def test_rerun_of_finished_dataset_is_a_noop(smoke_dataset):
     collect(smoke(), smoke_dataset, seed=0, progress=events.append)
     assert (smoke_dataset / "card.json").read_text() == before
     assert events and events[-1]["phase"] == "done" and events[-1]["already"]
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match=r"finished collection with a different config: "
+                                              r"different steps_per_task \(240 here"):
         collect(smoke(steps_per_task=240), smoke_dataset, seed=0)
+    collect(smoke(torch_threads=2), smoke_dataset, seed=0)  # a runtime field: still a no-op
+    assert (smoke_dataset / "card.json").read_text() == before
     with pytest.raises(FileExistsError):
         collect(smoke(), smoke_dataset, seed=1)
 
@@ -142,8 +145,15 @@ def test_unfinished_collection_with_other_config_is_refused(tmp_path):
     with pytest.raises(Interrupt):
         collect(smoke(), out, seed=0,
                 progress=_interrupt_at("train", lambda ev: ev["step"] >= 40))
-    with pytest.raises(FileExistsError, match="different config"):
+    with pytest.raises(FileExistsError, match=r"unfinished collection with a different config: "
+                                              r"different eval_episodes \(3 here, 2 in config"):
         collect(smoke(eval_episodes=3), out, seed=0)
+    # how it runs may change (threads, keeping the replay memories): the same collection
+    from metadt.collect.collector import collection_dir
+
+    identity = collection_dir(out).stored()
+    collection_dir(out).check({**identity, "config": {**identity["config"], "torch_threads": 2,
+                                                      "keep_replay": True}})
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(FileExistsError):

@@ -10,6 +10,7 @@ import torch
 
 from metadt.config.meta_dt import METHODS, MetaDTConfig
 from metadt.config.world_model import WorldModelConfig
+from metadt.evaluate.world_model_report import world_model_report
 from metadt.models.meta_dt import context_windows
 from metadt.train.columns import StepTable, compute_step_errors, compute_z
 from metadt.train.meta_dt import train_meta_dt
@@ -35,7 +36,7 @@ def world_model_dir(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("wm") / "wm"
     cfg = WorldModelConfig.for_family("point-robot", "smoke").replace(
         quality="medium", num_steps=40, log_every=10, checkpoint_every=20)
-    train_world_model(dataset, cfg, out, progress=False)
+    train_world_model(dataset, cfg, out, progress=False, report=world_model_report)
     return out
 
 

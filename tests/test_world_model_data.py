@@ -11,6 +11,7 @@ from metadt.data.dataset import Dataset, split_quality
 from metadt.models import WorldModel
 from metadt.train.columns import StepTable
 from metadt.train.task_targets import TaskTargets
+from metadt.evaluate.world_model_report import world_model_report
 from metadt.train.world_model import train_world_model
 
 from test_train_support import interrupted_world_model_checkpoints, make_point_dataset
@@ -117,7 +118,8 @@ def test_union_and_task_targets_train_and_resume_exactly(dataset, tmp_path):
     cfg = WorldModelConfig.for_family("point-robot", "smoke").replace(
         quality="random+medium+expert", task_targets=3, num_steps=12, checkpoint_every=4,
         log_every=4)
-    rep = train_world_model(dataset, cfg, tmp_path / "a", progress=False)
+    rep = train_world_model(dataset, cfg, tmp_path / "a", progress=False,
+                            report=world_model_report)
     assert rep["quality"] == "random+medium+expert"
     assert set(rep["probe_by_quality"]) == {"expert", "medium", "random"}
     assert rep["probe"]["rmse_test"] >= 0
@@ -140,7 +142,7 @@ def test_default_recipe_on_a_dataset_without_random_says_what_to_do(tmp_path):
 
 
 def test_probe_r2_hand_computed_and_undefined_for_a_constant_target():
-    from metadt.train.world_model import _r2, _r2_per_dim
+    from metadt.evaluate.world_model_report import _r2, _r2_per_dim
 
     y = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 4.0]])
     pred = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])

@@ -46,18 +46,26 @@ def default_out(args: argparse.Namespace, name: str) -> Path:
     return Path(args.out) if args.out else Path("runs") / Path(args.data).resolve().name / name
 
 
-def already_done(out: Path, args: argparse.Namespace, what: str, summary_file: str) -> bool:
-    """True (after saying so) when ``out`` holds a finished run and --overwrite is not
-    given: rerunning a finished training is a no-op, not a zero-step training."""
+def already_done(out: Path, args: argparse.Namespace, what: str, summary_file: str,
+                 cfg: Any, run_what: str, resolved: tuple[str, ...] = ()) -> bool:
+    """True (after saying so) when ``out`` holds a finished run of ``cfg`` and --overwrite
+    is not given: rerunning a finished training is a no-op, not a zero-step training. A
+    finished run of another config is refused (``RunDirMismatch``, naming the fields);
+    the ``resolved`` fields, which the trainer fills in from the dataset and world model,
+    are not compared here."""
+    import dataclasses
     import json
     import sys
 
     from metadt.distributed import is_main
     from metadt.fileio import read_json
-    from metadt.train.run import model_file
+    from metadt.train.loop import training_run_dir
 
-    if args.overwrite or model_file(out) is None:
+    run = training_run_dir(out, run_what)
+    if args.overwrite or not run.finished:
         return False
+    run = dataclasses.replace(run, runtime=run.runtime | frozenset(resolved))
+    run.check(cfg.to_dict())
     if is_main():
         print(f"{out}: {what} already done; nothing to train (--overwrite starts over)",
               file=sys.stderr)

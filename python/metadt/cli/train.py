@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from metadt.config.meta_dt import MetaDTConfig
-    from metadt.train.meta_dt import train_meta_dt
+    from metadt.train.meta_dt import RESOLVED_FIELDS, train_meta_dt
     from metadt.distributed import is_main
 
     say = print if is_main() else (lambda *a, **k: None)  # torchrun: rank 0 prints
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     ds, cfg = resolve_config(args, lambda family: MetaDTConfig.for_family(family, args.preset,
                                                                            args.method))
     out = default_out(args, f"{cfg.method}-{cfg.quality}-{cfg.preset}-s{cfg.seed}")
-    if already_done(out, args, "training", "run.json"):
+    if already_done(out, args, "training", "run.json", cfg, "training run", RESOLVED_FIELDS):
         return 0
     say(f"{cfg.method}: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
     from metadt.evaluate.evaluator import training_return_probe

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from metadt.config.world_model import WorldModelConfig
+    from metadt.evaluate.world_model_report import world_model_report
     from metadt.train.world_model import train_world_model
     from metadt.distributed import is_main
 
@@ -38,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
     ds, cfg = resolve_config(args, lambda family: WorldModelConfig.for_family(family, args.preset))
     out = default_out(args, f"world-model-{cfg.quality}-{cfg.preset}-s{cfg.seed}")
-    if already_done(out, args, "world-model training", "report.json"):
+    if already_done(out, args, "world-model training", "report.json", cfg,
+                    "world-model training"):
         return 0
     say(f"world model: {ds.card.family} / {cfg.quality}, {cfg.num_steps} steps -> {out}")
     rep = train_world_model(args.data, cfg, out, overwrite=args.overwrite,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, report=world_model_report)
     probe = rep.get("probe") or {}
     inv = rep.get("behaviour_invariance") or {}
     say(json.dumps({"out": str(out), "test_task_loss": rep.get("test_task_loss"),

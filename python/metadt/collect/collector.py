@@ -29,7 +29,10 @@ atomically, finished work never redone):
    first ``mixed_medium_fraction`` share of each task's medium episodes and
    the first rest of its expert episodes) and, last, ``card.json``.
 
-A directory with ``card.json`` is complete; a rerun then does nothing.
+A directory with ``card.json`` is complete; a rerun then does nothing. The
+directory is a :class:`metadt.rundir.RunDir` (:func:`collection_dir`): its identity
+(config, seed, tasks) is ``.work/config.json``, compared minus
+:data:`COLLECT_RUNTIME_FIELDS`; another collection's directory is refused.
 
 The training state and the policy checkpoints are tensor files
 (:mod:`metadt.tensorfile`: safetensors + JSON, SHA-256 checked), the replay
@@ -51,7 +54,6 @@ phase-specific counters (see `collect`).
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import time
 import zipfile
@@ -73,6 +75,7 @@ from metadt import tensorfile
 from metadt.provenance import provenance
 from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_checked_json,
                            atomic_write_json, read_checked_json, read_json, recover_directory)
+from metadt.rundir import RunDir
 
 Progress = Callable[[dict[str, Any]], None]
 WORK = ".work"
@@ -129,15 +132,12 @@ def choose_medium(eval_returns: Mapping[int, np.ndarray], random_returns: np.nda
 
 
 class WorkDir:
-    """Files of a collection in progress (``DIR/.work``)."""
+    """Files of a collection in progress (``DIR/.work``; its identity ``config.json`` is
+    the run directory's, :func:`collection_dir`)."""
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
         self.root = self.out / WORK
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
 
     @property
     def train_state(self) -> Path:
@@ -751,31 +751,34 @@ def _concat_episodes(parts: list[Episodes]) -> Episodes:
                        for k in ("obs", "actions", "rewards", "next_obs", "terminals")})
 
 
+COLLECT_RUNTIME_FIELDS = frozenset({"config.device", "config.torch_threads", "config.keep_replay"})
+"""Fields of a collection's identity that say how it executes, not what it computes: a
+collection may resume (or be rerun finished) with other values."""
+
+
+def collection_dir(out: Path) -> RunDir:
+    """The run directory of a collection: identity ``.work/config.json`` (config, seed,
+    tasks), finished when ``card.json`` exists (written last by `write_dataset`)."""
+    return RunDir(out, "collection", identity_file=f"{WORK}/config.json",
+                  markers=("card.json",), runtime=COLLECT_RUNTIME_FIELDS, exclusive=True,
+                  hint="rerun with the same settings to resume, or choose another --out")
+
+
 def _start(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
            progress: Progress | None) -> Dataset | None:
     """The finished dataset of ``out`` (a rerun), or None after checking/recording the
     identity of an unfinished collection."""
     identity = {"config": cfg.to_dict(), "seed": int(seed), "family": family.to_json()}
-    if (out / "card.json").is_file():
+    run = collection_dir(out)
+    if run.finished:
         ds = Dataset.open(out)
         made = ds.card.collection
-        if made.get("config") != cfg.to_dict() or made.get("seed") != int(seed):
-            raise FileExistsError(
-                f"{out} already holds a dataset made with a different config or seed; "
-                f"choose another --out (or delete it)")
+        run.check({"config": identity["config"], "seed": identity["seed"]},
+                  stored={"config": made.get("config"), "seed": made.get("seed")},
+                  source=out / "card.json")
         _emit(progress, phase="done", path=str(out), already=True)
         return ds
-    if work.config.is_file():
-        prev = read_json(work.config)
-        if prev != json.loads(json.dumps(identity)):
-            raise FileExistsError(
-                f"{out} holds an unfinished collection with a different config, seed or tasks "
-                f"({work.config}); rerun with the same settings to resume, or choose another --out")
-    else:
-        if out.exists() and any(p.name != WORK for p in out.iterdir()):
-            raise FileExistsError(f"{out} exists and is not an unfinished collection; "
-                                  f"choose an empty or new directory")
-        atomic_write_json(work.config, identity)
+    run.start(identity)
     return None
 
 
@@ -857,4 +860,4 @@ def _write(cfg: CollectConfig, out: Path, seed: int, family: Any, work: WorkDir,
 
 
 __all__ = ["collect", "choose_medium", "checkpoint_steps", "mixed_split", "build_stores",
-           "train", "evaluate", "rollouts", "WorkDir"]
+           "train", "evaluate", "rollouts", "WorkDir", "collection_dir", "COLLECT_RUNTIME_FIELDS"]

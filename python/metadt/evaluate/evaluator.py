@@ -54,7 +54,8 @@ from metadt.provenance import provenance
 from metadt.config.evaluate import EvaluateConfig
 from metadt.evaluate.few_shot import Scorer, expert_prompts, own_prompts, stack_prompts
 from metadt.evaluate.rollout import Trajectories, random_rollout, rollout
-from metadt.fileio import atomic_write_json, read_json
+from metadt.fileio import atomic_write_json
+from metadt.rundir import RunDir, json_normal
 
 EVAL_FORMAT = "metadt-eval"
 EVAL_VERSION = 1
@@ -69,7 +70,32 @@ TRAINING_FLAGS = ("method", "use_z", "use_prompt", "prompt_strategy", "prompt_dr
 
 def config_json(cfg: EvaluateConfig) -> dict[str, Any]:
     """The config as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(cfg.to_dict()))
+    return json_normal(cfg.to_dict())
+
+
+EVAL_RUNTIME_FIELDS = frozenset({"config.device", "config.torch_threads"})
+"""Fields of an evaluation's identity that say how it runs, not what it computes."""
+
+
+def eval_identity(cfg: EvaluateConfig, method: str, seed: int | None = None) -> dict[str, Any]:
+    """What makes a results file the same evaluation: its format, config, method and
+    (when known) the run's seed."""
+    out = {"format": EVAL_FORMAT, "config": config_json(cfg), "method": method}
+    if seed is not None:
+        out["seed"] = int(seed)
+    return out
+
+
+def results_dir(path: str | Path, identity: dict[str, Any]) -> RunDir:
+    """The results file ``path`` as a run directory: its identity is the fields of
+    ``identity`` (`eval_identity`) stored in the file itself, minus
+    :data:`EVAL_RUNTIME_FIELDS`; a field an older metadt did not write reads as its
+    default. Completion is per setting (`is_complete`)."""
+    path = Path(path)
+    return RunDir(path.parent, "evaluation", identity_file=path.name,
+                  runtime=EVAL_RUNTIME_FIELDS, only=tuple(identity),
+                  defaults={"config": config_json(EvaluateConfig())},
+                  hint="rerun with --fresh (or --overwrite) to discard it, or give another --out")
 
 
 @dataclass
@@ -513,7 +539,7 @@ def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | No
     weights: dict[str, np.ndarray] = {}
 
     def probe_weights() -> np.ndarray:
-        from metadt.train.world_model import fit_probe
+        from metadt.evaluate.world_model_report import fit_probe
 
         if "w" not in weights:
             weights["w"] = fit_probe(subject.world_model, dataset)
@@ -523,12 +549,9 @@ def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | No
                    expert_store=lambda: dataset.store(cfg.expert_quality),
                    probe_weights=probe_weights if subject.world_model is not None else None,
                    progress=progress)
-    results = None
-    if out.is_file() and not fresh:
-        prev = read_json(out)
-        if (prev.get("format") == EVAL_FORMAT and prev.get("config") == config_json(cfg)
-                and prev.get("seed") == subject.seed and prev.get("method") == subject.method):
-            results = prev
+    # resume the settings of the same evaluation; refuse another one's results
+    identity = eval_identity(cfg, subject.method, subject.seed)
+    results = None if fresh else results_dir(out, identity).check(identity)
     if results is None:
         results = ev.header()
     results["run"] = str(run_dir)
@@ -539,16 +562,13 @@ def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | No
 
 
 def is_complete(path: str | Path, cfg: EvaluateConfig, method: str) -> bool:
-    """True if `path` holds results of every setting `cfg` asks of `method`."""
-    path = Path(path)
-    if not path.is_file():
+    """True if `path` holds results of every setting `cfg` asks of `method` (the same
+    evaluation: `results_dir`)."""
+    identity = eval_identity(cfg, method)
+    rd = results_dir(path, identity)
+    if not rd.matches(identity):
         return False
-    try:
-        res = read_json(path)
-    except ValueError:
-        return False
-    if res.get("format") != EVAL_FORMAT or res.get("config") != config_json(cfg):
-        return False
+    res = rd.stored() or {}
     return all(s in res.get("settings", {}) for s in cfg.settings_for(method))
 
 

@@ -1,7 +1,7 @@
 """The z probe on the contexts the policy meets at test time.
 
 The world-model report fits a ridge probe z -> task parameter on the training
-tasks' dataset contexts (`metadt.train.world_model.fit_probe`). Zero-shot can
+tasks' dataset contexts (`metadt.evaluate.world_model_report.fit_probe`). Zero-shot can
 only work if z reads the task from the agent's *own* early behaviour, so the
 evaluation scores that same probe on contexts from rollouts in the evaluated
 (unseen) tasks: the agent's own zero-shot episodes and uniformly random
@@ -41,7 +41,7 @@ def probe_score(weights: np.ndarray, trajs: Trajectories, world_model: Any,
                 family: Any) -> dict[str, Any]:
     """R^2 and RMSE of the probe `weights` on the trajectories' contexts (task features
     from `family.task_features`)."""
-    from metadt.train.world_model import probe_predict, r2_score
+    from metadt.evaluate.world_model_report import probe_predict, r2_score
 
     z, tasks = trajectory_z(trajs, world_model)
     feats = {int(t): np.asarray(family.task_features(family.tasks[int(t)]), dtype=np.float64)

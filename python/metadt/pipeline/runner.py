@@ -49,7 +49,8 @@ from typing import Any, Callable
 from metadt.provenance import provenance
 from metadt import distributed as dist
 from metadt.config.pipeline import PipelineConfig
-from metadt.fileio import append_jsonl, atomic_write_json, read_json
+from metadt.fileio import append_jsonl, atomic_write_json
+from metadt.rundir import RunDir, json_normal
 
 PIPELINE_FILE = "pipeline.json"
 STAGES_FILE = "stages.jsonl"
@@ -59,6 +60,17 @@ FIXED_FIELDS = ("family", "preset", "data", "collect_seed", "overrides", "collec
                 "world_model_overrides", "train_overrides", "evaluate_overrides")
 
 Progress = Callable[[str], None]
+
+
+def pipeline_dir(out: str | Path) -> RunDir:
+    """OUT as a run directory: its identity is ``pipeline.json``'s config, of which only
+    :data:`FIXED_FIELDS` are compared (seeds and methods may be added, how it runs may
+    change); a field an older metadt did not record had its default then. Each stage
+    has its own run directory (dataset, world model, runs, results files)."""
+    return RunDir(Path(out), "pipeline", identity_file=PIPELINE_FILE,
+                  only=tuple(f"config.{k}" for k in FIXED_FIELDS),
+                  defaults={"config": json_normal(PipelineConfig().to_dict())},
+                  hint="use another --out")
 
 
 class Pipeline:
@@ -250,27 +262,21 @@ class Pipeline:
 
     def _check_out(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / PIPELINE_FILE
-        mine = json.loads(json.dumps(self.cfg.to_dict()))
+        mine = json_normal(self.cfg.to_dict())
         seeds, methods = list(self.cfg.seed_list), list(self.cfg.methods)
-        if path.is_file():
-            old = read_json(path)
-            if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
-                raise ValueError(f"{path}: not a metadt pipeline record; use another --out")
-            # a field an older metadt did not record had its default then
-            defaults = json.loads(json.dumps(PipelineConfig().to_dict()))
-            prev = {**defaults, **old.get("config", {})}
-            diff = [k for k in FIXED_FIELDS if prev.get(k) != mine.get(k)]
-            if diff:
-                raise ValueError(
-                    f"{self.out} holds a pipeline with a different {', '.join(diff)} "
-                    f"({', '.join(f'{k}={prev.get(k)!r}' for k in diff)}); use another --out")
+        run = pipeline_dir(self.out)
+        stored = run.stored()
+        if stored is not None and not isinstance(stored.get("config", {}), dict):
+            raise ValueError(f"{run.identity_path}: not a metadt pipeline record; use another --out")
+        old = run.check({"config": mine})
+        if old is not None:
             seeds = sorted(set(old.get("all_seeds", [])) | set(seeds))
             methods = list(dict.fromkeys(list(old.get("all_methods", [])) + methods))
             self.say(f"resuming the pipeline in {self.out}")
-        atomic_write_json(path, {"format": "metadt-pipeline", "version": 1, "config": mine,
-                                 "all_seeds": seeds, "all_methods": methods,
-                                 "provenance": provenance(self.cfg.device or None)})
+        atomic_write_json(self.out / PIPELINE_FILE,
+                          {"format": "metadt-pipeline", "version": 1, "config": mine,
+                           "all_seeds": seeds, "all_methods": methods,
+                           "provenance": provenance(self.cfg.device or None)})
 
     def _log(self, stage: str, t0: float, **fields: Any) -> None:
         if not self.main:
@@ -333,11 +339,13 @@ class Pipeline:
         if model_file(out) is not None:
             self.say(f"[world model] seed {seed}: done, skipped")
             return
+        from metadt.evaluate.world_model_report import world_model_report
         from metadt.train.world_model import train_world_model
 
         self.say(f"[world model] seed {seed} -> {out}")
         t0 = time.perf_counter()
-        train_world_model(self.data, self.world_model_config(seed), out, progress=self.bars)
+        train_world_model(self.data, self.world_model_config(seed), out, progress=self.bars,
+                          report=world_model_report)
         self._log("world-model", t0, seed=seed)
 
     def stage_train(self, method: str, seed: int, have_wm: bool) -> None:

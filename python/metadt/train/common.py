@@ -1,17 +1,13 @@
-"""Shared pieces of the trainers: input checks, batch conversion, progress, run dirs."""
+"""Shared pieces of the trainers: input checks, batch conversion, progress, runtime fields."""
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from metadt.data.dataset import Dataset
-from metadt.fileio import atomic_write_json, read_json
-from metadt.train.run import model_file
 
 #: Phases of a training step, in order; a step calls its ``timer`` hook with each
 #: name when that phase ends (``metadt profile`` times them, docs/profile.md).
@@ -81,50 +77,8 @@ def obs_stats(table, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 RUNTIME_FIELDS = frozenset({"device", "num_threads", "log_every", "checkpoint_every", "loggers",
                             "train_eval_every", "train_eval_tasks"})
 """Config fields that say how a run executes, not what it computes: a run may
-resume with other values (e.g. on another device or thread count)."""
-
-
-def check_resume_config(out: Path, cfg_dict: dict[str, Any], what: str) -> bool:
-    """True when ``out`` holds a checkpoint of the same config (resume); error if different.
-
-    Fields in :data:`RUNTIME_FIELDS` are not compared.
-    """
-    from metadt.train.checkpoint import (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE,
-                                         legacy_checkpoint_error)
-
-    ckpt, cfg_file = out / CHECKPOINT_FILE, out / "config.json"
-    if not ckpt.is_file():
-        if (out / LEGACY_CHECKPOINT_FILE).is_file():
-            raise legacy_checkpoint_error(out)
-        return False
-    if cfg_file.is_file():
-        old = read_json(cfg_file)
-        if not isinstance(old, dict):
-            raise ValueError(f"{cfg_file}: not a config (a JSON object expected); use another "
-                             f"--out or --overwrite")
-        keys = (set(old) | set(cfg_dict)) - RUNTIME_FIELDS
-        diff = sorted(k for k in keys if old.get(k) != cfg_dict.get(k))
-        if diff:
-            raise ValueError(f"{out}: holds an unfinished {what} with a different config "
-                             f"(fields {', '.join(diff)}); use another --out or --overwrite")
-    return True
-
-
-def prepare_run_dir(out: Path, cfg_dict: dict[str, Any], what: str, *,
-                    overwrite: bool) -> bool:
-    """Create (or, with ``overwrite``, recreate) a run directory; True when resuming.
-
-    Refuses a finished run (a final model file present) and an unfinished one with a
-    different config, then writes ``config.json`` atomically.
-    """
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    resume = check_resume_config(out, cfg_dict, what)
-    if not resume and model_file(out) is not None:
-        raise FileExistsError(f"{out}: already holds a finished {what}; use --overwrite")
-    atomic_write_json(out / "config.json", cfg_dict)
-    return resume
+resume with other values (e.g. on another device or thread count); the runtime
+fields of a training run directory (:func:`metadt.train.loop.training_run_dir`)."""
 
 
 class Progress:

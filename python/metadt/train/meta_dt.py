@@ -28,23 +28,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from metadt.provenance import provenance
 from metadt import distributed as dist
 from metadt.config.meta_dt import MetaDTConfig
-from metadt.fileio import atomic_write_json
 from metadt.models import MetaDT, WorldModel
-from metadt.seeding import seed_everything
-from metadt.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, attach_z, compute_step_errors, compute_z
-from metadt.train.common import (Progress, prepare_run_dir, no_timer, obs_stats, open_dataset,
-                                 set_threads, to_tensors)
-from metadt.train.common import check_return_scale
-from metadt.train.metrics import MetricsLogger, plot_curves
+from metadt.train.common import check_return_scale, no_timer, obs_stats, open_dataset, to_tensors
+from metadt.train.loop import Final, TrainingJob, run_training, start_process
 from metadt.train.prompts import attach_step_errors, prompt_spec
-from metadt.train.run import (RUN_FORMAT, load_world_model, resolve_device, save_model,
-                              world_model_payload)
+from metadt.train.run import RUN_FORMAT, load_world_model, world_model_payload
 
 BASE_COLUMNS = ("obs", "actions", "rewards", "next_obs", "rtg")
+#: Config fields :func:`prepare` fills in from the dataset and the world model (the run
+#: directory's ``config.json`` holds the resolved values).
+RESOLVED_FIELDS = ("return_scale", "max_timestep", "action_scale", "z_dim", "prompt_start_min")
 
 
 def _has_column(store, name: str) -> bool:
@@ -274,6 +270,11 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                   ) -> dict[str, Any]:
     """Train (or resume) Meta-DT / a baseline into ``out``; returns the run summary.
 
+    Runs through the shared skeleton (:func:`metadt.train.loop.run_training`: run
+    directory, resume, checkpoints, logging, progress, DDP, final files); this trainer
+    supplies :func:`prepare` + :func:`build_trainer`, :func:`train_step` and the final
+    payload (``model.safetensors`` with its world model, ``run.json``).
+
     ``evaluate_return(model, world_model, cfg)`` (given by the caller, e.g.
     `metadt.evaluate.evaluator.training_return_probe`: training knows no envs) is called
     every ``cfg.train_eval_every`` steps (0: never) on rank 0 with the model in eval mode;
@@ -282,86 +283,45 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
     ``stop_after`` stops (after checkpointing) once that many steps are done, as
     an interruption would (for tests of resuming).
     """
-    ctx = dist.init()  # world size 1 unless launched by torchrun
-    dev = ctx.device(cfg.device) if ctx.distributed else resolve_device(cfg.device)
-    set_threads(cfg.num_threads)
-    out = Path(out)
+    ctx, dev = start_process(cfg)
     ds, store, cfg, wm, info = prepare(data, cfg, world_model, dev, ctx)
-
-    def make_out() -> bool:  # rank 0 only; the others get its answer (or its error)
-        return prepare_run_dir(out, cfg.to_dict(), "training run", overwrite=overwrite)
-
-    resume = dist.main_first(make_out, ctx)
-    main = ctx.is_main()
     run_info = {"dataset": str(Path(data).resolve()), "quality": cfg.quality,
                 "family": ds.card.family, "method": cfg.method,
                 "world_model": None if wm is None or isinstance(world_model, WorldModel)
                 else str(Path(world_model).resolve()),
                 "obs_dim": int(store.obs_dim), "act_dim": int(store.act_dim), **info}
 
-    seed_everything(cfg.seed)
-    tr = build_trainer(ds, store, cfg, wm, dev, ctx)
-    model, opt, sched = tr.model, tr.optimizer, tr.scheduler
-    start = 0
-    if resume:  # every rank loads the same checkpoint (any world size wrote it)
-        start = int(load_checkpoint(out / CHECKPOINT_FILE, model=model, optimizer=opt,
-                                    scheduler=sched, map_location=dev)["step"])
-    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None,
-                        loggers=cfg.loggers, run_name=str(out), config=cfg.to_dict()) \
-        if main else dist.NullLogger()
+    def log_extra(tr: MetaDTTrainer, step: int) -> dict[str, Any]:
+        return {"lr": float(tr.scheduler.get_last_lr()[0]), "prompt": int(tr.with_prompt(step - 1))}
 
-    end = cfg.num_steps if stop_after is None else min(cfg.num_steps, stop_after)
-    bar = Progress(cfg.num_steps, start, cfg.method, progress and main)
-    model.train()
-    t_train = time.perf_counter()
-    running: dict[str, float] = {}
-    losses: list[float] = []
-    for i in range(start, end):
-        with_prompt = tr.with_prompt(i)
-        lv, gnorm = train_step(tr, i)
-        losses.append(lv)
-        running["loss"] = running.get("loss", 0.0) + lv
-        running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)
-        step = i + 1
-        if step % cfg.log_every == 0 or step == cfg.num_steps:
-            n = (step - start) % cfg.log_every or min(cfg.log_every, step - start)
-            rec = dist.mean_over_ranks({k: v / n for k, v in running.items()}, ctx)
-            rec.update(lr=float(sched.get_last_lr()[0]), prompt=int(with_prompt),
-                       steps_per_s=bar.steps_per_s(step))
-            log.log(step, rec)
-            if on_log is not None and main:
-                on_log({"step": step, **rec})
-            running = {}
-        if (evaluate_return is not None and main and not ctx.distributed
-                and cfg.train_eval_every > 0
-                and (step % cfg.train_eval_every == 0 or step == cfg.num_steps)):
-            model.eval()
-            log.log(step, {"eval_return": float(evaluate_return(model, wm, cfg))})
-            model.train()
-        bar.update(1, loss=lv, steps_s=bar.steps_per_s(step))
-        if (step % cfg.checkpoint_every == 0 or step == end) and main:
-            save_checkpoint(out / CHECKPOINT_FILE, step=step, model=model, optimizer=opt,
-                            scheduler=sched)
-    bar.close()
-    log.close()
-    train_time = time.perf_counter() - t_train
-    summary = {**run_info, "steps_done": end, "start_step": start, "train_time_s": train_time,
-               "steps_per_s": (end - start) / train_time if train_time > 0 else None,
-               "losses": losses}
-    if end < cfg.num_steps or not main:
-        dist.barrier()  # rank 0's files exist when any rank returns
-        return summary
-    payload = {"format": RUN_FORMAT, "config": cfg.to_dict(), "obs_dim": int(store.obs_dim),
-               "act_dim": int(store.act_dim), "family": ds.card.family,
-               "dataset": run_info["dataset"],
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "world_model": None if wm is None else
-               world_model_payload(wm, getattr(wm, "family", ds.card.family),
-                                   getattr(wm, "dataset", None))}
-    save_model(out, payload)
-    atomic_write_json(out / "run.json", {**{k: v for k, v in summary.items() if k != "losses"},
-                                         "provenance": provenance(str(dev))})
-    plot_curves(out / "metrics.jsonl", out / "curves.png", keys=("loss", "lr", "eval_return"),
-                title=f"{cfg.method} ({cfg.family}, {cfg.quality})")
-    dist.barrier()
-    return summary
+    def periodic(tr: MetaDTTrainer, step: int) -> dict[str, Any] | None:
+        if (evaluate_return is None or ctx.distributed or cfg.train_eval_every <= 0
+                or not (step % cfg.train_eval_every == 0 or step == cfg.num_steps)):
+            return None
+        tr.model.eval()
+        value = float(evaluate_return(tr.model, wm, cfg))
+        tr.model.train()
+        return {"eval_return": value}
+
+    def finalize(tr: MetaDTTrainer, summary: dict[str, Any]) -> Final:
+        payload = {"format": RUN_FORMAT, "config": cfg.to_dict(), "obs_dim": int(store.obs_dim),
+                   "act_dim": int(store.act_dim), "family": ds.card.family,
+                   "dataset": run_info["dataset"],
+                   "state_dict": {k: v.detach().cpu() for k, v in tr.model.state_dict().items()},
+                   "world_model": None if wm is None else
+                   world_model_payload(wm, getattr(wm, "family", ds.card.family),
+                                       getattr(wm, "dataset", None))}
+        record = {**run_info, **{k: v for k, v in summary.items() if k != "losses"}}
+        return Final(payload, "run.json", record, curves=("loss", "lr", "eval_return"),
+                     title=f"{cfg.method} ({cfg.family}, {cfg.quality})")
+
+    def step(tr: MetaDTTrainer, i: int) -> dict[str, float]:
+        loss, gnorm = train_step(tr, i)
+        return {"loss": loss, "grad_norm": gnorm}
+
+    job = TrainingJob(cfg, "training run", cfg.method,
+                      build=lambda: build_trainer(ds, store, cfg, wm, dev, ctx),
+                      step=step, finalize=finalize, log_extra=log_extra, periodic=periodic)
+    _, summary = run_training(job, out, ctx=ctx, device=dev, overwrite=overwrite,
+                              progress=progress, on_log=on_log, stop_after=stop_after)
+    return {**run_info, **summary}

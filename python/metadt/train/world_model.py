@@ -1,9 +1,10 @@
-"""World-model training (protocol section 3) and its report.
+"""World-model training (protocol section 3).
 
 Batches come from ``TrajectoryStore.sample_transitions`` restricted to the
 training tasks; batch ``i`` is drawn with seed ``batch_seed(cfg.seed, i)`` so a
 resumed run sees the same batches. No model selection: the final weights are
-saved. Test-task data is used only for the report (:func:`world_model_report`).
+saved. Test-task data is used only to log ``test_task_loss`` and for the report
+(:mod:`metadt.evaluate.world_model_report`, passed in by the caller).
 
 Under ``torchrun`` (docs/distributed.md) rank ``r`` of ``W`` draws ``batch_size / W``
 transitions of batch ``i`` with seed ``batch_seed(cfg.seed, i * W + r)`` from its
@@ -19,18 +20,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from metadt.provenance import provenance
 from metadt import distributed as dist
 from metadt.config.world_model import WorldModelConfig
-from metadt.fileio import atomic_write_json
 from metadt.models import WorldModel
-from metadt.seeding import seed_everything
-from metadt.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from metadt.train.columns import StepTable, compute_z
-from metadt.train.common import (Progress, prepare_run_dir, no_timer, obs_stats, open_dataset,
-                                 set_threads, to_tensors)
-from metadt.train.metrics import MetricsLogger, plot_curves
-from metadt.train.run import resolve_device, save_model, world_model_payload
+from metadt.train.columns import StepTable
+from metadt.train.common import no_timer, obs_stats, open_dataset, to_tensors
+from metadt.train.loop import Final, TrainingJob, run_training, start_process
+from metadt.train.run import world_model_payload
 from metadt.train.task_targets import TaskTargets
 
 
@@ -116,10 +112,22 @@ def world_model_step(tr: WorldModelTrainer, i: int,
 
 def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, *,
                       overwrite: bool = False, progress: bool = True,
-                      on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) a world model into ``out``; returns the report dict."""
+                      on_log: Callable[[dict[str, Any]], None] | None = None,
+                      report: Callable[[WorldModel, Any, WorldModelConfig], dict[str, Any]]
+                      | None = None,
+                      stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume) a world model into ``out``; returns its record (``report.json``).
+
+    Runs through the shared skeleton (:func:`metadt.train.loop.run_training`: run
+    directory, resume, checkpoints, logging, progress, DDP, final files); this trainer
+    supplies :func:`build_world_model_trainer`, :func:`world_model_step` and the final
+    payload. ``report(wm, dataset, cfg)`` (given by the caller, e.g.
+    :func:`metadt.evaluate.world_model_report.world_model_report`: training never scores
+    on the test tasks itself) makes the record; without it the record is the model's
+    description (family, quality, context_len, z_dim). ``stop_after`` stops (after
+    checkpointing) once that many steps are done, as an interruption would.
+    """
     cfg.validate()
-    ctx = dist.init()  # world size 1 unless launched by torchrun
     ds = open_dataset(data, cfg.family, cfg.quality, missing_hint=(
         "; a dataset without random-policy episodes (e.g. imported): train on what it has, "
         "e.g. --quality mixed (and --set task_targets=0 for the paper's recipe)"))
@@ -129,69 +137,47 @@ def train_world_model(data: str | Path, cfg: WorldModelConfig, out: str | Path, 
         except ValueError as e:
             raise ValueError(f"{data}: probe_quality: {e}") from None
     store = ds.store(cfg.quality)  # memory-mapped: ranks share one copy
-    out = Path(out)
+    ctx, dev = start_process(cfg)
+    test: dict[str, np.ndarray] = {}
 
-    def make_out() -> bool:  # rank 0 only; the others get its answer (or its error)
-        return prepare_run_dir(out, cfg.to_dict(), "world-model training", overwrite=overwrite)
+    def test_steps(table: StepTable) -> np.ndarray:
+        if "idx" not in test:
+            test_ids = [int(t) for t in ds.card.test_ids]
+            test["idx"] = subsample_steps(table, table.steps_of_tasks(test_ids), 4096, cfg.seed)
+        return test["idx"]
 
-    resume = dist.main_first(make_out, ctx)
-    main = ctx.is_main()
-
-    dev = ctx.device(cfg.device) if ctx.distributed else resolve_device(cfg.device)
-    set_threads(cfg.num_threads)
-    seed_everything(cfg.seed)
-    tr = build_world_model_trainer(ds, store, cfg, dev, where=str(data), ctx=ctx)
-    wm, opt, table = tr.model, tr.optimizer, tr.table
-    start = 0
-    if resume:  # every rank loads the same checkpoint (any world size wrote it)
-        start = int(load_checkpoint(out / CHECKPOINT_FILE, model=wm, optimizer=opt,
-                                    map_location=dev)["step"])
-    log = MetricsLogger(out / "metrics.jsonl", out / "tb", resume_step=start if resume else None,
-                        loggers=cfg.loggers, run_name=str(out), config=cfg.to_dict()) \
-        if main else dist.NullLogger()
-    test_ids = [int(t) for t in ds.card.test_ids]
-    test_idx = _subsample_steps(table, table.steps_of_tasks(test_ids), 4096, cfg.seed)
-
-    bar = Progress(cfg.num_steps, start, "world model", progress and main)
-    wm.train()
-    running: dict[str, float] = {}
-    for i in range(start, cfg.num_steps):
+    def step(tr: WorldModelTrainer, i: int) -> dict[str, float]:
         parts, gnorm = world_model_step(tr, i)
-        for k, v in parts.items():
-            running[k] = running.get(k, 0.0) + v
-        running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)
-        step = i + 1
-        n_run = (step - start) % cfg.log_every or cfg.log_every
-        if step % cfg.log_every == 0 or step == cfg.num_steps:
-            rec = dist.mean_over_ranks({k: v / n_run for k, v in running.items()}, ctx)
-            rec["steps_per_s"] = bar.steps_per_s(step)
-            if (step % cfg.checkpoint_every == 0 or step == cfg.num_steps) and main:
-                rec["test_task_loss"] = _loss_on(wm, table, test_idx, cfg)  # report only
-                wm.train()
-            log.log(step, rec)
-            if on_log is not None and main:
-                on_log({"step": step, **rec})
-            running = {}
-        bar.update(1, loss=parts["loss"], steps_s=bar.steps_per_s(step))
-        if (step % cfg.checkpoint_every == 0 or step == cfg.num_steps) and main:
-            save_checkpoint(out / CHECKPOINT_FILE, step=step, model=wm, optimizer=opt)
-    bar.close()
-    log.close()
-    wm.eval()
-    if not main:  # rank 0 writes the model and the report; every rank returns the report
-        return dist.broadcast_object(None, ctx)
-    save_model(out, world_model_payload(wm, ds.card.family, str(Path(data).resolve())))
-    report = world_model_report(wm, ds, cfg)
-    report["provenance"] = provenance(str(dev))
-    atomic_write_json(out / "report.json", report)
-    plot_curves(out / "metrics.jsonl", out / "curves.png",
-                keys=("loss", "reward_loss", "transition_loss", "test_task_loss"),
-                title=f"world model ({cfg.family}, {cfg.quality})")
-    return dist.broadcast_object(report, ctx)
+        return {**parts, "grad_norm": gnorm}
+
+    def log_extra(tr: WorldModelTrainer, step: int) -> dict[str, Any]:
+        if not ctx.is_main() or not (step % cfg.checkpoint_every == 0 or step == cfg.num_steps):
+            return {}
+        loss = loss_on_steps(tr.model, tr.table, test_steps(tr.table), cfg)  # report only
+        tr.model.train()
+        return {"test_task_loss": loss}
+
+    def finalize(tr: WorldModelTrainer, summary: dict[str, Any]) -> Final:
+        wm = tr.model.eval()
+        record = (report(wm, ds, cfg) if report is not None else
+                  {"family": ds.card.family, "quality": cfg.quality,
+                   "context_len": cfg.context_len, "z_dim": wm.z_dim})
+        return Final(world_model_payload(wm, ds.card.family, str(Path(data).resolve())),
+                     "report.json", record,
+                     curves=("loss", "reward_loss", "transition_loss", "test_task_loss"),
+                     title=f"world model ({cfg.family}, {cfg.quality})")
+
+    job = TrainingJob(cfg, "world-model training", "world model",
+                      build=lambda: build_world_model_trainer(ds, store, cfg, dev,
+                                                              where=str(data), ctx=ctx),
+                      step=step, finalize=finalize, log_extra=log_extra)
+    result, summary = run_training(job, out, ctx=ctx, device=dev, overwrite=overwrite,
+                                   progress=progress, on_log=on_log, stop_after=stop_after)
+    return result if result is not None else summary
 
 
-# --------------------------------------------------------------------------- report
-def _subsample_steps(table: StepTable, idx: np.ndarray, max_steps: int, seed: int) -> np.ndarray:
+# ----------------------------------------------------- held-out loss (logged as test_task_loss)
+def subsample_steps(table: StepTable, idx: np.ndarray, max_steps: int, seed: int) -> np.ndarray:
     """At most ~max_steps of ``idx``, by whole episodes (deterministic)."""
     if len(idx) <= max_steps:
         return idx
@@ -204,7 +190,9 @@ def _subsample_steps(table: StepTable, idx: np.ndarray, max_steps: int, seed: in
 
 
 @torch.no_grad()
-def _loss_on(wm: WorldModel, table: StepTable, idx: np.ndarray, cfg: WorldModelConfig) -> float | None:
+def loss_on_steps(wm: WorldModel, table: StepTable, idx: np.ndarray,
+                  cfg: WorldModelConfig) -> float | None:
+    """The world-model loss on the steps ``idx`` of ``table`` (eval mode; None if empty)."""
     if len(idx) == 0:
         return None
     wm.eval()
@@ -214,243 +202,3 @@ def _loss_on(wm: WorldModel, table: StepTable, idx: np.ndarray, cfg: WorldModelC
         loss, _ = wm.loss(b)
         total += float(loss) * len(part)
     return total / len(idx)
-
-
-def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    xb = np.concatenate([x, np.ones((len(x), 1))], 1)
-    reg = lam * len(x) * np.eye(xb.shape[1])
-    reg[-1, -1] = 0.0
-    return np.linalg.solve(xb.T @ xb + reg, xb.T @ y)
-
-
-_MIN_VARIANCE = 1e-9
-"""Below this mean squared deviation the task parameter is taken as constant (e.g. one
-test task: rounding leaves ~1e-30, and R^2 against it is meaningless): R^2 is None."""
-
-
-def _r2(y: np.ndarray, pred: np.ndarray) -> float | None:
-    """Fraction of the total variance of the task parameter (as a vector) explained:
-    ``1 - sum SS_res / sum SS_tot`` over all output dims; None when it does not vary."""
-    ss_res = float(((y - pred) ** 2).sum())
-    ss_tot = float(((y - y.mean(0)) ** 2).sum())
-    return 1.0 - ss_res / ss_tot if ss_tot > _MIN_VARIANCE * len(y) else None
-
-
-def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
-    """Root mean squared error of the task-parameter vector (Euclidean, per step)."""
-    return float(np.sqrt(((y - pred) ** 2).sum(1).mean()))
-
-
-def _r2_per_dim(y: np.ndarray, pred: np.ndarray) -> float | None:
-    """Coefficient of determination of each output dim that varies, averaged (sklearn's
-    default); None when none varies."""
-    ss_res = ((y - pred) ** 2).sum(0)
-    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
-    ok = ss_tot > _MIN_VARIANCE * len(y)
-    return float(np.mean(1.0 - ss_res[ok] / ss_tot[ok])) if ok.any() else None
-
-
-def _r2_cv(z: np.ndarray, y: np.ndarray, episodes: np.ndarray, lam: float, folds: int,
-           seed: int) -> float | None:
-    """R^2 of a probe fitted and scored on the same tasks, cross-validated by
-    episode (held-out episodes of those tasks)."""
-    eps = np.unique(episodes)
-    if len(eps) < folds or folds < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    fold_of = dict(zip(rng.permutation(eps).tolist(), np.arange(len(eps)) % folds))
-    f = np.array([fold_of[int(e)] for e in episodes])
-    pred = np.empty_like(y)
-    for k in range(folds):
-        w = _ridge(z[f != k], y[f != k], lam)
-        pred[f == k] = _predict(w, z[f == k])
-    return _r2(y, pred)
-
-
-def _predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([x, np.ones((len(x), 1))], 1) @ w
-
-
-def task_features(ds, task_id: int) -> np.ndarray:
-    """The family's numeric task parameter (e.g. point-robot: the goal)."""
-    return np.asarray(ds.family.task_features(ds.card.tasks[int(task_id)]), dtype=np.float64).ravel()
-
-
-def _full_context(table: StepTable, idx: np.ndarray, h: int) -> np.ndarray:
-    return idx[table.timestep[idx] >= h]
-
-
-def _fit_probe(table: StepTable, idx: np.ndarray, wm: WorldModel, feats: dict[int, np.ndarray],
-               ridge: float, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge probe z -> task features on the steps ``idx``: (weights, z, features)."""
-    z = compute_z(table, wm, batch_size, idx).astype(np.float64)
-    y = np.stack([feats[int(t)] for t in table.task[idx]])
-    return _ridge(z, y, ridge), z, y
-
-
-@torch.no_grad()
-def fit_probe(wm: WorldModel, ds, quality: str = "", ridge: float = 1e-3,
-              max_steps: int = 200000, seed: int = 0, batch_size: int = 4096) -> np.ndarray:
-    """The world-model report's probe (``world_model_report``'s ``probe``): ridge weights
-    ``[z_dim + 1, features]`` from z to the task features, fitted on the training tasks'
-    steps with a full h-step context of `quality` (empty: ``mixed`` if the dataset has it,
-    else ``medium``). Apply with :func:`probe_predict`; test tasks are never seen."""
-    q = quality or ("mixed" if "mixed" in ds.card.qualities else "medium")
-    table = StepTable.of(ds.store(q))
-    train_ids = [int(t) for t in ds.card.train_ids]
-    idx = _full_context(table, _subsample_steps(table, table.steps_of_tasks(train_ids),
-                                                max_steps, seed), wm.context_len)
-    if not len(idx):
-        raise ValueError(f"the {q!r} data has no training-task step with a full context")
-    feats = {t: task_features(ds, t) for t in train_ids}
-    return _fit_probe(table, idx, wm, feats, ridge, batch_size)[0]
-
-
-def probe_predict(w: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Task features predicted by the probe weights `w` from z ``[n, z_dim]``."""
-    return _predict(w, np.asarray(z, dtype=np.float64))
-
-
-def r2_score(y: np.ndarray, pred: np.ndarray) -> float | None:
-    """The report's R^2 (of the task-parameter vector; None when it does not vary)."""
-    return _r2(np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64))
-
-
-@torch.no_grad()
-def world_model_report(wm: WorldModel, ds, cfg: WorldModelConfig) -> dict[str, Any]:
-    """How well z identifies tasks (test tasks are used here only, never for selection).
-
-    - ``train_task_loss`` / ``test_task_loss``: the world-model loss on each split;
-    - ``probe``: a ridge-regression probe z -> task features fitted on training-task
-      steps and scored on test-task steps of ``cfg.probe_quality`` (default ``mixed``,
-      the data Meta-DT is conditioned on, when the dataset has it, else the training
-      quality): ``r2_test`` (the quality bar) is the
-      fraction of the total variance of the task parameter vector explained,
-      ``r2_test_per_dim`` the per-dimension R^2 averaged; ``r2_test_cv``: a probe
-      fitted and scored on the test tasks themselves, cross-validated over
-      held-out episodes (does z identify *these* tasks linearly); also
-      with z averaged per episode (``r2_test_episode_mean``); ``rmse_test`` in task-
-      parameter units, against ``rmse_test_constant`` (predicting the test mean);
-      steps with a full h-step context only (z at t < h has seen less);
-    - ``probe_by_quality``: the same probe scored on the test tasks of every
-      quality of the dataset (which behaviour's contexts identify the task);
-    - ``behaviour_invariance``: per test task, the distance between the mean z of its
-      medium and its expert data vs. the distance to other tasks' mean z
-      (``fraction_same_task_closer``: than the nearest other task;
-      ``fraction_closer_than_mean_other``: than the average other task;
-      ``behaviour_invariance_train``: the same on the training tasks;
-      ``behaviour_invariance_probe_space``: the same after the probe's linear
-      readout, i.e. on the task-relevant part of z).
-    """
-    h = cfg.context_len
-    train_ids = [int(t) for t in ds.card.train_ids]
-    test_ids = [int(t) for t in ds.card.test_ids]
-    rep: dict[str, Any] = {"family": ds.card.family, "quality": cfg.quality,
-                           "context_len": h, "z_dim": wm.z_dim}
-
-    def split(quality: str) -> tuple[StepTable, np.ndarray, np.ndarray]:
-        """The quality's steps table and its (subsampled) train-task and test-task steps."""
-        table = StepTable.of(ds.store(quality))
-        return table, *(_subsample_steps(table, table.steps_of_tasks(ids), cfg.report_max_steps,
-                                         cfg.seed) for ids in (train_ids, test_ids))
-
-    table, tr, te = split(cfg.quality)
-    rep["train_task_loss"] = _loss_on(wm, table, tr, cfg)
-    rep["test_task_loss"] = _loss_on(wm, table, te, cfg)
-    probe_q = cfg.probe_quality or ("mixed" if "mixed" in ds.card.qualities else cfg.quality)
-    if probe_q != cfg.quality:
-        table, tr, te = split(probe_q)
-
-    feats = {t: task_features(ds, t) for t in train_ids + test_ids}
-    tr_f, te_f = _full_context(table, tr, h), _full_context(table, te, h)
-    if len(tr_f) and len(te_f):
-        w, z_tr, y_tr = _fit_probe(table, tr_f, wm, feats, cfg.probe_ridge, cfg.report_batch_size)
-        z_te = compute_z(table, wm, cfg.report_batch_size, te_f).astype(np.float64)
-        y_te = np.stack([feats[int(t)] for t in table.task[te_f]])
-        probe = {"quality": probe_q, "fit_on": "train tasks", "scored_on": "test tasks",
-                 "r2_train": _r2(y_tr, _predict(w, z_tr)), "r2_test": _r2(y_te, _predict(w, z_te)),
-                 "r2_test_per_dim": _r2_per_dim(y_te, _predict(w, z_te)),
-                 "rmse_test": _rmse(y_te, _predict(w, z_te)),
-                 "rmse_test_constant": _rmse(y_te, y_te.mean(0)[None]),
-                 "train_steps": int(len(tr_f)), "test_steps": int(len(te_f))}
-
-        def ep_mean(z, idx):
-            eps = table.episode[idx]
-            u, inv = np.unique(eps, return_inverse=True)
-            zm = np.zeros((len(u), z.shape[1]))
-            np.add.at(zm, inv, z)
-            zm /= np.bincount(inv)[:, None]
-            first = np.zeros(len(u), dtype=np.int64)
-            first[inv[::-1]] = np.arange(len(idx))[::-1]
-            return zm, np.stack([feats[int(t)] for t in table.task[idx][first]])
-
-        probe["r2_test_cv"] = _r2_cv(z_te, y_te, table.episode[te_f], cfg.probe_ridge,
-                                     cfg.probe_folds, cfg.seed)
-        zm_tr, ym_tr = ep_mean(z_tr, tr_f)
-        zm_te, ym_te = ep_mean(z_te, te_f)
-        wm_ep = _ridge(zm_tr, ym_tr, cfg.probe_ridge)
-        probe["r2_test_episode_mean"] = _r2(ym_te, _predict(wm_ep, zm_te))
-        rep["probe"] = probe
-        # the same probe scored on the test tasks of each quality of the dataset
-        by_q = {}
-        for q in ds.card.qualities:
-            qt = StepTable.of(ds.store(q))
-            qi = _full_context(qt, _subsample_steps(qt, qt.steps_of_tasks(test_ids),
-                                                    cfg.report_max_steps, cfg.seed), h)
-            if len(qi):
-                zq = compute_z(qt, wm, cfg.report_batch_size, qi).astype(np.float64)
-                yq = np.stack([feats[int(t)] for t in qt.task[qi]])
-                by_q[q] = {"r2_test": _r2(yq, _predict(w, zq)),
-                           "rmse_test": _rmse(yq, _predict(w, zq)), "test_steps": int(len(qi))}
-        rep["probe_by_quality"] = by_q
-    rep["behaviour_invariance"] = _invariance(wm, ds, cfg, test_ids)
-    rep["behaviour_invariance_train"] = _invariance(wm, ds, cfg, train_ids, per_task=False)
-    if rep.get("probe") is not None:
-        # the same in the probe's task-parameter space (the task-relevant part of z)
-        rep["behaviour_invariance_probe_space"] = _invariance(wm, ds, cfg, test_ids, project=w)
-    return rep
-
-
-def _task_means(wm, ds, quality, task_ids, cfg) -> dict[int, np.ndarray]:
-    table = StepTable.of(ds.store(quality))
-    idx = _subsample_steps(table, table.steps_of_tasks(task_ids), cfg.report_max_steps, cfg.seed)
-    idx = _full_context(table, idx, cfg.context_len)
-    if len(idx) == 0:
-        return {}
-    z = compute_z(table, wm, cfg.report_batch_size, idx).astype(np.float64)
-    return {int(t): z[table.task[idx] == t].mean(0) for t in np.unique(table.task[idx])}
-
-
-def _invariance(wm, ds, cfg, task_ids, per_task: bool = True,
-               project: np.ndarray | None = None) -> dict[str, Any] | None:
-    if not {"medium", "expert"} <= set(ds.card.qualities) or len(task_ids) < 2:
-        return None
-    med = _task_means(wm, ds, "medium", task_ids, cfg)
-    exp = _task_means(wm, ds, "expert", task_ids, cfg)
-    if project is not None:
-        med = {t: _predict(project, v[None])[0] for t, v in med.items()}
-        exp = {t: _predict(project, v[None])[0] for t, v in exp.items()}
-    tasks = sorted(set(med) & set(exp))
-    if len(tasks) < 2:
-        return None
-    per_task_d = {}
-    wins = wins_mean = 0
-    ratios = []
-    for t in tasks:
-        same = float(np.linalg.norm(med[t] - exp[t]))
-        other = [float(np.linalg.norm(med[t] - exp[u])) for u in tasks if u != t]
-        other += [float(np.linalg.norm(exp[t] - med[u])) for u in tasks if u != t]
-        nearest = min(other)
-        wins += same < nearest
-        wins_mean += same < float(np.mean(other))
-        ratios.append(same / max(np.mean(other), 1e-12))
-        per_task_d[str(t)] = {"medium_vs_expert": same, "nearest_other_task": nearest,
-                            "mean_other_task": float(np.mean(other))}
-    return {"tasks": tasks, "fraction_same_task_closer": wins / len(tasks),
-            "fraction_closer_than_mean_other": wins_mean / len(tasks),
-            "mean_ratio_same_over_other": float(np.mean(ratios)),
-            "per_task": per_task_d if per_task else None,
-            "note": ("mean z per task" if project is None else
-                     "probe readout of the mean z per task")
-                    + " (steps with full context) of medium vs expert data; "
-                    "'other' = cross-quality distances to every other task"}
