@@ -2,7 +2,7 @@ import sys, numpy as np, torch
 torch.set_num_threads(1)
 from metadt.data.dataset import Dataset
 from metadt.train.run import load_world_model
-from metadt.train.world_model import fit_probe
+from metadt.evaluate.world_model_report import fit_probe
 from metadt.evaluate.rollout import random_rollout
 from metadt.evaluate.probe import probe_score
 from metadt.evaluate.evaluator import add_unseen_tasks, targets_from_card
