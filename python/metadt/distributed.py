@@ -11,7 +11,7 @@ size 1 (no process group, nothing here does any communication), and
   :class:`DistContext`. Without those variables it returns the world-size-1
   context.
 - Seeds: rank ``r`` of ``W`` draws batch ``i`` with
-  ``batch_seed(seed, i * W + r)`` (:func:`rank_batch_seed`); with ``W = 1`` that
+  ``batch_seed(seed, i * W + r)`` (:func:`metadt.seeding.rank_batch_seed`); with ``W = 1`` that
   is ``batch_seed(seed, i)``, the single-process seed, so a single process is
   unchanged, every rank draws different batches, and a run resumed on another
   number of ranks is well defined (step ``i`` of ``W`` ranks reads the seeds
@@ -34,6 +34,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+
+from metadt.seeding import rank_batch_seed, rank_torch_seed
 
 BACKEND_ENV = "METADT_DIST_BACKEND"
 
@@ -166,20 +168,7 @@ def shutdown() -> None:
 
 
 # ------------------------------------------------------------------ seeds, batches, shards
-def rank_batch_seed(seed: int, index: int, rank: int = 0, world: int = 1) -> int:
-    """Sampler seed of rank ``rank``'s part of global batch ``index``: ``batch_seed(seed,
-    index * world + rank)`` (with one rank, exactly ``batch_seed(seed, index)``)."""
-    from metadt.train.checkpoint import batch_seed
-
-    return batch_seed(seed, int(index) * int(world) + int(rank))
-
-
-def rank_torch_seed(seed: int, index: int, rank: int, world: int) -> int:
-    """Seed of the torch RNG (dropout) of rank ``rank`` at step ``index`` in a multi-rank run."""
-    s = np.random.SeedSequence([int(seed), int(index), int(rank), int(world), 0xD80])
-    return int(s.generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
+# rank_batch_seed and rank_torch_seed are derived in metadt.seeding (re-exported here)
 def per_rank_batch(batch_size: int, world: int) -> int:
     """The batch each rank draws: the config's (global) batch split evenly across ranks."""
     if batch_size % world:

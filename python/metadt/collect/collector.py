@@ -71,6 +71,11 @@ from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
 from metadt import tensorfile
 from metadt.provenance import provenance
+# the independent random streams of a run and their seeds (derived in metadt.seeding)
+from metadt.seeding import (STREAM_ACT as _ACT, STREAM_ENV as _ENV,  # noqa: F401
+                            STREAM_EVAL as _EVAL, STREAM_RANDOM as _RANDOM,
+                            STREAM_ROLLOUT as _ROLLOUT, STREAM_ROLLOUT_NOISE as _ROLLOUT_NOISE,
+                            STREAM_SAMPLE as _SAMPLE, stream_seed as _sub_seed)
 from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_checked_json,
                            atomic_write_json, read_checked_json, read_json, recover_directory)
 
@@ -79,13 +84,6 @@ WORK = ".work"
 
 STATE_KIND = "metadt-collect-state"
 POLICY_KIND = "metadt-policy"
-
-# seed offsets of the independent random streams of a run
-_ENV, _ACT, _SAMPLE, _EVAL, _RANDOM, _ROLLOUT, _ROLLOUT_NOISE = 1, 2, 3, 4, 5, 6, 7
-
-
-def _sub_seed(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, dtype=np.uint32)[0])
 
 
 def _emit(progress: Progress | None, **event: Any) -> None:

@@ -55,6 +55,7 @@ from metadt.config.evaluate import EvaluateConfig
 from metadt.evaluate.few_shot import Scorer, expert_prompts, own_prompts, stack_prompts
 from metadt.evaluate.rollout import Trajectories, random_rollout, rollout
 from metadt.fileio import atomic_write_json, read_json
+from metadt.seeding import evaluation_seed
 
 EVAL_FORMAT = "metadt-eval"
 EVAL_VERSION = 1
@@ -316,7 +317,7 @@ class Evaluator:
 
     # ------------------------------------------------------------- settings
     def _seed(self, salt: int) -> int:
-        return int(self.cfg.seed) + 100_003 * int(self.s.seed) + 1_009 * salt
+        return evaluation_seed(self.cfg.seed, self.s.seed, salt)
 
     def _rollout(self, episodes: int, prompt: dict | None, salt: int,
                  action_noise: float = 0.0, shuffle_z: bool = False,

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metadt.train.checkpoint import batch_seed
+from metadt.seeding import batch_seed
 
 try:  # the store's padding value for actions
     from metadt._core import ACTION_PAD

@@ -33,7 +33,7 @@ from metadt import distributed as dist
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.fileio import atomic_write_json
 from metadt.models import MetaDT, WorldModel
-from metadt.seeding import seed_everything
+from metadt.seeding import PROMPT_DROPOUT_KEY, keyed_rng, seed_everything
 from metadt.train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from metadt.train.columns import StepTable, attach_z, compute_step_errors, compute_z
 from metadt.train.common import (Progress, prepare_run_dir, no_timer, obs_stats, open_dataset,
@@ -224,7 +224,7 @@ def drop_prompts(prompt_mask: torch.Tensor, p: float, seed: int) -> torch.Tensor
     """Mask the whole prompt of a fraction ``p`` of the samples (deterministic in
     ``seed``). A fully masked prompt is exactly "no prompt" for the main sequence
     (masked keys are never attended), so the one model keeps acting zero-shot."""
-    rng = np.random.default_rng([seed, 0x9E3779B9])
+    rng = keyed_rng(seed, PROMPT_DROPOUT_KEY)
     keep = torch.from_numpy(rng.random(prompt_mask.shape[0]) >= p).to(prompt_mask.device)
     return prompt_mask & keep[:, None]
 
