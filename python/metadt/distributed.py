@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from metadt.runtime import resolve_device, to_numpy, to_torch
 from metadt.seeding import rank_batch_seed, rank_torch_seed
 
 BACKEND_ENV = "METADT_DIST_BACKEND"
@@ -60,13 +61,7 @@ class DistContext:
 
     def device(self, name: str | torch.device = "auto") -> torch.device:
         """The device of this rank: ``cuda:LOCAL_RANK`` for CUDA (or ``auto`` with CUDA)."""
-        name = str(name)
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(name)
-        if dev.type == "cuda" and dev.index is None and self.distributed:
-            dev = torch.device("cuda", self.local_rank)
-        return dev
+        return resolve_device(name, self.local_rank if self.distributed else None)
 
 
 SINGLE = DistContext()
@@ -244,15 +239,16 @@ def sharded_rows(n: int, block: int, compute: Callable[[np.ndarray], np.ndarray]
     width = max(sizes)
     shape = mine.shape[1:]
     dev = _comm_device(ctx)
-    buf = torch.zeros((width, *shape), dtype=torch.from_numpy(mine).dtype, device=dev)
-    buf[: len(mine)] = torch.from_numpy(mine).to(dev)
+    mine_t = to_torch(mine, dev)
+    buf = torch.zeros((width, *shape), dtype=mine_t.dtype, device=dev)
+    buf[: len(mine)] = mine_t
     parts = [torch.empty_like(buf) for _ in range(ctx.world)]
     dist.all_gather(parts, buf)
     out = []
     for r, p in enumerate(parts):
         c = shard((n + block - 1) // block, r, ctx.world)
         rows = max(0, min(n, c.stop * block) - c.start * block)
-        out.append(p[:rows].cpu().numpy())
+        out.append(to_numpy(p[:rows]))
     return np.concatenate(out)
 
 

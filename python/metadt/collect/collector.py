@@ -71,6 +71,7 @@ from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
 from metadt import tensorfile
 from metadt.provenance import provenance
+from metadt.runtime import to_numpy, to_torch, torch_threads
 # the independent random streams of a run and their seeds (derived in metadt.seeding)
 from metadt.seeding import (STREAM_ACT as _ACT, STREAM_ENV as _ENV,  # noqa: F401
                             STREAM_EVAL as _EVAL, STREAM_RANDOM as _RANDOM,
@@ -221,9 +222,9 @@ def _block_act_fn(policy: PolicyParams, gen: torch.Generator, n_total: int, blk:
     """`policy_act_fn` of a block of tasks drawing the whole run's noise."""
 
     def act(obs: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(obs, dtype=torch.float32, device=policy.device)
+        x = to_torch(obs, policy.device, np.float32)
         noise = _noise(gen, n_total, tuple(x.shape[1:-1]) + (policy.act_dim,), blk, x.device)
-        return _act_noise(policy, x, noise).cpu().numpy()
+        return to_numpy(_act_noise(policy, x, noise))
 
     return act
 
@@ -325,13 +326,12 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
                 if step < cfg.start_steps:
                     actions = np_rng.uniform(low, high, size=(n_total, ad))[blk.start:blk.stop]
                 elif part:
-                    o = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(1)
+                    o = to_torch(obs, device, np.float32).unsqueeze(1)
                     noise = _noise(act_gen, n_total, (1, ad), blk, device)
-                    actions = _act_noise(ens.policy, o, noise).squeeze(1).cpu().numpy() \
-                        .astype(np.float64)
+                    actions = to_numpy(_act_noise(ens.policy, o, noise).squeeze(1), np.float64)
                 else:
-                    o = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    actions = ens.act(o, generator=act_gen).cpu().numpy().astype(np.float64)
+                    o = to_torch(obs, device, np.float32)
+                    actions = to_numpy(ens.act(o, generator=act_gen), np.float64)
                 nobs, rew, term, trunc, _ = env.step(actions)
                 done = bool(term.any() or trunc.any() or t == horizon - 1)
                 replay.add(obs, actions, rew, nobs, term, done)
@@ -589,13 +589,8 @@ def collect(cfg: CollectConfig, out: str | Path, seed: int = 0,
     """
     cfg.validate()
     seed = check_seed(seed)
-    threads = torch.get_num_threads()
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
-    try:
+    with torch_threads(cfg.torch_threads):
         return _collect(cfg, Path(out), int(seed), progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _collect(cfg: CollectConfig, out: Path, seed: int, progress: Progress | None) -> Dataset:

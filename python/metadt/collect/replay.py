@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metadt.runtime import to_torch
 from metadt.seeding import replay_seed
 
 LAYOUTS = ("per-task", "shared")
@@ -87,7 +88,7 @@ class Replay:
         out = {}
         for key in ("obs", "actions", "rewards", "next_obs", "terminals"):
             arr = np.stack([np.asarray(p[key], dtype=np.float32) for p in parts])
-            out[key] = torch.from_numpy(arr).to(device)
+            out[key] = to_torch(arr, device)
         return out
 
     def sample_pooled(self, batch: int, seed: int, update: int,
@@ -98,9 +99,9 @@ class Replay:
         if self.layout != "shared":
             raise ValueError("sample_pooled needs the shared replay layout")
         got = self.stores[0].sample_transitions(batch, context=0, seed=replay_seed(seed, update, 0))
-        out = {key: torch.from_numpy(np.asarray(got[key], dtype=np.float32)[None]).to(device)
+        out = {key: to_torch(np.asarray(got[key], dtype=np.float32)[None], device)
                for key in ("obs", "actions", "rewards", "next_obs", "terminals")}
-        out["tasks"] = torch.from_numpy(np.asarray(got["tasks"], dtype=np.int64)).to(device)
+        out["tasks"] = to_torch(got["tasks"], device, np.int64)
         return out
 
     # ---- persistence (resume)

@@ -10,6 +10,7 @@ import torch
 
 from metadt.collect.sac import PolicyParams
 from metadt.envs.rollout import ActFn, Episodes, Roller, random_act_fn
+from metadt.runtime import to_numpy, to_torch
 
 
 def policy_act_fn(policy: PolicyParams, generator: torch.Generator | None = None,
@@ -17,8 +18,8 @@ def policy_act_fn(policy: PolicyParams, generator: torch.Generator | None = None
     """Wrap a stacked actor as an `ActFn` (stochastic unless `deterministic`)."""
 
     def act(obs: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(obs, dtype=torch.float32, device=policy.device)
-        return policy.act(x, deterministic=deterministic, generator=generator).cpu().numpy()
+        x = to_torch(obs, policy.device, np.float32)
+        return to_numpy(policy.act(x, deterministic=deterministic, generator=generator))
 
     return act
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 from torch import nn
 
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.models.transformer import GPT
+from metadt.runtime import to_torch
 
 DEFAULT_MAX_TIMESTEP = 1000
 
@@ -96,8 +98,8 @@ class MetaDT(nn.Module):
     @torch.no_grad()
     def set_normalization(self, obs_mean, obs_std) -> None:
         dev = self.obs_mean.device
-        self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32, device=dev))
-        self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32, device=dev).clamp_min(1e-6))
+        self.obs_mean.copy_(to_torch(obs_mean, dev, np.float32))
+        self.obs_std.copy_(to_torch(obs_std, dev, np.float32).clamp_min(1e-6))
 
     # ---------------------------------------------------------------- tokens
     def _time(self, emb: nn.Embedding, t: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import metadt.kernels as K
+from metadt.runtime import to_numpy, to_torch
 
 
 def _param(world_model: torch.nn.Module) -> torch.Tensor:
@@ -48,7 +49,7 @@ def episode_errors(world_model, obs, actions, rewards, next_obs,
     world_model.eval()
     dev = _param(world_model).device
     h = int(world_model.context_len)
-    as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)  # noqa: E731
+    as_t = lambda a: to_torch(a, dev, np.float32)  # noqa: E731
     obs, actions, rewards, next_obs = as_t(obs), as_t(actions), as_t(rewards), as_t(next_obs)
     n, t = rewards.shape
     steps = torch.arange(t, device=dev)
@@ -77,10 +78,9 @@ def best_segments(world_model, obs, actions, rewards, next_obs, *, length: int,
     err = episode_errors(world_model, obs, actions, rewards, next_obs)
     n, t = err.shape
     lengths = torch.full((n,), t, dtype=torch.int64, device=err.device)
-    g = None if groups is None else torch.as_tensor(np.asarray(groups, dtype=np.int64),
-                                                    device=err.device)
+    g = None if groups is None else to_torch(groups, err.device, np.int64)
     res = K.best_segments(err, lengths, int(length), int(start_min), g)
-    keys, eps, starts, scores = (x.cpu().numpy() for x in res)
+    keys, eps, starts, scores = (to_numpy(x) for x in res)
     found = eps >= 0
     return {"keys": keys[found], "episodes": eps[found], "starts": starts[found],
             "scores": scores[found]}
@@ -156,4 +156,4 @@ def step_errors(table, world_model, batch_size: int = 4096,
             obs[part], actions[part], rewards[part], next_obs[part],
             torch.where(m, obs[cidx], 0.0), torch.where(m, actions[cidx], 0.0),
             torch.where(valid, rewards[cidx], 0.0), valid).float()
-    return out.cpu().numpy()
+    return to_numpy(out)
