@@ -81,3 +81,15 @@ def test_keyed_streams_recorded_values(seed, key, expected):
 
 def test_keyed_rng_without_seed_is_fresh_entropy():
     assert keyed_rng(None, 1).random() != keyed_rng(None, 1).random()
+
+
+def test_env_and_chunk_seeds_are_the_gymnasium_offsets():
+    from metadt.seeding import chunk_seed, env_seeds
+
+    assert env_seeds(10, 3) == [10, 11, 12] and env_seeds(0, 0) == []
+    assert chunk_seed(100, 2, 8) == 116 and chunk_seed(100, 2, 8, 3) == 119
+    # a block of tasks [lo, hi) of N, P copies each, reproduces the whole run's env seeds
+    n, p, lo = 5, 2, 3
+    whole = [s for c in range(3) for s in env_seeds(chunk_seed(7, c, n * p), n * p)]
+    block = [s for c in range(3) for s in env_seeds(chunk_seed(7, c, n * p, lo * p), 2 * p)]
+    assert block == [whole[c * n * p + lo * p + j] for c in range(3) for j in range(2 * p)]

@@ -343,10 +343,10 @@ def ranks_equal(tensors: Sequence[torch.Tensor], ctx: DistContext) -> bool:
         return True
     import hashlib
 
-    h = hashlib.sha256()
+    digest = hashlib.sha256()
     for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    digests = all_gather_object(h.hexdigest(), ctx)
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    digests = all_gather_object(digest.hexdigest(), ctx)
     return len(set(digests)) == 1
 
 

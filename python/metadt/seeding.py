@@ -16,6 +16,8 @@ recorded constants (changing one changes every result).
 | :func:`stream_seed` | independent 32-bit streams of a collection run | collect |
 | :func:`replay_seed` | replay sampling seed per (run, SAC update, task) | collect's replay memory |
 | :func:`evaluation_seed` | a rollout seed per (evaluation seed, subject seed, setting) | evaluate |
+| :func:`env_seeds` | reset seeds of a vector env's envs (gymnasium's ``seed + j``) | envs |
+| :func:`chunk_seed` | reset seed of chunk ``k`` of episodes run side by side | collect, envs' rollouts |
 | :func:`keyed_rng` | a ``Generator`` keyed by ``(seed, ..., key)`` | action noise, random policy, prompt dropout, task targets |
 """
 from __future__ import annotations
@@ -121,6 +123,19 @@ def evaluation_seed(seed: int, subject_seed: int, salt: int) -> int:
     return int(seed) + 100_003 * int(subject_seed) + 1_009 * int(salt)
 
 
+def env_seeds(seed: int, n: int) -> list[int]:
+    """Reset seeds of the ``n`` envs of a vector env reset with ``seed``: env ``j`` gets
+    ``seed + j`` (gymnasium's convention)."""
+    return [int(seed) + j for j in range(int(n))]
+
+
+def chunk_seed(seed: int, chunk: int, stride: int, offset: int = 0) -> int:
+    """Reset seed of chunk ``chunk`` of a run of episodes stepped ``stride`` envs at a time:
+    ``seed + chunk * stride + offset`` (a block of tasks starting at env ``offset`` of a
+    larger run resets with the seeds the whole run gives those envs)."""
+    return int(seed) + int(chunk) * int(stride) + int(offset)
+
+
 def keyed_rng(seed: int | None, *key: int) -> np.random.Generator:
     """``np.random.default_rng([seed, *key])``: an independent stream of ``seed`` per key
     (``seed=None``: fresh OS entropy)."""
@@ -131,7 +146,7 @@ def keyed_rng(seed: int | None, *key: int) -> np.random.Generator:
 
 __all__ = ["MAX_SEED", "check_seed", "torch_seed", "seed_everything", "batch_seed",
            "rank_batch_seed", "rank_torch_seed", "stream_seed", "replay_seed",
-           "evaluation_seed", "keyed_rng", "ACTION_NOISE_KEY", "RANDOM_POLICY_KEY",
+           "evaluation_seed", "env_seeds", "chunk_seed", "keyed_rng", "ACTION_NOISE_KEY", "RANDOM_POLICY_KEY",
            "PROMPT_DROPOUT_KEY", "TASK_TARGETS_KEY", "RANK_TORCH_KEY", "STREAM_ENV",
            "STREAM_ACT", "STREAM_SAMPLE", "STREAM_EVAL", "STREAM_RANDOM", "STREAM_ROLLOUT",
            "STREAM_ROLLOUT_NOISE"]

@@ -76,7 +76,7 @@ from metadt.runtime import to_numpy, to_torch, torch_threads
 from metadt.seeding import (STREAM_ACT as _ACT, STREAM_ENV as _ENV,  # noqa: F401
                             STREAM_EVAL as _EVAL, STREAM_RANDOM as _RANDOM,
                             STREAM_ROLLOUT as _ROLLOUT, STREAM_ROLLOUT_NOISE as _ROLLOUT_NOISE,
-                            STREAM_SAMPLE as _SAMPLE, stream_seed as _sub_seed)
+                            STREAM_SAMPLE as _SAMPLE, chunk_seed, stream_seed as _sub_seed)
 from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_checked_json,
                            atomic_write_json, read_checked_json, read_json, recover_directory)
 
@@ -320,7 +320,7 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
     try:
         while step < total:
             # one episode in every task
-            obs, _ = env.reset(seed=env_seed + state["episodes"] * n_total + blk.start)
+            obs, _ = env.reset(seed=chunk_seed(env_seed, state["episodes"], n_total, blk.start))
             ep_ret = np.zeros(n)
             for t in range(horizon):
                 if step < cfg.start_steps:

@@ -12,6 +12,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from metadt.seeding import chunk_seed
+
 #: ``act(obs [N, P, obs_dim] float32 ndarray) -> actions [N, P, act_dim]``.
 ActFn = Callable[[np.ndarray], np.ndarray]
 
@@ -94,23 +96,23 @@ class Roller:
         done_eps = 0
         chunk = 0
         while done_eps < e_total:
-            k = min(p, e_total - done_eps)
+            n_eps = min(p, e_total - done_eps)
             stride = n * p if seed_stride is None else int(seed_stride)
-            obs, _ = self._env.reset(seed=int(seed) + chunk * stride + int(seed_offset))
-            sl = slice(done_eps, done_eps + k)
+            obs, _ = self._env.reset(seed=chunk_seed(seed, chunk, stride, seed_offset))
+            sl = slice(done_eps, done_eps + n_eps)
             for t in range(horizon):
                 o = obs.reshape(n, p, od)
                 a = np.clip(np.asarray(act(o.astype(np.float32)), dtype=np.float64), self.low,
                             self.high)
                 nobs, rew, term, trunc, _ = self._env.step(a.reshape(n * p, ad))
-                out.obs[:, sl, t] = o[:, :k]
-                out.actions[:, sl, t] = a[:, :k]
-                out.rewards[:, sl, t] = rew.reshape(n, p)[:, :k]
-                out.next_obs[:, sl, t] = nobs.reshape(n, p, od)[:, :k]
-                out.terminals[:, sl, t] = term.reshape(n, p)[:, :k]
+                out.obs[:, sl, t] = o[:, :n_eps]
+                out.actions[:, sl, t] = a[:, :n_eps]
+                out.rewards[:, sl, t] = rew.reshape(n, p)[:, :n_eps]
+                out.next_obs[:, sl, t] = nobs.reshape(n, p, od)[:, :n_eps]
+                out.terminals[:, sl, t] = term.reshape(n, p)[:, :n_eps]
                 obs = nobs
-            done_eps += k
+            done_eps += n_eps
             chunk += 1
             if on_chunk is not None:
-                on_chunk(k)
+                on_chunk(n_eps)
         return out

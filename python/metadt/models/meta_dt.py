@@ -149,9 +149,9 @@ class MetaDT(nn.Module):
                 px, pm = self._prompt_tokens(batch)
                 x, m = torch.cat([px, x], 1), torch.cat([pm, m], 1)
                 offset = px.shape[1]
-            h = self.gpt(self.embed_drop(self.embed_ln(x)), m)
-            k = batch["obs"].shape[1]
-            h_state = h[:, offset + 1: offset + 3 * k: 3]
+            hidden = self.gpt(self.embed_drop(self.embed_ln(x)), m)
+            window_len = batch["obs"].shape[1]
+            h_state = hidden[:, offset + 1: offset + 3 * window_len: 3]
             out = torch.tanh(self.action_head(h_state)) * self.action_scale
         return out.float()
 
@@ -166,8 +166,7 @@ class MetaDT(nn.Module):
         """z_t for every window position from the batch's context windows ``[B, K, z]``."""
         if world_model is None:
             raise ValueError("this policy uses z: pass the world model")
-        k = batch["obs"].shape[1]
-        o, a, r, m = context_windows(batch, k)
+        o, a, r, m = context_windows(batch, batch["obs"].shape[1])  # window_len
         with torch.no_grad():
             return world_model.encode(o, a, r, m)
 
