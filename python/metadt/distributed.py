@@ -164,6 +164,8 @@ def shutdown() -> None:
 
 # ------------------------------------------------------------------ seeds, batches, shards
 # rank_batch_seed and rank_torch_seed are derived in metadt.seeding (re-exported here)
+
+
 def per_rank_batch(batch_size: int, world: int) -> int:
     """The batch each rank draws: the config's (global) batch split evenly across ranks."""
     if batch_size % world:
