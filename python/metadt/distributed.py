@@ -11,7 +11,7 @@ size 1 (no process group, nothing here does any communication), and
   :class:`DistContext`. Without those variables it returns the world-size-1
   context.
 - Seeds: rank ``r`` of ``W`` draws batch ``i`` with
-  ``batch_seed(seed, i * W + r)`` (:func:`rank_batch_seed`); with ``W = 1`` that
+  ``batch_seed(seed, i * W + r)`` (:func:`metadt.seeding.rank_batch_seed`); with ``W = 1`` that
   is ``batch_seed(seed, i)``, the single-process seed, so a single process is
   unchanged, every rank draws different batches, and a run resumed on another
   number of ranks is well defined (step ``i`` of ``W`` ranks reads the seeds
@@ -34,6 +34,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+
+from metadt.runtime import resolve_device, to_numpy, to_torch
+from metadt.seeding import rank_batch_seed, rank_torch_seed
 
 BACKEND_ENV = "METADT_DIST_BACKEND"
 
@@ -58,13 +61,7 @@ class DistContext:
 
     def device(self, name: str | torch.device = "auto") -> torch.device:
         """The device of this rank: ``cuda:LOCAL_RANK`` for CUDA (or ``auto`` with CUDA)."""
-        name = str(name)
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(name)
-        if dev.type == "cuda" and dev.index is None and self.distributed:
-            dev = torch.device("cuda", self.local_rank)
-        return dev
+        return resolve_device(name, self.local_rank if self.distributed else None)
 
 
 SINGLE = DistContext()
@@ -166,18 +163,7 @@ def shutdown() -> None:
 
 
 # ------------------------------------------------------------------ seeds, batches, shards
-def rank_batch_seed(seed: int, index: int, rank: int = 0, world: int = 1) -> int:
-    """Sampler seed of rank ``rank``'s part of global batch ``index``: ``batch_seed(seed,
-    index * world + rank)`` (with one rank, exactly ``batch_seed(seed, index)``)."""
-    from metadt.train.checkpoint import batch_seed
-
-    return batch_seed(seed, int(index) * int(world) + int(rank))
-
-
-def rank_torch_seed(seed: int, index: int, rank: int, world: int) -> int:
-    """Seed of the torch RNG (dropout) of rank ``rank`` at step ``index`` in a multi-rank run."""
-    s = np.random.SeedSequence([int(seed), int(index), int(rank), int(world), 0xD80])
-    return int(s.generate_state(1, dtype=np.uint64)[0] >> 1)
+# rank_batch_seed and rank_torch_seed are derived in metadt.seeding (re-exported here)
 
 
 def per_rank_batch(batch_size: int, world: int) -> int:
@@ -255,15 +241,16 @@ def sharded_rows(n: int, block: int, compute: Callable[[np.ndarray], np.ndarray]
     width = max(sizes)
     shape = mine.shape[1:]
     dev = _comm_device(ctx)
-    buf = torch.zeros((width, *shape), dtype=torch.from_numpy(mine).dtype, device=dev)
-    buf[: len(mine)] = torch.from_numpy(mine).to(dev)
+    mine_t = to_torch(mine, dev)
+    buf = torch.zeros((width, *shape), dtype=mine_t.dtype, device=dev)
+    buf[: len(mine)] = mine_t
     parts = [torch.empty_like(buf) for _ in range(ctx.world)]
     dist.all_gather(parts, buf)
     out = []
     for r, p in enumerate(parts):
         c = shard((n + block - 1) // block, r, ctx.world)
         rows = max(0, min(n, c.stop * block) - c.start * block)
-        out.append(p[:rows].cpu().numpy())
+        out.append(to_numpy(p[:rows]))
     return np.concatenate(out)
 
 
@@ -358,10 +345,10 @@ def ranks_equal(tensors: Sequence[torch.Tensor], ctx: DistContext) -> bool:
         return True
     import hashlib
 
-    h = hashlib.sha256()
+    digest = hashlib.sha256()
     for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    digests = all_gather_object(h.hexdigest(), ctx)
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    digests = all_gather_object(digest.hexdigest(), ctx)
     return len(set(digests)) == 1
 
 

@@ -93,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if hasattr(cfg, "num_threads"):  # the trainer applies it; so does the profiler
             cfg = cfg.replace(num_threads=args.threads)  # 0 = torch's default
-        elif args.threads > 0:
-            import torch
+        else:
+            from metadt.runtime import set_threads
 
-            torch.set_num_threads(args.threads)
+            set_threads(args.threads)  # 0 = torch's default: unchanged
     if args.stage == "world-model":
         if args.world_model is not None:
             print("note: --world-model is ignored with --stage world-model", file=sys.stderr)

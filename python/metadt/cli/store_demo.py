@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--context must be >= 0")
     rng = np.random.default_rng(args.seed)
     od, ad, T = 20, 6, args.horizon
-    K, h, k, B = args.length, args.context, args.prompt_length, args.batch
+    window_len, context_len, prompt_len, B = args.length, args.context, args.prompt_length, args.batch
 
     print(f"1. build: {args.tasks} tasks x {args.episodes} episodes x {T} steps (obs {od}, act {ad})")
     store = TrajectoryStore(od, ad)
@@ -100,32 +100,34 @@ def run(args: argparse.Namespace) -> int:
     view = store.column("wm_error")
     print(f"   column('wm_error'): {view.shape} {view.dtype}, zero-copy, writeable={view.flags.writeable}")
 
-    print(f"3. sample_transitions(B={B}, context={h}) -- world-model batches")
-    tb, dt = _timed(lambda: store.sample_transitions(B, context=h, seed=None))
+    print(f"3. sample_transitions(B={B}, context={context_len}) -- world-model batches")
+    tb, dt = _timed(lambda: store.sample_transitions(B, context=context_len, seed=None))
     print(_shapes(tb))
     print(f"   {_ms(dt)} per batch")
 
-    prompt = PromptSpec(length=k, score="wm_error", strategy="argmax", start_min=h)
-    print(f"4. sample_windows(B={B}, K={K}, context={h}, columns=['wm_error'], prompt={prompt})")
-    wb, dt = _timed(lambda: store.sample_windows(B, length=K, context=h, return_scale=500.0, columns=["wm_error"],
+    prompt = PromptSpec(length=prompt_len, score="wm_error", strategy="argmax", start_min=context_len)
+    print(f"4. sample_windows(B={B}, K={window_len}, context={context_len}, columns=['wm_error'], prompt={prompt})")
+    wb, dt = _timed(lambda: store.sample_windows(B, length=window_len, context=context_len,
+                                                 return_scale=500.0, columns=["wm_error"],
                                                  prompt=prompt))
     print(_shapes(wb))
-    print(f"   {_ms(dt)} per batch; the h-step context of window position j is ctx_*[:, j:j+{h}]")
-    plain, dt = _timed(lambda: store.sample_windows(B, length=K, return_scale=500.0))
+    print(f"   {_ms(dt)} per batch; the h-step context of window position j is ctx_*[:, j:j+{context_len}]")
+    plain, dt = _timed(lambda: store.sample_windows(B, length=window_len, return_scale=500.0))
     print(f"   plain windows (no context, no prompt): {_ms(dt)} per batch")
     i = 0
     print(f"   sample 0: task {wb['tasks'][i]}, episode {wb['episodes'][i]}, timesteps {wb['timesteps'][i].tolist()}")
     print(f"             prompt from episode {wb['prompt_episodes'][i]} at step {wb['prompt_starts'][i]}")
 
-    print(f"5. segments of length {k} starting at >= {h}, scored by wm_error")
-    seg, dt = _timed(lambda: store.segment_scores("wm_error", length=k, start_min=h), n=3)
-    best = store.best_segments("wm_error", length=k, start_min=h, per="task", mode="argmax")
+    print(f"5. segments of length {prompt_len} starting at >= {context_len}, scored by wm_error")
+    seg, dt = _timed(lambda: store.segment_scores("wm_error", length=prompt_len, start_min=context_len), n=3)
+    best = store.best_segments("wm_error", length=prompt_len, start_min=context_len, per="task", mode="argmax")
     print(f"   segment_scores: {len(seg['scores']):,} segments in {_ms(dt)}; best_segments per task: "
           f"{len(best['keys'])} (task 0 -> episode {best['episodes'][0]}, start {best['starts'][0]}, "
           f"score {best['scores'][0]:.2f})")
 
     print("6. prefetch: batches prepared on a Rust thread while Python works")
-    with store.prefetch("windows", depth=2, num_batches=50, seed=args.seed, batch=B, length=K, context=h,
+    with store.prefetch("windows", depth=2, num_batches=50, seed=args.seed, batch=B,
+                        length=window_len, context=context_len,
                         return_scale=500.0) as it:
         t0 = time.perf_counter()
         n = sum(1 for _ in it)
@@ -149,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         TrajectoryStore.load(path, mmap=False)
         dt_full = time.perf_counter() - t0
-        same = np.array_equal(loaded.sample_windows(8, length=K, seed=1)["obs"], store.sample_windows(8, length=K, seed=1)["obs"])
+        same = np.array_equal(loaded.sample_windows(8, length=window_len, seed=1)["obs"],
+                              store.sample_windows(8, length=window_len, seed=1)["obs"])
         print(f"   save {size / 1e6:.0f} MB to {path}: {dt_save:.2f} s")
         print(f"   load (mmap): {_ms(dt_load)}; load (read + verify CRC-32): {_ms(dt_full)}; same batches: {same}")
         print(f"   metadata: {loaded.metadata}")

@@ -73,6 +73,12 @@ from metadt.config.collect import CollectConfig
 from metadt.data.dataset import QUALITIES, Dataset, DatasetCard, write_dataset
 from metadt import tensorfile
 from metadt.provenance import provenance
+from metadt.runtime import to_numpy, to_torch, torch_threads
+# the independent random streams of a run and their seeds (derived in metadt.seeding)
+from metadt.seeding import (STREAM_ACT as _ACT, STREAM_ENV as _ENV,  # noqa: F401
+                            STREAM_EVAL as _EVAL, STREAM_RANDOM as _RANDOM,
+                            STREAM_ROLLOUT as _ROLLOUT, STREAM_ROLLOUT_NOISE as _ROLLOUT_NOISE,
+                            STREAM_SAMPLE as _SAMPLE, chunk_seed, stream_seed as _sub_seed)
 from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_checked_json,
                            atomic_write_json, read_checked_json, read_json, recover_directory)
 from metadt.rundir import RunDir
@@ -82,13 +88,6 @@ WORK = ".work"
 
 STATE_KIND = "metadt-collect-state"
 POLICY_KIND = "metadt-policy"
-
-# seed offsets of the independent random streams of a run
-_ENV, _ACT, _SAMPLE, _EVAL, _RANDOM, _ROLLOUT, _ROLLOUT_NOISE = 1, 2, 3, 4, 5, 6, 7
-
-
-def _sub_seed(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, dtype=np.uint32)[0])
 
 
 def _emit(progress: Progress | None, **event: Any) -> None:
@@ -223,9 +222,9 @@ def _block_act_fn(policy: PolicyParams, gen: torch.Generator, n_total: int, blk:
     """`policy_act_fn` of a block of tasks drawing the whole run's noise."""
 
     def act(obs: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(obs, dtype=torch.float32, device=policy.device)
+        x = to_torch(obs, policy.device, np.float32)
         noise = _noise(gen, n_total, tuple(x.shape[1:-1]) + (policy.act_dim,), blk, x.device)
-        return _act_noise(policy, x, noise).cpu().numpy()
+        return to_numpy(_act_noise(policy, x, noise))
 
     return act
 
@@ -321,19 +320,18 @@ def train(cfg: CollectConfig, family: Any, work: WorkDir, seed: int, device: tor
     try:
         while step < total:
             # one episode in every task
-            obs, _ = env.reset(seed=env_seed + state["episodes"] * n_total + blk.start)
+            obs, _ = env.reset(seed=chunk_seed(env_seed, state["episodes"], n_total, blk.start))
             ep_ret = np.zeros(n)
             for t in range(horizon):
                 if step < cfg.start_steps:
                     actions = np_rng.uniform(low, high, size=(n_total, ad))[blk.start:blk.stop]
                 elif part:
-                    o = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(1)
+                    o = to_torch(obs, device, np.float32).unsqueeze(1)
                     noise = _noise(act_gen, n_total, (1, ad), blk, device)
-                    actions = _act_noise(ens.policy, o, noise).squeeze(1).cpu().numpy() \
-                        .astype(np.float64)
+                    actions = to_numpy(_act_noise(ens.policy, o, noise).squeeze(1), np.float64)
                 else:
-                    o = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    actions = ens.act(o, generator=act_gen).cpu().numpy().astype(np.float64)
+                    o = to_torch(obs, device, np.float32)
+                    actions = to_numpy(ens.act(o, generator=act_gen), np.float64)
                 nobs, rew, term, trunc, _ = env.step(actions)
                 done = bool(term.any() or trunc.any() or t == horizon - 1)
                 replay.add(obs, actions, rew, nobs, term, done)
@@ -591,13 +589,8 @@ def collect(cfg: CollectConfig, out: str | Path, seed: int = 0,
     """
     cfg.validate()
     seed = check_seed(seed)
-    threads = torch.get_num_threads()
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
-    try:
+    with torch_threads(cfg.torch_threads):
         return _collect(cfg, Path(out), int(seed), progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _collect(cfg: CollectConfig, out: Path, seed: int, progress: Progress | None) -> Dataset:

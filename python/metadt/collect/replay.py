@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from metadt.runtime import to_torch
+from metadt.seeding import replay_seed
+
 LAYOUTS = ("per-task", "shared")
 DEFAULT_LAYOUT = "per-task"
 
@@ -24,11 +27,6 @@ def _store_cls():
     from metadt import TrajectoryStore
 
     return TrajectoryStore
-
-
-def _seed(base: int, update: int, task: int) -> int:
-    """A distinct, reproducible sampling seed per (run, update, task)."""
-    return (int(base) * 0x9E3779B97F4A7C15 + int(update) * 1_000_003 + int(task)) % (2**63)
 
 
 class Replay:
@@ -82,7 +80,7 @@ class Replay:
         tasks draws what the whole run draws for them)."""
         parts = []
         for i in range(self.n):
-            s = _seed(seed, update, int(task_offset) + i)
+            s = replay_seed(seed, update, int(task_offset) + i)
             if self.layout == "per-task":
                 parts.append(self.stores[i].sample_transitions(batch, context=0, seed=s))
             else:
@@ -90,7 +88,7 @@ class Replay:
         out = {}
         for key in ("obs", "actions", "rewards", "next_obs", "terminals"):
             arr = np.stack([np.asarray(p[key], dtype=np.float32) for p in parts])
-            out[key] = torch.from_numpy(arr).to(device)
+            out[key] = to_torch(arr, device)
         return out
 
     def sample_pooled(self, batch: int, seed: int, update: int,
@@ -100,10 +98,10 @@ class Replay:
         ``tasks [batch]`` int64. Needs the ``shared`` layout (one store, one draw)."""
         if self.layout != "shared":
             raise ValueError("sample_pooled needs the shared replay layout")
-        got = self.stores[0].sample_transitions(batch, context=0, seed=_seed(seed, update, 0))
-        out = {key: torch.from_numpy(np.asarray(got[key], dtype=np.float32)[None]).to(device)
+        got = self.stores[0].sample_transitions(batch, context=0, seed=replay_seed(seed, update, 0))
+        out = {key: to_torch(np.asarray(got[key], dtype=np.float32)[None], device)
                for key in ("obs", "actions", "rewards", "next_obs", "terminals")}
-        out["tasks"] = torch.from_numpy(np.asarray(got["tasks"], dtype=np.int64)).to(device)
+        out["tasks"] = to_torch(got["tasks"], device, np.int64)
         return out
 
     # ---- persistence (resume)

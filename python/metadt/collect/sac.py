@@ -24,17 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metadt.runtime import resolve_device, to_torch
 from metadt.seeding import torch_seed
 
 #: Keys of a batch passed to `SACEnsemble.update`.
 BATCH_KEYS = ("obs", "actions", "rewards", "next_obs", "terminals")
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/None: CUDA when present, else the CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # --------------------------------------------------------------------------
@@ -182,8 +176,7 @@ class SACEnsemble:
         hidden = [int(cfg.hidden_dim)] * int(cfg.num_layers)
         actor = _init_mlp(self.n, [self.obs_dim, *hidden, 2 * self.act_dim], gen)
         critic = _init_mlp(2 * self.n, [self.obs_dim + self.act_dim, *hidden, 1], gen)
-        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32))
-        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32))
+        low, high = to_torch(action_low, dtype=np.float32), to_torch(action_high, dtype=np.float32)
         if low.shape != (self.act_dim,) or high.shape != (self.act_dim,):
             raise ValueError(f"action bounds must have shape ({self.act_dim},)")
         self.policy = PolicyParams([p.to(self.device).requires_grad_() for p in actor],
@@ -383,7 +376,7 @@ class TaskConditionedSAC:
         self.device = self.agent.device
         self.n = int(raw.shape[0])
         self.obs_dim, self.act_dim, self.feature_dim = int(obs_dim), int(act_dim), int(raw.shape[1])
-        self.features = torch.as_tensor(norm, dtype=torch.float32, device=self.device)
+        self.features = to_torch(norm, self.device, np.float32)
 
     @property
     def updates(self) -> int:

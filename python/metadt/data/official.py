@@ -548,7 +548,7 @@ def import_official(root: str | os.PathLike, family: str, out: str | os.PathLike
 
     random_returns: dict[str, float] = {}
     if random_episodes > 0:
-        from metadt.collect.rollout import Roller, random_act_fn
+        from metadt.envs.rollout import Roller, random_act_fn
 
         rng = np.random.default_rng(seed)
         with Roller(fam, fam.tasks, min(random_episodes, 20)) as roller:

@@ -36,6 +36,7 @@ from gymnasium.vector.utils import batch_space
 from gymnasium.vector.vector_env import AutoresetMode
 
 from metadt.envs.base import Task, check_actions
+from metadt.seeding import env_seeds
 
 BACKENDS = ("sync", "async")
 
@@ -54,7 +55,7 @@ def _seeds(seed: int | None, n: int) -> list[int | None]:
         return [None] * n
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    return [int(seed) + i for i in range(n)]
+    return env_seeds(seed, n)
 
 
 def stack_infos(infos: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

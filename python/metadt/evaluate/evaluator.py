@@ -41,12 +41,11 @@ interrupted evaluation resumes with the next one)::
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,6 +55,9 @@ from metadt.evaluate.few_shot import Scorer, expert_prompts, own_prompts, stack_
 from metadt.evaluate.rollout import Trajectories, random_rollout, rollout
 from metadt.fileio import atomic_write_json
 from metadt.rundir import RunDir, json_normal
+from metadt.fileio import atomic_write_json
+from metadt.runtime import torch_threads
+from metadt.seeding import evaluation_seed
 
 EVAL_FORMAT = "metadt-eval"
 EVAL_VERSION = 1
@@ -342,7 +344,7 @@ class Evaluator:
 
     # ------------------------------------------------------------- settings
     def _seed(self, salt: int) -> int:
-        return int(self.cfg.seed) + 100_003 * int(self.s.seed) + 1_009 * salt
+        return evaluation_seed(self.cfg.seed, self.s.seed, salt)
 
     def _rollout(self, episodes: int, prompt: dict | None, salt: int,
                  action_noise: float = 0.0, shuffle_z: bool = False,
@@ -507,21 +509,6 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, *, out: str | Path | 
     """
     with torch_threads(cfg.torch_threads):
         return _evaluate_run(run_dir, cfg, out, progress, fresh)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (n <= 0: unchanged)."""
-    import torch
-
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        if n > 0:
-            torch.set_num_threads(old)
 
 
 def _evaluate_run(run_dir: str | Path, cfg: EvaluateConfig, out: str | Path | None,

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from metadt.evaluate.history import LiveHistory, Prompt, to_torch
+from metadt.seeding import ACTION_NOISE_KEY, RANDOM_POLICY_KEY, keyed_rng
 
 
 @dataclass
@@ -113,7 +114,7 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
             raise ValueError(f"z_from must hold {n} env indices in [0, {n}), got {perm.tolist()}")
         if world_model is None:
             raise ValueError("z_from (z shuffled) needs the world model that computes z")
-    noise_rng = np.random.default_rng(None if seed is None else [int(seed), 0x6E6F6973])
+    noise_rng = keyed_rng(seed, ACTION_NOISE_KEY)
     hist = LiveHistory(n, family.obs_dim, family.act_dim, horizon, window, context,
                        return_scale, tasks=task_ids)
     env = family.make_vector_env(tasks, seed=seed)
@@ -165,7 +166,7 @@ def random_rollout(family: Any, task_ids: Sequence[int], *, seed: int) -> Trajec
     horizon = int(family.horizon)
     low = np.asarray(family.action_low, dtype=np.float64)
     high = np.asarray(family.action_high, dtype=np.float64)
-    rng = np.random.default_rng([int(seed), 0x72616E64])
+    rng = keyed_rng(int(seed), RANDOM_POLICY_KEY)
     env = family.make_vector_env([family.tasks[int(i)] for i in task_ids], seed=seed)
     obs_l, act_l, rew_l = [], [], []
     try:

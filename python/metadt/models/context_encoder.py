@@ -26,12 +26,12 @@ class ContextEncoder(nn.Module):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         lead = obs.shape[:-2]
-        h = obs.shape[-2]
-        obs = obs.reshape(-1, h, obs.shape[-1])
-        actions = actions.reshape(-1, h, actions.shape[-1])
-        rewards = rewards.reshape(-1, h, 1)
+        context_len = obs.shape[-2]
+        obs = obs.reshape(-1, context_len, obs.shape[-1])
+        actions = actions.reshape(-1, context_len, actions.shape[-1])
+        rewards = rewards.reshape(-1, context_len, 1)
         if mask is not None:
-            m = mask.reshape(-1, h, 1).to(obs.dtype)
+            m = mask.reshape(-1, context_len, 1).to(obs.dtype)
             obs, actions, rewards = obs * m, actions * m, rewards * m
         x = torch.cat([self.obs_embed(obs), self.act_embed(actions), self.rew_embed(rewards)], -1)
         out, _ = self.gru(x)

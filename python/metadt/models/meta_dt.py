@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 from torch import nn
 
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.models.transformer import GPT
+from metadt.runtime import to_torch
 
 DEFAULT_MAX_TIMESTEP = 1000
 
@@ -96,8 +98,8 @@ class MetaDT(nn.Module):
     @torch.no_grad()
     def set_normalization(self, obs_mean, obs_std) -> None:
         dev = self.obs_mean.device
-        self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32, device=dev))
-        self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32, device=dev).clamp_min(1e-6))
+        self.obs_mean.copy_(to_torch(obs_mean, dev, np.float32))
+        self.obs_std.copy_(to_torch(obs_std, dev, np.float32).clamp_min(1e-6))
 
     # ---------------------------------------------------------------- tokens
     def _time(self, emb: nn.Embedding, t: torch.Tensor) -> torch.Tensor:
@@ -147,9 +149,9 @@ class MetaDT(nn.Module):
                 px, pm = self._prompt_tokens(batch)
                 x, m = torch.cat([px, x], 1), torch.cat([pm, m], 1)
                 offset = px.shape[1]
-            h = self.gpt(self.embed_drop(self.embed_ln(x)), m)
-            k = batch["obs"].shape[1]
-            h_state = h[:, offset + 1: offset + 3 * k: 3]
+            hidden = self.gpt(self.embed_drop(self.embed_ln(x)), m)
+            window_len = batch["obs"].shape[1]
+            h_state = hidden[:, offset + 1: offset + 3 * window_len: 3]
             out = torch.tanh(self.action_head(h_state)) * self.action_scale
         return out.float()
 
@@ -164,8 +166,7 @@ class MetaDT(nn.Module):
         """z_t for every window position from the batch's context windows ``[B, K, z]``."""
         if world_model is None:
             raise ValueError("this policy uses z: pass the world model")
-        k = batch["obs"].shape[1]
-        o, a, r, m = context_windows(batch, k)
+        o, a, r, m = context_windows(batch, batch["obs"].shape[1])  # window_len
         with torch.no_grad():
             return world_model.encode(o, a, r, m)
 

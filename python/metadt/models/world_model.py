@@ -1,12 +1,14 @@
 """Context-aware world model (protocol section 3): z from context, decoders conditioned on z."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from metadt.config.world_model import WorldModelConfig
 from metadt.models.context_encoder import ContextEncoder
 from metadt.models.decoders import RewardDecoder, TransitionDecoder
+from metadt.runtime import to_torch
 
 
 def infer_context_mask(ctx_obs: torch.Tensor, ctx_actions: torch.Tensor,
@@ -25,12 +27,19 @@ class WorldModel(nn.Module):
     training data by :meth:`set_normalization` and saved in its state dict.
     ``ctx_mask`` (True = real transition) is optional: without it, all-zero
     slots are taken as padding.
+
+    ``family`` and ``dataset`` say what it was trained on (plain attributes, saved in
+    its model file's payload): the family defaults to ``cfg.family``; ``dataset`` is
+    None until a trainer or a model file says.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: WorldModelConfig):
+    def __init__(self, obs_dim: int, act_dim: int, cfg: WorldModelConfig,
+                 family: str | None = None, dataset: str | None = None):
         super().__init__()
         cfg.validate()
         self.obs_dim, self.act_dim, self.cfg = int(obs_dim), int(act_dim), cfg
+        self.family: str = cfg.family if family is None else str(family)
+        self.dataset: str | None = dataset
         self.z_dim = cfg.z_dim
         self.context_len = cfg.context_len
         self.encoder = ContextEncoder(obs_dim, act_dim, cfg.input_embed_dim, cfg.gru_hidden,
@@ -52,8 +61,8 @@ class WorldModel(nn.Module):
     def set_normalization(self, obs_mean, obs_std, reward_mean=0.0, reward_std=1.0) -> None:
         dev = self.obs_mean.device
         if self.cfg.normalize_obs:
-            self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32, device=dev))
-            self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32, device=dev).clamp_min(1e-6))
+            self.obs_mean.copy_(to_torch(obs_mean, dev, np.float32))
+            self.obs_std.copy_(to_torch(obs_std, dev, np.float32).clamp_min(1e-6))
         self.reward_mean.fill_(float(reward_mean))
         self.reward_std.fill_(max(float(reward_std), 1e-6))
 

@@ -173,7 +173,7 @@ class Pipeline:
     # ------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
         """Run (or resume) every stage; returns the report dict."""
-        from metadt.evaluate.evaluator import torch_threads
+        from metadt.runtime import torch_threads
 
         with torch_threads(self.cfg.torch_threads):
             return self._run()

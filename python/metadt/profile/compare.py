@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metadt.train.checkpoint import batch_seed
+from metadt.seeding import batch_seed
 
 try:  # the store's padding value for actions
     from metadt._core import ACTION_PAD
@@ -79,7 +79,7 @@ class NumpyWindows:
             raise ValueError(f'anchor must be "start" or "end", got {anchor!r}')
         self.anchor = anchor
         self.c = _Columns(store, tasks, columns)
-        self.batch, self.k, self.h = int(batch), int(length), int(context)
+        self.batch, self.window_len, self.context_len = int(batch), int(length), int(context)
         self.scale = float(return_scale)
         self.columns = tuple(columns)
         self.seed, self.num_batches = int(seed), int(num_batches)
@@ -90,7 +90,7 @@ class NumpyWindows:
                 raise ValueError("NumpyWindows: a prompt pool is not supported")
             self.prompt = dict(length=int(p["length"]), score=p.get("score"),
                                strategy=p.get("strategy", "argmax"),
-                               start_min=int(self.h if p.get("start_min") is None
+                               start_min=int(self.context_len if p.get("start_min") is None
                                              else p["start_min"]))
             self._prepare_prompt(store)
 
@@ -100,7 +100,7 @@ class NumpyWindows:
     # ---------------------------------------------------------------- prompt
     def _prepare_prompt(self, store) -> None:
         c, p = self.c, self.prompt
-        kp, smin = p["length"], p["start_min"]
+        prompt_len, prompt_start_min = p["length"], p["start_min"]
         # episodes of each task, padded to a rectangle (uniform draw per row)
         task_index = {t: j for j, t in enumerate(c.tasks)}
         eps = [np.flatnonzero(c.task_of_ep == t) for t in c.tasks]
@@ -113,8 +113,8 @@ class NumpyWindows:
             self._eps[j, : len(e)] = e
         # candidate starts of every episode: [lo, hi], lo = start_min unless too short
         tl = c.lengths
-        self._hi = np.maximum(tl - kp, 0)
-        self._lo = np.where(tl >= smin + kp, smin, 0)
+        self._hi = np.maximum(tl - prompt_len, 0)
+        self._lo = np.where(tl >= prompt_start_min + prompt_len, prompt_start_min, 0)
         self._lo = np.minimum(self._lo, self._hi)
         if p["strategy"] in ("argmax", "proportional"):
             n = len(c.ep)
@@ -128,7 +128,7 @@ class NumpyWindows:
             j = np.arange(width)
             start = self._lo[:, None] + np.minimum(j[None, :], (ncand - 1)[:, None])
             a = c.offsets[:, None] + start
-            sums = csum[np.minimum(a + kp, n)] - csum[a]
+            sums = csum[np.minimum(a + prompt_len, n)] - csum[a]
             sums = np.where(j[None, :] < ncand[:, None], sums, -np.inf)
             self._best = self._lo + np.argmax(sums, axis=1)  # ties: earliest
             w = np.where(np.isfinite(sums), np.maximum(sums, 0.0), 0.0)
@@ -153,15 +153,15 @@ class NumpyWindows:
 
     # ---------------------------------------------------------------- batch
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        c, b, k, h = self.c, self.batch, self.k, self.h
+        c, b, window_len, context_len = self.c, self.batch, self.window_len, self.context_len
         rng = np.random.default_rng(batch_seed(self.seed, int(i)))
         drawn = c.domain[rng.integers(0, len(c.domain), size=b)]
         if self.anchor == "end":
             end, start = drawn, c.ep_start[drawn][:, None]
         else:  # the window starts at the drawn step, clipped at its episode's end
             last = c.ep_start[drawn] + c.lengths[c.ep[drawn]] - 1
-            end, start = np.minimum(drawn + k - 1, last), drawn[:, None]
-        idx = end[:, None] - k + 1 + np.arange(k)
+            end, start = np.minimum(drawn + window_len - 1, last), drawn[:, None]
+        idx = end[:, None] - window_len + 1 + np.arange(window_len)
         valid = idx >= start
         safe = np.where(valid, idx, 0)
         out: dict[str, np.ndarray] = {
@@ -176,20 +176,21 @@ class NumpyWindows:
         }
         for name in self.columns:
             out[name] = c.take(c.cols[name], idx, valid, 0.0)
-        if h > 0:
-            cidx = end[:, None] - (k + h) + 1 + np.arange(k + h)
-            cv = cidx >= np.maximum(c.ep_start[end][:, None], start - h)
+        if context_len > 0:
+            span = window_len + context_len
+            cidx = end[:, None] - span + 1 + np.arange(span)
+            cv = cidx >= np.maximum(c.ep_start[end][:, None], start - context_len)
             out.update(ctx_obs=c.take(c.obs, cidx, cv, 0.0),
                        ctx_actions=c.take(c.actions, cidx, cv, 0.0),
                        ctx_rewards=c.take(c.rewards, cidx, cv, 0.0), ctx_mask=cv)
         if self.prompt is not None:
-            kp = self.prompt["length"]
+            prompt_len = self.prompt["length"]
             slot = np.array([self._slot[int(t)] for t in out["tasks"]], dtype=np.int64)
             pe = self._eps[slot, (rng.random(b) * self._n_eps[slot]).astype(np.int64)]
             ps = self._prompt_starts(pe, rng)
             tl = c.lengths[pe]
-            pad = np.maximum(kp - tl, 0)
-            j = np.arange(kp)[None, :] - pad[:, None]  # position within the segment
+            pad = np.maximum(prompt_len - tl, 0)
+            j = np.arange(prompt_len)[None, :] - pad[:, None]  # position within the segment
             pv = j >= 0
             pidx = c.offsets[pe][:, None] + ps[:, None] + j
             out.update(prompt_obs=c.take(c.obs, pidx, pv, 0.0),
@@ -207,21 +208,21 @@ class NumpyTransitions:
     def __init__(self, store, batch: int, context: int = 4, tasks: Sequence[int] | None = None,
                  seed: int = 0, num_batches: int = 1 << 30):
         self.c = _Columns(store, tasks)
-        self.batch, self.h = int(batch), int(context)
+        self.batch, self.context_len = int(batch), int(context)
         self.seed, self.num_batches = int(seed), int(num_batches)
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        c, b, h = self.c, self.batch, self.h
+        c, b, context_len = self.c, self.batch, self.context_len
         rng = np.random.default_rng(batch_seed(self.seed, int(i)))
         n = c.domain[rng.integers(0, len(c.domain), size=b)]
         out = {"obs": c.obs[n], "actions": c.actions[n], "rewards": c.rewards[n],
                "next_obs": c.next_obs[n], "terminals": np.zeros(b, np.float32),
                "tasks": c.task_of_ep[c.ep[n]], "episodes": c.ep[n], "timesteps": c.t[n]}
-        if h > 0:
-            idx = n[:, None] - h + np.arange(h)
+        if context_len > 0:
+            idx = n[:, None] - context_len + np.arange(context_len)
             v = idx >= c.ep_start[n][:, None]
             out.update(ctx_obs=c.take(c.obs, idx, v, 0.0), ctx_actions=c.take(c.actions, idx, v, 0.0),
                        ctx_rewards=c.take(c.rewards, idx, v, 0.0), ctx_mask=v)

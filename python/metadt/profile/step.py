@@ -35,6 +35,7 @@ from metadt.config.world_model import WorldModelConfig
 from metadt.profile.compare import NumpyTransitions, NumpyWindows, numpy_loader
 from metadt.profile.table import mode_dict, result_dict
 from metadt.profile.timer import PhaseTimer, TraceHook, make_timer
+from metadt.runtime import check_device, resolve_device, set_threads
 from metadt.seeding import seed_everything
 
 #: Profiled modes, in table order, and their column labels.
@@ -140,9 +141,8 @@ def untrained_world_model(family: str, preset: str, obs_dim: int, act_dim: int):
     error column does not depend on the weights)."""
     from metadt.models import WorldModel
 
-    wm = WorldModel(obs_dim, act_dim, WorldModelConfig.for_family(family, preset))
-    wm.family = family  # type: ignore[attr-defined]
-    return wm
+    return WorldModel(obs_dim, act_dim, WorldModelConfig.for_family(family, preset),
+                      family=family)
 
 
 def _make_run(mode: str, step: StepFn, dev: torch.device, store, kind: str, kw: dict[str, Any],
@@ -166,19 +166,6 @@ def _make_run(mode: str, step: StepFn, dev: torch.device, store, kind: str, kw: 
     return _Run(mode, step, next_batch, close, make_timer(dev), extra)
 
 
-def _check_device(dev: torch.device) -> None:
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available here "
-                         "(use --device cpu or auto)")
-
-
-def _apply_threads(cfg) -> None:
-    """Use the config's torch thread count as the trainer does (``num_threads`` > 0)."""
-    n = int(getattr(cfg, "num_threads", 0) or 0)
-    if n > 0 and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
 def _check_sizes(steps: int, warmup: int) -> None:
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0 (got {steps}, {warmup})")
@@ -199,13 +186,11 @@ def profile_meta_dt(data: str | Path, cfg: MetaDTConfig, world_model: Any = None
     """
     from metadt.data.dataset import Dataset
     from metadt.train.meta_dt import build_trainer, prepare, train_step
-    from metadt.train.run import resolve_device
 
     modes = _check_modes(modes)
     _check_sizes(steps, warmup)
-    dev = resolve_device(cfg.device)
-    _check_device(dev)
-    _apply_threads(cfg)
+    dev = check_device(resolve_device(cfg.device))
+    set_threads(cfg.num_threads)  # as the trainer does
     wm_desc = str(world_model) if world_model is not None else None
     if world_model is None and cfg.needs_world_model:
         card = Dataset.open(data).card
@@ -259,15 +244,13 @@ def profile_world_model(data: str | Path, cfg: WorldModelConfig, *, steps: int =
     The world model computes z inside its forward pass, so its ``z`` phase is 0
     (z is part of ``forward``)."""
     from metadt.train.common import open_dataset
-    from metadt.train.run import resolve_device
     from metadt.train.world_model import build_world_model_trainer, world_model_step
 
     modes = _check_modes(modes)
     _check_sizes(steps, warmup)
     cfg.validate()
-    dev = resolve_device(cfg.device)
-    _check_device(dev)
-    _apply_threads(cfg)
+    dev = check_device(resolve_device(cfg.device))
+    set_threads(cfg.num_threads)  # as the trainer does
     ds = open_dataset(data, cfg.family, cfg.quality)
     store = ds.store(cfg.quality)
     first = int(start_step)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from metadt import tensorfile
+from metadt.seeding import batch_seed  # noqa: F401  (re-exported; derived in seeding)
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 """The resume point of a training run directory."""
@@ -38,12 +39,6 @@ def legacy_checkpoint_error(out: Path) -> CheckpointError:
         f"{Path(out) / LEGACY_CHECKPOINT_FILE}: a resume point in metadt's old pickle format, "
         f"which is no longer loaded (unpickling a file can run code); delete it to restart this "
         f"training from step 0 (or rerun with --overwrite)")
-
-
-def batch_seed(seed: int, index: int) -> int:
-    """The sampler seed of batch ``index`` of a run seeded ``seed`` (a pure function)."""
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))  # < 2**63
 
 
 def rng_state() -> dict[str, Any]:

@@ -5,9 +5,9 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from metadt.data.dataset import Dataset
+from metadt.runtime import batch_to_torch as to_tensors, set_threads  # noqa: F401 (re-exported)
 
 #: Phases of a training step, in order; a step calls its ``timer`` hook with each
 #: name when that phase ends (``metadt profile`` times them, docs/profile.md).
@@ -16,12 +16,6 @@ STEP_PHASES = ("sample", "h2d", "z", "forward", "backward", "optimizer")
 
 def no_timer(phase: str) -> None:
     """The default phase hook of a training step: does nothing."""
-
-
-def set_threads(n: int) -> None:
-    """``torch.set_num_threads(n)`` when ``n > 0`` (process-wide)."""
-    if n > 0 and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
 
 
 def open_dataset(path, family: str, quality: str, missing_hint: str = "") -> Dataset:
@@ -58,15 +52,6 @@ def check_return_scale(store: Any, scale: float, where: str) -> float:
     return scale
 
 
-def to_tensors(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in batch.items():
-        a = np.asarray(v)
-        if a.dtype == np.float64:
-            a = a.astype(np.float32)
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        out[k] = t.to(device, non_blocking=True)
-    return out
 
 
 def obs_stats(table, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import metadt.kernels as K
+from metadt.runtime import to_numpy, to_torch
 
 
 def _param(world_model: torch.nn.Module) -> torch.Tensor:
@@ -31,11 +32,12 @@ def on_device(world_model: torch.nn.Module | None) -> bool:
     return world_model is not None and K.backend(_param(world_model)) == "triton"
 
 
-def _contexts(x: torch.Tensor, h: int) -> torch.Tensor:
-    """``[N, T, *f]`` -> ``[N, T, h, *f]``: for step t the steps t-h .. t-1, zeros before 0."""
+def _contexts(x: torch.Tensor, context_len: int) -> torch.Tensor:
+    """``[N, T, *f]`` -> ``[N, T, h, *f]`` (h = ``context_len``): for step t the steps
+    t-h .. t-1, zeros before 0."""
     n, t = x.shape[:2]
-    padded = torch.cat([x.new_zeros((n, h, *x.shape[2:])), x], dim=1)
-    return torch.stack([padded[:, j:j + t] for j in range(h)], dim=2)
+    padded = torch.cat([x.new_zeros((n, context_len, *x.shape[2:])), x], dim=1)
+    return torch.stack([padded[:, j:j + t] for j in range(context_len)], dim=2)
 
 
 @torch.no_grad()
@@ -47,12 +49,13 @@ def episode_errors(world_model, obs, actions, rewards, next_obs,
     as :func:`metadt.train.columns.compute_step_errors` builds them."""
     world_model.eval()
     dev = _param(world_model).device
-    h = int(world_model.context_len)
-    as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=dev)  # noqa: E731
+    context_len = int(world_model.context_len)
+    as_t = lambda a: to_torch(a, dev, np.float32)  # noqa: E731
     obs, actions, rewards, next_obs = as_t(obs), as_t(actions), as_t(rewards), as_t(next_obs)
     n, t = rewards.shape
     steps = torch.arange(t, device=dev)
-    mask = (steps[:, None] - h + torch.arange(h, device=dev)[None, :]) >= 0  # [T, h]
+    offs = torch.arange(context_len, device=dev) - context_len
+    mask = (steps[:, None] + offs[None, :]) >= 0  # [T, h]
     out = torch.empty(n, t, dtype=torch.float32, device=dev)
     step = max(int(rows_per_pass), 1)
     for lo in range(0, n, step):
@@ -60,8 +63,9 @@ def episode_errors(world_model, obs, actions, rewards, next_obs,
         rows = obs[s].shape[0]
         out[s] = world_model.step_errors(
             obs[s], actions[s], rewards[s], next_obs[s],
-            _contexts(obs[s], h), _contexts(actions[s], h), _contexts(rewards[s], h),
-            mask.expand(rows, t, h)).float()
+            _contexts(obs[s], context_len), _contexts(actions[s], context_len),
+            _contexts(rewards[s], context_len),
+            mask.expand(rows, t, context_len)).float()
     return out
 
 
@@ -77,10 +81,9 @@ def best_segments(world_model, obs, actions, rewards, next_obs, *, length: int,
     err = episode_errors(world_model, obs, actions, rewards, next_obs)
     n, t = err.shape
     lengths = torch.full((n,), t, dtype=torch.int64, device=err.device)
-    g = None if groups is None else torch.as_tensor(np.asarray(groups, dtype=np.int64),
-                                                    device=err.device)
+    g = None if groups is None else to_torch(groups, err.device, np.int64)
     res = K.best_segments(err, lengths, int(length), int(start_min), g)
-    keys, eps, starts, scores = (x.cpu().numpy() for x in res)
+    keys, eps, starts, scores = (to_numpy(x) for x in res)
     found = eps >= 0
     return {"keys": keys[found], "episodes": eps[found], "starts": starts[found],
             "scores": scores[found]}
@@ -136,7 +139,7 @@ def step_errors(table, world_model, batch_size: int = 4096,
     there, and the finished ``[n]`` float32 array is copied to the host once."""
     world_model.eval()
     dev = _param(world_model).device
-    h = int(world_model.context_len)
+    context_len = int(world_model.context_len)
     up = lambda a: torch.tensor(np.asarray(a), device=dev)  # noqa: E731 (a copy: store views are read-only)
     obs, actions, rewards, next_obs = (up(a) for a in (table.obs, table.actions, table.rewards,
                                                        table.next_obs))
@@ -144,7 +147,7 @@ def step_errors(table, world_model, batch_size: int = 4096,
     idx = torch.arange(table.num_steps, device=dev) if idx is None else up(
         np.asarray(idx, dtype=np.int64))
     out = torch.empty(len(idx), dtype=torch.float32, device=dev)
-    offs = torch.arange(h, device=dev) - h
+    offs = torch.arange(context_len, device=dev) - context_len
     step = max(int(batch_size), 1)
     for lo in range(0, len(idx), step):
         part = idx[lo:lo + step]
@@ -156,4 +159,4 @@ def step_errors(table, world_model, batch_size: int = 4096,
             obs[part], actions[part], rewards[part], next_obs[part],
             torch.where(m, obs[cidx], 0.0), torch.where(m, actions[cidx], 0.0),
             torch.where(valid, rewards[cidx], 0.0), valid).float()
-    return out.cpu().numpy()
+    return to_numpy(out)

@@ -42,7 +42,8 @@ from metadt.rundir import RunDir
 from metadt.seeding import seed_everything
 from metadt.train.checkpoint import (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE, load_checkpoint,
                                      legacy_checkpoint_error, save_checkpoint)
-from metadt.train.common import RUNTIME_FIELDS, Progress, set_threads
+from metadt.runtime import set_threads
+from metadt.train.common import RUNTIME_FIELDS, Progress
 from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.run import LEGACY_MODEL_FILE, MODEL_FILE, resolve_device, save_model
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from metadt import distributed as dist
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.models import MetaDT, WorldModel
+from metadt.seeding import PROMPT_DROPOUT_KEY, keyed_rng
 from metadt.train.columns import StepTable, attach_z, compute_step_errors, compute_z
 from metadt.train.common import check_return_scale, no_timer, obs_stats, open_dataset, to_tensors
 from metadt.train.loop import Final, TrainingJob, run_training, start_process
@@ -58,7 +58,7 @@ def uses_scores(cfg: MetaDTConfig) -> bool:
 
 def check_world_model(wm: WorldModel, family: str, obs_dim: int, act_dim: int, where: str) -> None:
     """Clear errors for a world model of another family or with other dims."""
-    wm_family = getattr(wm, "family", wm.cfg.family)
+    wm_family = wm.family
     if wm_family != family:
         raise ValueError(f"{where}: world model was trained on family {wm_family!r}, "
                          f"the dataset is {family!r}")
@@ -220,7 +220,7 @@ def drop_prompts(prompt_mask: torch.Tensor, p: float, seed: int) -> torch.Tensor
     """Mask the whole prompt of a fraction ``p`` of the samples (deterministic in
     ``seed``). A fully masked prompt is exactly "no prompt" for the main sequence
     (masked keys are never attended), so the one model keeps acting zero-shot."""
-    rng = np.random.default_rng([seed, 0x9E3779B9])
+    rng = keyed_rng(seed, PROMPT_DROPOUT_KEY)
     keep = torch.from_numpy(rng.random(prompt_mask.shape[0]) >= p).to(prompt_mask.device)
     return prompt_mask & keep[:, None]
 
@@ -309,8 +309,7 @@ def train_meta_dt(data: str | Path, cfg: MetaDTConfig, out: str | Path,
                    "dataset": run_info["dataset"],
                    "state_dict": {k: v.detach().cpu() for k, v in tr.model.state_dict().items()},
                    "world_model": None if wm is None else
-                   world_model_payload(wm, getattr(wm, "family", ds.card.family),
-                                       getattr(wm, "dataset", None))}
+                   world_model_payload(wm, wm.family, wm.dataset)}
         record = {**run_info, **{k: v for k, v in summary.items() if k != "losses"}}
         return Final(payload, "run.json", record, curves=("loss", "lr", "eval_return"),
                      title=f"{cfg.method} ({cfg.family}, {cfg.quality})")

@@ -25,6 +25,7 @@ from metadt import tensorfile
 from metadt.config.meta_dt import MetaDTConfig
 from metadt.config.world_model import WorldModelConfig
 from metadt.models import MetaDT, WorldModel
+from metadt.runtime import resolve_device
 
 WM_FORMAT = "metadt-world-model"
 RUN_FORMAT = "metadt-run"
@@ -82,12 +83,6 @@ def _payload_error(where: str, exc: BaseException) -> ValueError:
     return ValueError(f"{where}: malformed model file ({type(exc).__name__}: {exc})")
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def world_model_payload(wm: WorldModel, family: str, dataset: str | None) -> dict[str, Any]:
     return {"format": WM_FORMAT, "config": wm.cfg.to_dict(), "obs_dim": wm.obs_dim,
             "act_dim": wm.act_dim, "family": family, "dataset": dataset,
@@ -101,12 +96,11 @@ def world_model_from_payload(payload: dict[str, Any], where: str = "world model"
                          "`metadt train-world-model`)")
     try:
         cfg = WorldModelConfig.from_dict(payload["config"]).validate()
-        wm = WorldModel(_dim(payload["obs_dim"]), _dim(payload["act_dim"]), cfg)
+        wm = WorldModel(_dim(payload["obs_dim"]), _dim(payload["act_dim"]), cfg,
+                        family=payload.get("family", cfg.family), dataset=payload.get("dataset"))
         wm.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         raise _payload_error(where, exc) from None
-    wm.family = payload.get("family", cfg.family)  # type: ignore[attr-defined]
-    wm.dataset = payload.get("dataset")  # type: ignore[attr-defined]
     return wm.to(resolve_device(device)).eval()
 
 

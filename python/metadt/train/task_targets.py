@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from metadt.seeding import TASK_TARGETS_KEY, keyed_rng
 from metadt.train.columns import StepTable
 
 
@@ -43,7 +44,7 @@ class TaskTargets:
         if len(tasks) and not np.all(self.task_ids[pos] == tasks):
             bad = sorted(set(tasks[self.task_ids[pos] != tasks].tolist()))
             raise ValueError(f"task targets: no training steps of task(s) {bad}")
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(i), int(rank), 0x7A]))
+        rng = keyed_rng(self.seed, i, rank, TASK_TARGETS_KEY)
         u = rng.random((len(tasks), self.k))
         off = np.minimum((u * self.count[pos][:, None]).astype(np.int64),
                          self.count[pos][:, None] - 1)
