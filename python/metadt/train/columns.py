@@ -10,10 +10,13 @@ steps); it builds no batch itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from metadt._core import StepBatch
 
 
 def _col(store, name: str) -> np.ndarray:
@@ -74,7 +77,7 @@ class StepTable:
     def steps_of_tasks(self, tasks) -> np.ndarray:
         return np.flatnonzero(np.isin(self.task, np.asarray(list(tasks), dtype=np.int64)))
 
-    def _torch(self, b: dict, device: torch.device | str) -> dict[str, torch.Tensor]:
+    def _torch(self, b: "StepBatch", device: torch.device | str) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(b[k]).to(device) for k in self.KEYS if k in b}
 
     def gather(self, idx: np.ndarray, h: int, device: torch.device | str = "cpu"
