@@ -172,6 +172,10 @@ def op_strategy(ARG=ARG, INTS=INTS):
                                                      "reseed"]), ARG, ARG, NAMES),
         st.tuples(st.just("prefetch"), st.sampled_from(["windows", "transitions", "x"]), ARG, ARG, ARG, ARG, ARG),
         st.tuples(st.just("new"), ARG, ARG, ARG),
+        st.tuples(st.just("steps"), st.one_of(st.lists(INTS, max_size=4), ARG), ARG, st.one_of(ARG, st.just(None))),
+        st.tuples(st.just("live"), st.lists(INTS, max_size=3), st.integers(-1, 3), st.one_of(FLOATS, ARG), ARG, ARG,
+                  ARG, FLOATS),
+        st.tuples(st.just("prompt_segments"), st.lists(INTS, max_size=3), st.lists(INTS, max_size=3), ARG, FLOATS),
     )
 
 
@@ -193,8 +197,12 @@ def run_op(s, op, rng):
         _, col, length, start_min, eps = op
         ok, r = call("segment_scores", s.segment_scores, col, length, start_min=start_min, episodes=eps)
         if ok and len(r["starts"]):
+            from metadt.data import segment_range
+
             lens = s.episode_lengths()
-            assert (r["starts"] >= start_min).all() and (r["starts"] + length <= lens[r["episodes"]]).all()
+            for e, st_ in zip(r["episodes"].tolist(), r["starts"].tolist()):
+                lo, hi = segment_range(int(lens[e]), length, start_min) or (0, 0)
+                assert lo <= st_ <= hi, "a segment start outside the short-episode rule"
     elif kind == "best":
         _, col, length, start_min, per, mode, seed = op
         call("best_segments", s.best_segments, col, length, start_min=start_min, per=per, mode=mode, seed=seed)
@@ -275,6 +283,40 @@ def run_op(s, op, rng):
     elif kind == "new":
         _, od, ad, cap = op
         call("TrajectoryStore", TrajectoryStore, od, ad, capacity=cap)
+    elif kind == "steps":
+        _, steps, context, chunk = op
+        ok, b = call("gather_steps", s.gather_steps, steps, context=context)
+        if ok:
+            check_transitions(s, b)
+            np.testing.assert_array_equal(b["steps"], np.asarray(steps, dtype=np.int64).reshape(-1))
+        ok, it = call("iter_steps", s.iter_steps, context=context, chunk=chunk if chunk is not None else 4096)
+        if ok:
+            seen = 0
+            for _ in range(3):
+                ok2, b = call("iter_steps.next", next, it)
+                if not ok2:
+                    break
+                np.testing.assert_array_equal(b["steps"], np.arange(seen, seen + len(b["steps"])))
+                seen += len(b["steps"])
+    elif kind == "live":
+        _, streams, obs_rows, targets, tasks, length, context, scale = op
+        n = len(streams)
+        obs = rng.normal(size=(obs_rows if obs_rows >= 0 else n, s.obs_dim))
+        ok, b = call("live_windows", s.live_windows, streams, obs, targets, tasks if tasks is not None else [0] * n,
+                     length=length, context=context, return_scale=scale)
+        if ok:
+            K = b["mask"].shape[1]
+            assert b["obs"].shape == (n, K, s.obs_dim) and b["mask"][:, -1].all(), "live window shapes"
+            assert np.isfinite(b["rtg"]).all(), "live rtg finite"
+            np.testing.assert_array_equal(b["obs"][:, -1], obs.astype(np.float32))
+    elif kind == "prompt_segments":
+        _, eps, starts, length, scale = op
+        ok, b = call("prompt_segments", s.prompt_segments, eps, starts, length, return_scale=scale)
+        if ok:
+            lens = s.episode_lengths()
+            assert (b["prompt_starts"] + np.minimum(b["prompt_obs"].shape[1], lens[b["prompt_episodes"]])
+                    <= lens[b["prompt_episodes"]]).all(), "prompt segment inside its episode"
+            assert np.isfinite(b["prompt_rtg"]).all()
 
 
 def base_store(rng, od, ad, n_eps, capacity=None):

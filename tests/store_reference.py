@@ -229,10 +229,10 @@ def segment_scores(eps: list[Episode], column: str, k: int, start_min: int, epis
     E, S, V = [], [], []
     for e in idx:
         ep = eps[e]
-        for s in range(start_min, ep.T - k + 1):
+        for s in candidate_starts(ep.T, k, start_min):  # the short-episode rule, as prompts
             E.append(e)
             S.append(s)
-            V.append(segment_score(ep, column, s, k))
+            V.append(segment_score(ep, column, s, min(k, ep.T)))
     return {"episodes": np.array(E, np.int64), "starts": np.array(S, np.int64), "scores": np.array(V, np.float64)}
 
 

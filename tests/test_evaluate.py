@@ -8,7 +8,8 @@ import torch
 from metadt.config.evaluate import EvaluateConfig
 from metadt.evaluate.evaluator import Evaluator, Subject, TaskTargets, eval_task_ids
 from metadt.evaluate.few_shot import own_prompts, stack_prompts
-from metadt.evaluate.history import ACTION_PAD, LiveHistory, segment_prompt
+from metadt._core import ACTION_PAD
+from metadt.evaluate.history import record_steps
 from metadt.evaluate.metrics import normalized, summarize, task_rows
 from metadt.evaluate.rollout import rollout
 
@@ -109,19 +110,30 @@ def walk_return(a, goal, horizon):
 
 
 # -------------------------------------------------------------- history
-def test_history_left_pads_windows_and_contexts():
-    K, h, H = 4, 3, 6
-    hist = LiveHistory(2, 1, 1, H, K, h, return_scale=10.0, tasks=[0, 1])
-    hist.reset(np.zeros((2, 1)), np.array([-5.0, -20.0]))
-    b = hist.batch()
+def test_live_windows_left_pad_windows_and_contexts():
+    from metadt import TrajectoryStore
+
+    K, h = 4, 3
+    live = TrajectoryStore(1, 1)
+    streams, tasks, targets = np.array([0, 1]), np.array([0, 1]), np.array([-5.0, -20.0])
+
+    def batch(obs):
+        return live.live_windows(streams, obs, targets, tasks, length=K, context=h, return_scale=10.0)
+
+    obs = np.zeros((2, 1))
+    b = batch(obs)
     assert b["obs"].shape == (2, K, 1) and b["ctx_obs"].shape == (2, K + h, 1)
     np.testing.assert_array_equal(b["mask"][0], [False, False, False, True])
     np.testing.assert_array_equal(b["actions"][0, :3, 0], [ACTION_PAD] * 3)
     np.testing.assert_allclose(b["rtg"][:, -1], [-0.5, -2.0])
+    np.testing.assert_array_equal(b["tasks"], [0, 1])
+    np.testing.assert_array_equal(b["episodes"], [-1, -1])
     assert not b["ctx_mask"].any(), "t=0: the context is all padding"
     assert np.all(b["ctx_obs"] == 0) and np.all(b["ctx_rewards"] == 0)
-    hist.record(np.array([[1.0], [-1.0]]), np.array([-2.0, -4.0]), np.array([[1.0], [-1.0]]))
-    b = hist.batch()
+    nxt = np.array([[1.0], [-1.0]])
+    record_steps(live, streams, tasks, obs, np.array([[1.0], [-1.0]]), np.array([-2.0, -4.0]), nxt)
+    obs = nxt
+    b = batch(obs)
     # context of the last position = ctx[K-1 : K-1+h]: one real transition (step 0), left-padded
     c = slice(K - 1, K - 1 + h)
     np.testing.assert_array_equal(b["ctx_mask"][0, c], [False, False, True])
@@ -131,13 +143,21 @@ def test_history_left_pads_windows_and_contexts():
     np.testing.assert_allclose(b["rtg"][:, -2:], [[-0.5, -0.3], [-2.0, -1.6]])
     np.testing.assert_array_equal(b["timesteps"][0], [0, 0, 0, 1])
     np.testing.assert_allclose(b["actions"][:, -2, 0], [1.0, -1.0])  # step 0's action
+    np.testing.assert_allclose(b["obs"][:, -1, 0], [1.0, -1.0])      # the current obs
     assert b["actions"][0, -1, 0] == 0.0                              # step t: unknown yet
+    assert b["rewards"][0, -1] == 0.0 and not b["ctx_mask"][:, -1].any()
     for _ in range(4):
-        hist.record(np.array([[1.0], [1.0]]), np.array([0.0, 0.0]), hist.obs[:, hist.t] + 1)
-    b = hist.batch()  # t = 5: the context of the last position is steps 2..4, all real
+        record_steps(live, streams, tasks, obs, np.ones((2, 1)), np.zeros(2), obs + 1)
+        obs = obs + 1
+    b = batch(obs)  # t = 5: the context of the last position is steps 2..4, all real
     assert b["ctx_mask"][:, c].all()
     np.testing.assert_array_equal(b["timesteps"][0], [2, 3, 4, 5])
     assert b["mask"].all()
+    # a stream's task is its open episode's: asking for another is an error, as is a bad shape
+    with pytest.raises(ValueError, match="task"):
+        live.live_windows(streams, obs, targets, np.array([1, 1]), length=K)
+    with pytest.raises(ValueError, match="obs"):
+        live.live_windows(streams, obs[:1], targets, tasks, length=K)
 
 
 def test_rollout_constant_policy_known_returns():
@@ -170,15 +190,22 @@ def test_rollout_context_policy_finds_the_goal():
 
 
 # ---------------------------------------------------------------- prompts
-def test_segment_prompt_rtg_and_timesteps():
-    rewards = np.array([[-1.0, -2.0, -3.0, -4.0]])
-    obs = np.arange(4, dtype=float).reshape(1, 4, 1)
-    p = segment_prompt(obs, np.zeros((1, 4, 1)), rewards, np.array([1]), 2, return_scale=10.0)
-    np.testing.assert_allclose(p.rtg, [[-0.9, -0.7]])
-    np.testing.assert_array_equal(p.timesteps, [[1, 2]])
-    np.testing.assert_allclose(p.obs[0, :, 0], [1.0, 2.0])
-    with pytest.raises(ValueError):
-        segment_prompt(obs, np.zeros((1, 4, 1)), rewards, np.array([3]), 2, return_scale=10.0)
+def test_prompt_segments_rtg_timesteps_and_short_episodes():
+    from metadt import TrajectoryStore
+
+    s = TrajectoryStore(1, 1)
+    s.add_episode(np.arange(4.0)[:, None], np.zeros((4, 1)), np.array([-1.0, -2.0, -3.0, -4.0]))
+    s.add_episode(np.full((1, 1), 7.0), np.full((1, 1), 0.5), np.array([-1.0]))
+    p = s.prompt_segments([0, 1], [1, 0], 2, return_scale=10.0)
+    np.testing.assert_allclose(p["prompt_rtg"], [[-0.9, -0.7], [0.0, -0.1]], rtol=1e-6)
+    np.testing.assert_array_equal(p["prompt_timesteps"], [[1, 2], [0, 0]])
+    np.testing.assert_allclose(p["prompt_obs"][:, :, 0], [[1.0, 2.0], [0.0, 7.0]])
+    np.testing.assert_array_equal(p["prompt_mask"], [[True, True], [False, True]])
+    np.testing.assert_allclose(p["prompt_actions"][1, :, 0], [ACTION_PAD, 0.5])
+    np.testing.assert_array_equal(p["prompt_episodes"], [0, 1])
+    for eps, starts in (([0], [3]), ([1], [1]), ([2], [0]), ([0, 1], [0])):
+        with pytest.raises(ValueError):
+            s.prompt_segments(eps, starts, 2, return_scale=10.0)
 
 
 def test_own_prompt_comes_from_the_best_own_episode():
@@ -392,8 +419,8 @@ def test_expert_prompt_is_a_segment_of_the_best_dataset_episode():
 
 
 def test_live_batches_equal_the_training_windows():
-    """Replaying a stored episode through LiveHistory gives the sample_windows window
-    ending at the same step (what the policy saw in training), key by key."""
+    """Replaying a stored episode through the store's live streams gives the sample_windows
+    window ending at the same step (what the policy saw in training), key by key."""
     from metadt import TrajectoryStore
 
     rng = np.random.default_rng(0)
@@ -409,25 +436,28 @@ def test_live_batches_equal_the_training_windows():
     b = store.sample_windows(64, length=K, context=h, return_scale=scale, seed=1)
     checked = 0
     for i in range(64):
-        obs, act, rew = eps[int(b["episodes"][i])]
+        e = int(b["episodes"][i])
+        obs, act, rew = eps[e]
         end = int(b["timesteps"][i][-1])
-        hist = LiveHistory(1, 2, 1, T, K, h, return_scale=scale)
-        hist.reset(obs[:1], np.array([rew.astype(np.float64).sum()]))
+        live = TrajectoryStore(2, 1)
+        streams, tasks = np.array([5]), np.array([e % 2])
         for t in range(end):
-            hist.record(act[t:t + 1], rew[t:t + 1], obs[t + 1:t + 2])
-        live = hist.batch()
-        for key in ("obs", "rtg", "timesteps", "mask"):
-            np.testing.assert_allclose(live[key][0], np.asarray(b[key][i]), rtol=1e-5, atol=1e-5,
-                                       err_msg=key)
+            record_steps(live, streams, tasks, obs[t:t + 1], act[t:t + 1], rew[t:t + 1],
+                         obs[t + 1:t + 2])
+        target = np.array([rew.astype(np.float64).sum()])
+        lb = live.live_windows(streams, obs[end:end + 1], target, tasks, length=K, context=h,
+                               return_scale=scale)
+        assert sorted(lb) == sorted(b), "one layout: the same keys"
+        for key in ("obs", "timesteps", "mask", "tasks"):
+            np.testing.assert_array_equal(lb[key][0], np.asarray(b[key][i]), err_msg=key)
+        # rtg: the target minus the rewards received, against the stored reward-to-go
+        np.testing.assert_allclose(lb["rtg"][0], np.asarray(b["rtg"][i]), rtol=1e-6, atol=1e-7)
         # actions and rewards: equal except at the current step, unknown when acting
-        np.testing.assert_allclose(live["actions"][0, :-1], np.asarray(b["actions"][i])[:-1],
-                                   atol=1e-6)
-        np.testing.assert_allclose(live["rewards"][0, :-1], np.asarray(b["rewards"][i])[:-1],
-                                   atol=1e-6)
+        np.testing.assert_array_equal(lb["actions"][0, :-1], np.asarray(b["actions"][i])[:-1])
+        np.testing.assert_array_equal(lb["rewards"][0, :-1], np.asarray(b["rewards"][i])[:-1])
         # contexts: every context any window position uses (all but the last slot)
         for key in ("ctx_obs", "ctx_actions", "ctx_rewards", "ctx_mask"):
-            np.testing.assert_allclose(live[key][0, :-1], np.asarray(b[key][i])[:-1], atol=1e-6,
-                                       err_msg=key)
+            np.testing.assert_array_equal(lb[key][0, :-1], np.asarray(b[key][i])[:-1], err_msg=key)
         checked += 1
     assert checked == 64
 

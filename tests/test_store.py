@@ -416,18 +416,29 @@ def test_missing_store_and_files(tmp_path):
         TrajectoryStore.load(p)
 
 
-def test_segments_short_episodes_skipped():
+def test_segments_follow_the_short_episode_rule():
+    """segment_scores enumerates the prompt sampler's candidate starts (segment_range): an
+    episode with T < start_min + k has the starts [0, T-k], one with T < k its whole self."""
+    from metadt.data import segment_range
+
     s = TrajectoryStore(1, 1)
-    for T in (1, 3, 8):
+    for T in (1, 3, 5, 8):
         s.add_episode(np.zeros((T, 1)), np.zeros((T, 1)), np.arange(T, dtype=np.float32), task=0)
     seg = s.segment_scores("rewards", length=4, start_min=2)
-    assert set(seg["episodes"].tolist()) == {2}
-    assert seg["starts"].tolist() == [2, 3, 4]
-    assert seg["scores"].tolist() == [2 + 3 + 4 + 5, 3 + 4 + 5 + 6, 4 + 5 + 6 + 7]
+    assert seg["episodes"].tolist() == [0, 1, 2, 2, 3, 3, 3]
+    assert seg["starts"].tolist() == [0, 0, 0, 1, 2, 3, 4]
+    assert seg["scores"].tolist() == [0, 0 + 1 + 2, 0 + 1 + 2 + 3, 1 + 2 + 3 + 4,
+                                      2 + 3 + 4 + 5, 3 + 4 + 5 + 6, 4 + 5 + 6 + 7]
+    assert [segment_range(T, 4, 2) for T in (1, 3, 5, 8)] == [None, None, (0, 1), (2, 4)]
     best = s.best_segments("rewards", length=4, start_min=2, per="episode")
-    assert best["keys"].tolist() == [2] and best["starts"].tolist() == [4]
-    none = s.best_segments("rewards", length=50)
-    assert len(none["keys"]) == 0
+    assert best["keys"].tolist() == [0, 1, 2, 3] and best["starts"].tolist() == [0, 0, 1, 4]
+    whole = s.best_segments("rewards", length=50)
+    assert whole["starts"].tolist() == [0] and whole["episodes"].tolist() == [3]
+    # the prompt sampler picks the same segments (argmax over the same candidates)
+    s.attach_column("score", np.asarray(s.column("rewards")).reshape(-1, 1))
+    b = s.sample_windows(64, length=2, prompt=PromptSpec(4, "score", "argmax", start_min=2), seed=0)
+    for e, st in zip(b["prompt_episodes"].tolist(), b["prompt_starts"].tolist()):
+        assert st == best["starts"][e]
 
 
 def test_prefetch_matches_sampler_and_stops():

@@ -113,9 +113,10 @@ def test_huge_start_min_falls_back_instead_of_wrapping():
     s = small_store(lengths=(5, 8, 3))
     lengths = s.episode_lengths()
     for start_min in (2**63, 2**64 - 1, 2**64 - 3):
-        # segment_scores: no segment fits (never a wrapped start)
+        # segment_scores: the same fallback as prompts, [0, T-k] (never a wrapped start)
         seg = s.segment_scores("rewards", 2, start_min=start_min)
-        assert len(seg["starts"]) == 0
+        want = [st for T in lengths for st in range(T - 1)]
+        assert seg["starts"].tolist() == want
         # prompts: T < start_min + k, so candidates fall back to [0, T-k] (the documented rule)
         b = s.sample_windows(64, length=2, prompt=PromptSpec(2, None, "last", start_min=start_min), seed=0)
         ends = lengths[b["prompt_episodes"]] - 2

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Literal, Mapping, Sequence, Tuple, Union
+from typing import Any, Iterator, Literal, Mapping, NotRequired, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -10,18 +10,121 @@ import numpy.typing as npt
 FORMAT_VERSION: int
 """On-disk format version written by `TrajectoryStore.save`."""
 ACTION_PAD: float
-"""Value of padded actions in windows and prompts (-10.0)."""
+"""Value of padded actions in windows and prompts (-10.0); every other padded entry of every batch is 0 / False."""
+
+# ---------------------------------------------------------------- names (one definition each)
+PromptStrategy = Literal["argmax", "proportional", "random", "last"]
+"""How a prompt segment is chosen (`PromptSpec.strategy`; the Rust enum `Strategy`)."""
+PROMPT_STRATEGIES: tuple[PromptStrategy, ...]
+"""The strategy names at run time, from the Rust enum: ("argmax", "proportional", "random", "last")."""
+SegmentMode = Literal["argmax", "proportional"]
+"""The strategies that score segments (`best_segments(mode=)`; need a score column)."""
+Anchor = Literal["start", "end"]
+"""Which step of a `sample_windows` window is drawn uniformly over the steps."""
+ANCHORS: tuple[Anchor, ...]
+Per = Literal["task", "episode"]
 
 _Floats = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 _Tasks = Union[int, Sequence[int], npt.NDArray[np.integer], None]
+_Ints = Union[int, Sequence[int], npt.NDArray[np.integer]]
 _Prompt = Union[Any, Mapping[str, Any], Tuple[int, str | None, str], Tuple[int, str | None, str, int], None]
-Batch = dict[str, np.ndarray]
+_F32 = npt.NDArray[np.float32]
+_I64 = npt.NDArray[np.int64]
+_Bool = npt.NDArray[np.bool_]
+
+# ---------------------------------------------------------------- batch schemas
+# B = batch rows, K = window length, h = context length, k = prompt length.
+# Keys marked NotRequired are present only when asked for (context h > 0, prompt=...).
+
+class TransitionBatch(TypedDict):
+    """`sample_transitions` (and `gather_steps` / `iter_steps`, plus `steps`)."""
+
+    obs: _F32                        # [B, obs_dim]
+    actions: _F32                    # [B, act_dim]
+    rewards: _F32                    # [B]
+    next_obs: _F32                   # [B, obs_dim]
+    terminals: _F32                  # [B]
+    tasks: _I64                      # [B]
+    episodes: _I64                   # [B] (-1: an open episode)
+    timesteps: _I64                  # [B] step t within its episode
+    ctx_obs: NotRequired[_F32]       # [B, h, obs_dim]: the h steps strictly before t, oldest first
+    ctx_actions: NotRequired[_F32]   # [B, h, act_dim]
+    ctx_rewards: NotRequired[_F32]   # [B, h]
+    ctx_mask: NotRequired[_Bool]     # [B, h] False on left padding (zeros)
+
+class StepBatch(TransitionBatch):
+    """`gather_steps` / `iter_steps`: given steps of the complete episodes, in order."""
+
+    steps: _I64                      # [B] global step index (row of every column)
+
+class PromptBatch(TypedDict):
+    """The prompt keys of `sample_windows(prompt=...)`, and `prompt_segments`."""
+
+    prompt_obs: _F32                 # [B, k, obs_dim] (padding 0)
+    prompt_actions: _F32             # [B, k, act_dim] (padding ACTION_PAD)
+    prompt_rewards: _F32             # [B, k]
+    prompt_rtg: _F32                 # [B, k] return-to-go / return_scale (padding 0)
+    prompt_timesteps: _I64           # [B, k] (padding 0)
+    prompt_mask: _Bool               # [B, k] False on padding
+    prompt_episodes: _I64            # [B]
+    prompt_starts: _I64              # [B]
+
+class WindowBatch(TypedDict):
+    """`sample_windows` (training) and `live_windows` (evaluation): one layout.
+
+    Each requested attached column is also returned under its own name, [B, K, d]
+    (not part of this schema: read it as ``batch[name]``)."""
+
+    obs: _F32                        # [B, K, obs_dim] (padding 0)
+    actions: _F32                    # [B, K, act_dim] (padding ACTION_PAD)
+    rewards: _F32                    # [B, K]
+    rtg: _F32                        # [B, K] return-to-go / return_scale (padding 0)
+    timesteps: _I64                  # [B, K] (padding 0)
+    mask: _Bool                      # [B, K] False on left padding
+    tasks: _I64                      # [B]
+    episodes: _I64                   # [B] (-1: a live episode)
+    ctx_obs: NotRequired[_F32]       # [B, K+h, obs_dim]; position j's context is ctx_*[:, j:j+h]
+    ctx_actions: NotRequired[_F32]   # [B, K+h, act_dim] (padding 0)
+    ctx_rewards: NotRequired[_F32]   # [B, K+h]
+    ctx_mask: NotRequired[_Bool]     # [B, K+h]
+    prompt_obs: NotRequired[_F32]
+    prompt_actions: NotRequired[_F32]
+    prompt_rewards: NotRequired[_F32]
+    prompt_rtg: NotRequired[_F32]
+    prompt_timesteps: NotRequired[_I64]
+    prompt_mask: NotRequired[_Bool]
+    prompt_episodes: NotRequired[_I64]
+    prompt_starts: NotRequired[_I64]
+
+class SegmentScores(TypedDict):
+    episodes: _I64                   # [M]
+    starts: _I64                     # [M]
+    scores: npt.NDArray[np.float64]  # [M]
+
+class BestSegments(SegmentScores):
+    keys: _I64                       # [M] task ids or episode indices, ascending
+
+Batch = Union[WindowBatch, TransitionBatch]
 
 def derive_seed(seed: int, index: int) -> int:
     """Seed of batch `index` of `prefetch(seed=seed)`."""
 
 def parallel_available() -> bool:
     """False in a process forked after its parent used the rayon pool (then sampling runs serially)."""
+
+def segment_range(steps: int, length: int, start_min: int = 0) -> tuple[int, int] | None:
+    """The short-episode rule (the one definition): candidate starts (lo, hi) of a length-`length`
+    segment of an episode of `steps` steps: [start_min, steps-length], or [0, steps-length] when
+    steps < start_min + length; None when steps < length (the whole episode, start 0, left-padded)."""
+
+class StepIter(Iterator[StepBatch]):
+    """`TrajectoryStore.iter_steps`: every step (or the given steps) in order, in chunks."""
+
+    def __iter__(self) -> StepIter: ...
+    def __next__(self) -> StepBatch: ...
+    def __len__(self) -> int: ...
+    @property
+    def num_steps(self) -> int: ...
 
 class Prefetch(Iterator[Batch]):
     """Batches prepared on a Rust thread; batch i == sampler(seed=derive_seed(seed, i))."""
@@ -129,7 +232,7 @@ class TrajectoryStore:
 
     # ---- sampling
     def reseed(self, seed: int) -> None: ...
-    def sample_transitions(self, batch: int, context: int = 4, tasks: _Tasks = None, seed: int | None = None) -> Batch: ...
+    def sample_transitions(self, batch: int, context: int = 4, tasks: _Tasks = None, seed: int | None = None) -> TransitionBatch: ...
     def sample_windows(
         self,
         batch: int,
@@ -140,25 +243,48 @@ class TrajectoryStore:
         prompt: _Prompt = None,
         tasks: _Tasks = None,
         seed: int | None = None,
-        anchor: Literal["start", "end"] = "end",
-    ) -> Batch:
+        anchor: Anchor = "end",
+    ) -> WindowBatch:
         """K-step windows around a step drawn uniformly over the steps: anchor="end" ends the window
         there, anchor="start" starts it there (clipped at the episode end); see docs/store.md.
         `return_scale` must be finite, > 0, representable in float32 and keep every
         return-to-go / return_scale finite in float32 (else ValueError)."""
     def segment_scores(
         self, column: str, length: int, start_min: int = 0, episodes: Sequence[int] | npt.NDArray[np.integer] | None = None
-    ) -> dict[str, np.ndarray]: ...
+    ) -> SegmentScores:
+        """Every segment whose start is a candidate of `segment_range` (every episode has one)."""
     def best_segments(
         self,
         column: str,
         length: int,
         start_min: int = 0,
-        per: Literal["task", "episode"] = "task",
-        mode: Literal["argmax", "proportional"] = "argmax",
+        per: Per = "task",
+        mode: SegmentMode = "argmax",
         seed: int | None = None,
         episodes: Sequence[int] | npt.NDArray[np.integer] | None = None,
-    ) -> dict[str, np.ndarray]: ...
+    ) -> BestSegments: ...
+    def gather_steps(self, steps: _Ints, context: int = 4) -> StepBatch:
+        """The given steps of the complete episodes (global indices: row n of every column), in order,
+        each with its `context` transitions strictly before it (the `sample_transitions` layout)."""
+    def iter_steps(self, context: int = 4, chunk: int = 4096, steps: _Ints | None = None) -> StepIter:
+        """Every step of the complete episodes in order (or the given `steps`), `chunk` per batch:
+        `gather_steps` batches, each filled with the GIL released."""
+    def live_windows(
+        self,
+        streams: _Ints,
+        obs: npt.ArrayLike,
+        targets: npt.ArrayLike,
+        tasks: _Ints,
+        length: int = 20,
+        context: int = 0,
+        return_scale: float = 1.0,
+    ) -> WindowBatch:
+        """The policy input of live episodes (the open episodes of `add_step(stream=...)`): per stream,
+        the `sample_windows` window ending at its current step t (the number of steps its open episode
+        holds), whose observation is `obs[i]` and whose action and reward are unknown (0);
+        rtg = (targets[i] - rewards received before each step) / return_scale."""
+    def prompt_segments(self, episodes: _Ints, starts: _Ints, length: int, return_scale: float = 1.0) -> PromptBatch:
+        """Prompts of given segments of complete episodes (the `prompt_*` layout of `sample_windows`)."""
     def prefetch(
         self,
         kind: Literal["windows", "transitions"] = "windows",

@@ -60,6 +60,7 @@ mod python;
 
 pub use error::{Error, Result};
 pub use rng::derive_seed;
-pub use sample::{Anchor, Batch, DType, FieldData, FieldSpec, PromptSpec, TransitionSpec, WindowSpec, ACTION_PAD};
+pub use sample::{scaled_rtg, Anchor, Batch, DType, FieldData, FieldSpec, LiveSpec, PromptSpec, SegmentSpec, StepsSpec, TransitionSpec, WindowSpec, ACTION_PAD};
+pub use segments::segment_starts;
 pub use segments::{Per, Segments, Strategy};
 pub use store::Store;

@@ -20,7 +20,8 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::error::Error;
 use crate::rng::derive_seed as derive;
-use crate::sample::{Anchor, Batch, DType, FieldData, FieldSpec, PromptSpec, RawOut, TransitionSpec, WindowSpec};
+use crate::sample::{Anchor, Batch, DType, FieldData, FieldSpec, LiveSpec, PromptSpec, RawOut, SegmentSpec, StepsSpec,
+                    TransitionSpec, WindowSpec};
 use crate::segments::{Per, Segments, Strategy};
 use crate::store::{Buf, Store};
 
@@ -246,9 +247,14 @@ fn i64s(py: Python<'_>, v: impl IntoIterator<Item = usize>) -> Bound<'_, PyArray
     v.into_iter().map(|x| x as i64).collect::<Vec<_>>().into_pyarray(py)
 }
 
+/// Every kind of batch the store builds (one plan / fill path each; the
+/// deterministic kinds ignore the seed).
 enum Kind {
     Windows(WindowSpec),
     Transitions(TransitionSpec),
+    Steps(StepsSpec),
+    Live(LiveSpec),
+    Segments(SegmentSpec),
 }
 
 impl Kind {
@@ -256,6 +262,9 @@ impl Kind {
         match self {
             Kind::Windows(w) => s.plan_windows(w),
             Kind::Transitions(t) => s.plan_transitions(t),
+            Kind::Steps(t) => s.plan_steps(t),
+            Kind::Live(l) => s.plan_live(l),
+            Kind::Segments(g) => s.plan_segments(g),
         }
     }
     /// # Safety: as `fill_windows` / `fill_transitions`.
@@ -263,14 +272,54 @@ impl Kind {
         match self {
             Kind::Windows(w) => s.fill_windows(w, seed, outs),
             Kind::Transitions(t) => s.fill_transitions(t, seed, outs),
+            Kind::Steps(t) => s.fill_steps(t, outs),
+            Kind::Live(l) => s.fill_live(l, outs),
+            Kind::Segments(g) => s.fill_segments(g, outs),
         }
     }
     fn sample(&self, s: &Store, seed: u64) -> crate::Result<Batch> {
         match self {
             Kind::Windows(w) => s.sample_windows(w, Some(seed)),
             Kind::Transitions(t) => s.sample_transitions(t, Some(seed)),
+            Kind::Steps(t) => {
+                let plan = s.plan_steps(t)?;
+                let (batch, outs) = Batch::alloc(plan)?;
+                // SAFETY: outs point into `batch`, allocated from the validated plan.
+                unsafe { s.fill_steps(t, &outs) };
+                Ok(batch)
+            }
+            Kind::Live(l) => s.live_windows(l),
+            Kind::Segments(g) => s.prompt_segments(g),
         }
     }
+}
+
+/// Plan under the read lock, allocate the NumPy outputs with the GIL, then
+/// fill them with the GIL released (re-planning under the lock: a store that
+/// changed shape meanwhile is an error, never a wrong write).
+fn build<'py>(py: Python<'py>, inner: &Arc<RwLock<Store>>, kind: Kind, seed: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
+    let (plan, seed) = {
+        let s = read(inner);
+        let plan = kind.plan(&s).map_err(to_py)?;
+        (plan, seed.unwrap_or_else(|| s.next_call_seed()))
+    };
+    let (dict, arrays, outs) = alloc_numpy(py, &plan)?;
+    let inner = inner.clone();
+    let ok = py.detach(move || {
+        let s = read(&inner);
+        match kind.plan(&s) {
+            Ok(p) if same_plan(&p, &plan) => {
+                // SAFETY: arrays allocated from this same plan, under the same lock now.
+                unsafe { kind.fill(&s, seed, &outs) };
+                Ok(())
+            }
+            Ok(_) => Err(Error::invalid("the store changed shape while sampling (concurrent modification); retry")),
+            Err(e) => Err(e),
+        }
+    });
+    drop(arrays); // the dict holds every array now that the fill is done
+    ok.map_err(to_py)?;
+    Ok(dict)
 }
 
 fn same_plan(a: &[FieldSpec], b: &[FieldSpec]) -> bool {
@@ -279,28 +328,7 @@ fn same_plan(a: &[FieldSpec], b: &[FieldSpec]) -> bool {
 
 impl PyStore {
     fn sample<'py>(&self, py: Python<'py>, kind: Kind, seed: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
-        let (plan, seed) = {
-            let s = read(&self.inner);
-            let plan = kind.plan(&s).map_err(to_py)?;
-            (plan, seed.unwrap_or_else(|| s.next_call_seed()))
-        };
-        let (dict, arrays, outs) = alloc_numpy(py, &plan)?;
-        let inner = self.inner.clone();
-        let ok = py.detach(move || {
-            let s = read(&inner);
-            match kind.plan(&s) {
-                Ok(p) if same_plan(&p, &plan) => {
-                    // SAFETY: arrays allocated from this same plan, under the same lock now.
-                    unsafe { kind.fill(&s, seed, &outs) };
-                    Ok(())
-                }
-                Ok(_) => Err(Error::invalid("the store changed shape while sampling (concurrent modification); retry")),
-                Err(e) => Err(e),
-            }
-        });
-        drop(arrays); // the dict holds every array now that the fill is done
-        ok.map_err(to_py)?;
-        Ok(dict)
+        build(py, &self.inner, kind, seed)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -674,6 +702,103 @@ impl PyStore {
         segments_dict(py, s, true)
     }
 
+    /// The given steps of the complete episodes (global indices: row n of every column), in order, each
+    /// with its `context` transitions strictly before it in its episode: the `sample_transitions` layout
+    /// (obs, actions, rewards, next_obs, terminals, tasks, episodes, timesteps, ctx_* with context h > 0)
+    /// plus `steps` (the indices). See docs/store.md.
+    #[pyo3(signature = (steps, context=Count(4)), text_signature = "(self, steps, context=4)")]
+    fn gather_steps<'py>(&self, py: Python<'py>, steps: &Bound<'_, PyAny>, context: Count) -> PyResult<Bound<'py, PyDict>> {
+        if steps.is_none() {
+            return Err(verr("steps must be step indices (ints >= 0), not None"));
+        }
+        let steps = opt_episodes(Some(steps))?.unwrap_or_default();
+        let n = steps.len();
+        build(py, &self.inner, Kind::Steps(StepsSpec { steps: Arc::new(steps), range: (0, n), context: context.0 }), None)
+    }
+
+    /// Every step of the complete episodes in order (or the given `steps`), in batches of `chunk`:
+    /// an iterator of `gather_steps` batches (each filled with the GIL released). See docs/store.md.
+    #[pyo3(signature = (context=Count(4), chunk=Count(4096), steps=None),
+           text_signature = "(self, context=4, chunk=4096, steps=None)")]
+    fn iter_steps(&self, context: Count, chunk: Count, steps: Option<&Bound<'_, PyAny>>) -> PyResult<StepIter> {
+        if chunk.0 == 0 {
+            return Err(verr("chunk must be >= 1"));
+        }
+        let steps = match opt_episodes(steps)? {
+            Some(v) => {
+                let n = read(&self.inner).num_steps();
+                if let Some(&bad) = v.iter().find(|&&x| x >= n) {
+                    return Err(verr(format!("step {bad} out of range (the store has {n} steps in complete episodes)")));
+                }
+                v
+            }
+            None => (0..read(&self.inner).num_steps()).collect(),
+        };
+        Ok(StepIter { store: self.inner.clone(), steps: Arc::new(steps), context: context.0, chunk: chunk.0,
+                      next: Mutex::new(0) })
+    }
+
+    /// The policy input of live episodes, laid out as `sample_windows` lays out a window ending at the
+    /// current step: one row per stream (the `stream` of `add_step`), its window ending at step t = the
+    /// number of transitions its open episode holds (0 without one). `obs` [N, obs_dim] is the current
+    /// observation; its action and reward are not known yet (0); rtg = (target - rewards received) /
+    /// return_scale; `tasks` = `tasks`, `episodes` = -1; with context h: ctx_* of steps [t-K-h+1, t],
+    /// step t masked. See docs/store.md.
+    #[pyo3(signature = (streams, obs, targets, tasks, length=Count(20), context=Count(0), return_scale=1.0),
+           text_signature = "(self, streams, obs, targets, tasks, length=20, context=0, return_scale=1.0)")]
+    #[allow(clippy::too_many_arguments)]
+    fn live_windows<'py>(&self, py: Python<'py>, streams: &Bound<'_, PyAny>, obs: &Bound<'_, PyAny>,
+                         targets: &Bound<'_, PyAny>, tasks: &Bound<'_, PyAny>, length: Count, context: Count,
+                         return_scale: f64) -> PyResult<Bound<'py, PyDict>> {
+        if streams.is_none() || tasks.is_none() {
+            return Err(verr("streams and tasks must be ints (one per stream), not None"));
+        }
+        let streams = opt_tasks(Some(streams))?.unwrap_or_default();
+        let tasks = opt_tasks(Some(tasks))?.unwrap_or_default();
+        let od = read(&self.inner).obs_dim;
+        let (o, oshape) = floats(obs, "obs", true)?;
+        let n = streams.len();
+        let shape_ok = matches!(oshape.as_slice(), [a, b] if *a == n && *b == od)
+            || (od == 1 && matches!(oshape.as_slice(), [a] if *a == n));
+        if !shape_ok {
+            return Err(verr(format!("obs: expected shape ({n}, obs_dim={od}) (one row per stream), got {oshape:?}")));
+        }
+        let t64 = targets.py().import("numpy")?.call_method1("asarray", (targets, "float64"))
+            .map_err(|e| verr(format!("targets: expected numbers ({e})")))?;
+        let scalar = t64.getattr("ndim")?.extract::<usize>()? == 0;
+        let v: Vec<f64> = t64.call_method0("ravel")?.call_method0("tolist")?.extract()?;
+        let targets = if scalar { vec![v[0]; n] } else { v };
+        if targets.len() != n {
+            return Err(verr(format!("targets: expected {n} values (one per stream) or a scalar, got {}", targets.len())));
+        }
+        let scale = return_scale as f32;
+        if !(return_scale.is_finite() && return_scale > 0.0 && scale.is_finite() && scale > 0.0) {
+            return Err(verr(format!("return_scale must be a finite number > 0 that float32 can hold (got {return_scale:?})")));
+        }
+        let spec = LiveSpec { streams, tasks, obs: o, targets, length: length.0, context: context.0, return_scale: scale };
+        build(py, &self.inner, Kind::Live(spec), None)
+    }
+
+    /// Prompts from given segments of complete episodes (`length` steps of `episodes[i]` from
+    /// `starts[i]`; an episode shorter than `length` is used whole, start 0, left-padded), in the
+    /// `prompt_*` layout of `sample_windows`. See docs/store.md.
+    #[pyo3(signature = (episodes, starts, length, return_scale=1.0),
+           text_signature = "(self, episodes, starts, length, return_scale=1.0)")]
+    fn prompt_segments<'py>(&self, py: Python<'py>, episodes: &Bound<'_, PyAny>, starts: &Bound<'_, PyAny>,
+                            length: Count, return_scale: f64) -> PyResult<Bound<'py, PyDict>> {
+        if episodes.is_none() || starts.is_none() {
+            return Err(verr("episodes and starts must be ints >= 0 (one per segment), not None"));
+        }
+        let episodes = opt_episodes(Some(episodes))?.unwrap_or_default();
+        let starts = opt_episodes(Some(starts)).map_err(|_| verr("starts must be ints >= 0"))?.unwrap_or_default();
+        let scale = return_scale as f32;
+        if !(return_scale.is_finite() && return_scale > 0.0 && scale.is_finite() && scale > 0.0) {
+            return Err(verr(format!("return_scale must be a finite number > 0 that float32 can hold (got {return_scale:?})")));
+        }
+        let spec = SegmentSpec { episodes, starts, length: length.0, return_scale: scale };
+        build(py, &self.inner, Kind::Segments(spec), None)
+    }
+
     /// Iterator of batches prepared on a Rust thread (see docs/store.md).
     #[pyo3(signature = (kind="windows", depth=Count(2), num_batches=None, seed=None, **kwargs),
            text_signature = "(self, kind='windows', depth=2, num_batches=None, seed=None, **kwargs)")]
@@ -879,6 +1004,60 @@ impl Prefetch {
     }
 }
 
+/// Every step of a store (or given steps), in chunks: see `TrajectoryStore.iter_steps`.
+#[pyclass(module = "metadt._core", frozen)]
+pub struct StepIter {
+    store: Arc<RwLock<Store>>,
+    steps: Arc<Vec<usize>>,
+    context: usize,
+    chunk: usize,
+    next: Mutex<usize>,
+}
+
+#[pymethods]
+impl StepIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let range = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let lo = *next;
+            if lo >= self.steps.len() {
+                return Err(PyStopIteration::new_err(()));
+            }
+            let hi = lo.saturating_add(self.chunk).min(self.steps.len());
+            *next = hi;
+            (lo, hi)
+        };
+        let spec = StepsSpec { steps: self.steps.clone(), range, context: self.context };
+        build(py, &self.store, Kind::Steps(spec), None)
+    }
+
+    fn __len__(&self) -> usize {
+        self.steps.len().div_ceil(self.chunk)
+    }
+
+    /// Number of steps the iteration covers.
+    #[getter]
+    fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+}
+
+/// The short-episode rule: candidate starts (lo, hi) of a length-`length` segment of an episode of
+/// `steps` steps, or None when steps < length (the segment is then the whole episode, start 0,
+/// left-padded). See docs/store.md.
+#[pyfunction]
+#[pyo3(signature = (steps, length, start_min=Count(0)))]
+fn segment_range(steps: Count, length: Count, start_min: Count) -> PyResult<Option<(usize, usize)>> {
+    if length.0 == 0 {
+        return Err(verr("length must be >= 1"));
+    }
+    Ok(crate::segments::segment_starts(steps.0, length.0, start_min.0))
+}
+
 /// The seed of batch `index` of `prefetch(seed=seed)`.
 #[pyfunction]
 fn derive_seed(seed: u64, index: u64) -> u64 {
@@ -898,6 +1077,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Prefetch>()?;
     m.add_function(wrap_pyfunction!(derive_seed, m)?)?;
     m.add_function(wrap_pyfunction!(parallel_available, m)?)?;
+    m.add_function(wrap_pyfunction!(segment_range, m)?)?;
+    m.add_class::<StepIter>()?;
+    m.add("PROMPT_STRATEGIES", PyTuple::new(m.py(), Strategy::NAMES)?)?;
+    m.add("ANCHORS", PyTuple::new(m.py(), ["start", "end"])?)?;
     m.add("FORMAT_VERSION", crate::format::FORMAT_VERSION)?;
     m.add("ACTION_PAD", crate::sample::ACTION_PAD)?;
     Ok(())

@@ -12,11 +12,20 @@ use rayon::prelude::*;
 
 use crate::error::{bail, Error, Result};
 use crate::rng::Rng;
-use crate::segments::{choose_start, Strategy};
+use crate::segments::{choose_start, segment_starts, Strategy};
 use crate::store::{check_alloc, OpenEpisode, Store, NOT_COMPUTED};
 
-/// Padding value of actions in windows and prompts.
+/// Padding value of actions in windows and prompts (the only padding value
+/// that is not 0: every other padded entry of every batch is 0 / False).
 pub const ACTION_PAD: f32 = -10.0;
+
+/// A return-to-go as the model sees it: divided by the return scale in
+/// float32. The one place any batch (training windows, prompts, live
+/// windows) divides by the return scale.
+#[inline(always)]
+pub fn scaled_rtg(rtg: f32, return_scale: f32) -> f32 {
+    rtg / return_scale
+}
 
 /// Validate a plan before anything is allocated: every field name is unique
 /// (each output array is returned under its name, and the fill writes every
@@ -525,29 +534,7 @@ impl Store {
                 (EpView { obs: &oe.obs, act: &oe.actions, rew: &oe.rewards, next_obs: &oe.next_obs,
                     term: &oe.terminals }, oe.task, -1)
             };
-            put(o[0].f32().add(b * od), &v.obs[t * od..(t + 1) * od]);
-            put(o[1].f32().add(b * ad), &v.act[t * ad..(t + 1) * ad]);
-            *o[2].f32().add(b) = v.rew[t];
-            put(o[3].f32().add(b * od), &v.next_obs[t * od..(t + 1) * od]);
-            *o[4].f32().add(b) = v.term[t];
-            *o[5].i64().add(b) = task;
-            *o[6].i64().add(b) = ep;
-            *o[7].i64().add(b) = t as i64;
-            if h > 0 {
-                let pad = h.saturating_sub(t);
-                let n = h - pad;
-                let t0 = t - n;
-                let co = o[8].f32().add(b * h * od);
-                fill(co, pad * od, 0.0);
-                put(co.add(pad * od), &v.obs[t0 * od..t * od]);
-                let ca = o[9].f32().add(b * h * ad);
-                fill(ca, pad * ad, 0.0);
-                put(ca.add(pad * ad), &v.act[t0 * ad..t * ad]);
-                let cr = o[10].f32().add(b * h);
-                fill(cr, pad, 0.0);
-                put(cr.add(pad), &v.rew[t0..t]);
-                mask(o[11].0.add(b * h), pad, n);
-            }
+            write_transition(&o, b, &v, t, h, od, ad, task, ep);
         });
     }
 
@@ -771,7 +758,7 @@ impl Store {
             let p = o[3].f32().add(b * k);
             fill(p, pad, 0.0);
             for (i, &x) in rtg[r0..r1].iter().enumerate() {
-                *p.add(pad + i) = x / scale;
+                *p.add(pad + i) = scaled_rtg(x, scale);
             }
             let p = o[4].i64().add(b * k);
             for i in 0..pad {
@@ -817,47 +804,21 @@ impl Store {
                 let pe = pool[rng.below(pool.len() as u64) as usize];
                 let tl = self.ep_len[pe];
                 let sc = score.map(|(d, w)| (&d[self.ep_off[pe] * w..(self.ep_off[pe] + tl) * w], w));
-                let (start, pad) = if tl < kp {
-                    (0, kp - tl)
+                let start = if tl < kp {
+                    0
                 } else if let Some(c) = cache {
                     let v = c[pe].load(Ordering::Relaxed);
                     if v != NOT_COMPUTED {
-                        (v as usize, 0)
+                        v as usize
                     } else {
                         let s = choose_start(tl, kp, ps.start_min, ps.strategy, sc, &mut rng);
                         c[pe].store(s as u32, Ordering::Relaxed);
-                        (s, 0)
+                        s
                     }
                 } else {
-                    (choose_start(tl, kp, ps.start_min, ps.strategy, sc, &mut rng), 0)
+                    choose_start(tl, kp, ps.start_min, ps.strategy, sc, &mut rng)
                 };
-                let n = kp - pad;
-                let r0 = hd + self.ep_off[pe] + start;
-                let r1 = r0 + n;
-                let p = o[next].f32().add(b * kp * od);
-                fill(p, pad * od, 0.0);
-                put(p.add(pad * od), &obs[r0 * od..r1 * od]);
-                let p = o[next + 1].f32().add(b * kp * ad);
-                fill(p, pad * ad, ACTION_PAD);
-                put(p.add(pad * ad), &act[r0 * ad..r1 * ad]);
-                let p = o[next + 2].f32().add(b * kp);
-                fill(p, pad, 0.0);
-                put(p.add(pad), &rew[r0..r1]);
-                let p = o[next + 3].f32().add(b * kp);
-                fill(p, pad, 0.0);
-                for (i, &x) in rtg[r0..r1].iter().enumerate() {
-                    *p.add(pad + i) = x / scale;
-                }
-                let p = o[next + 4].i64().add(b * kp);
-                for i in 0..pad {
-                    *p.add(i) = 0;
-                }
-                for i in 0..n {
-                    *p.add(pad + i) = (start + i) as i64;
-                }
-                mask(o[next + 5].0.add(b * kp), pad, n);
-                *o[next + 6].i64().add(b) = pe as i64;
-                *o[next + 7].i64().add(b) = start as i64;
+                self.write_prompt(&o[next..next + 8], b, kp, pe, start, scale);
             }
         });
     }
@@ -876,6 +837,458 @@ impl Store {
         let (batch, outs) = Batch::alloc(plan)?;
         // SAFETY: outs point into `batch`, allocated from the validated plan.
         unsafe { self.fill_windows(spec, seed, &outs) };
+        Ok(batch)
+    }
+}
+
+/// Row `b` of a transition batch (the layout of [`Store::plan_transitions`]):
+/// step `t` of the episode `v`, with its `h` transitions strictly before it,
+/// oldest first, zero left-padded (`ctx_mask` False).
+///
+/// # Safety
+/// `o` points to the arrays of a transition plan with more than `b` rows.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn write_transition(o: &[RawOut], b: usize, v: &EpView<'_>, t: usize, h: usize, od: usize, ad: usize,
+                           task: i64, ep: i64) {
+    put(o[0].f32().add(b * od), &v.obs[t * od..(t + 1) * od]);
+    put(o[1].f32().add(b * ad), &v.act[t * ad..(t + 1) * ad]);
+    *o[2].f32().add(b) = v.rew[t];
+    put(o[3].f32().add(b * od), &v.next_obs[t * od..(t + 1) * od]);
+    *o[4].f32().add(b) = v.term[t];
+    *o[5].i64().add(b) = task;
+    *o[6].i64().add(b) = ep;
+    *o[7].i64().add(b) = t as i64;
+    if h > 0 {
+        let pad = h.saturating_sub(t);
+        let n = h - pad;
+        let t0 = t - n;
+        let co = o[8].f32().add(b * h * od);
+        fill(co, pad * od, 0.0);
+        put(co.add(pad * od), &v.obs[t0 * od..t * od]);
+        let ca = o[9].f32().add(b * h * ad);
+        fill(ca, pad * ad, 0.0);
+        put(ca.add(pad * ad), &v.act[t0 * ad..t * ad]);
+        let cr = o[10].f32().add(b * h);
+        fill(cr, pad, 0.0);
+        put(cr.add(pad), &v.rew[t0..t]);
+        mask(o[11].0.add(b * h), pad, n);
+    }
+}
+
+// ---------------------------------------------------------------- sequential steps
+
+/// A request for given steps of the closed episodes, in order (the sequential
+/// pass over a store: [`Store::gather_steps`]).
+#[derive(Clone, Debug)]
+pub struct StepsSpec {
+    /// Global step indices: row `n` of every column (`episode_offsets()[e] + t`).
+    pub steps: std::sync::Arc<Vec<usize>>,
+    /// First and end (exclusive) position in `steps` of this batch.
+    pub range: (usize, usize),
+    pub context: usize,
+}
+
+// ---------------------------------------------------------------- live windows
+
+/// A request for the policy input of live episodes (one window per stream,
+/// ending at the stream's current step): [`Store::live_windows`].
+#[derive(Clone, Debug)]
+pub struct LiveSpec {
+    /// Stream ids (the `stream` of `add_step`); a stream without an open episode is at step 0.
+    pub streams: Vec<i64>,
+    /// Task id of every stream.
+    pub tasks: Vec<i64>,
+    /// The current observation of every stream, [N * obs_dim].
+    pub obs: Vec<f32>,
+    /// The target return of every stream at step 0 (raw, not scaled).
+    pub targets: Vec<f64>,
+    pub length: usize,
+    pub context: usize,
+    pub return_scale: f32,
+}
+
+/// A request for given prompt segments of closed episodes: [`Store::prompt_segments`].
+#[derive(Clone, Debug)]
+pub struct SegmentSpec {
+    pub episodes: Vec<usize>,
+    pub starts: Vec<usize>,
+    pub length: usize,
+    pub return_scale: f32,
+}
+
+fn check_scale(scale: f32) -> Result<()> {
+    if !(scale.is_finite() && scale > 0.0) {
+        bail!("return_scale must be a finite number > 0 (got {scale:?})");
+    }
+    Ok(())
+}
+
+fn prompt_fields(p: &mut Vec<FieldSpec>, b: usize, kp: usize, od: usize, ad: usize) {
+    p.push(FieldSpec::new("prompt_obs", DType::F32, &[b, kp, od]));
+    p.push(FieldSpec::new("prompt_actions", DType::F32, &[b, kp, ad]));
+    p.push(FieldSpec::new("prompt_rewards", DType::F32, &[b, kp]));
+    p.push(FieldSpec::new("prompt_rtg", DType::F32, &[b, kp]));
+    p.push(FieldSpec::new("prompt_timesteps", DType::I64, &[b, kp]));
+    p.push(FieldSpec::new("prompt_mask", DType::Bool, &[b, kp]));
+    p.push(FieldSpec::new("prompt_episodes", DType::I64, &[b]));
+    p.push(FieldSpec::new("prompt_starts", DType::I64, &[b]));
+}
+
+impl Store {
+    /// Row `b` of the `prompt_*` arrays (`o` = the 8 prompt outputs in plan
+    /// order): the length-`kp` segment of closed episode `pe` from `start`,
+    /// or, when the episode is shorter than `kp` (then `start` is 0), the whole
+    /// episode left-padded (the short-episode rule, [`segment_starts`]).
+    ///
+    /// # Safety
+    /// `o` points to prompt arrays with more than `b` rows; `start` is a valid
+    /// start of [`segment_starts`] for episode `pe` (or 0 when it is shorter than `kp`).
+    pub(crate) unsafe fn write_prompt(&self, o: &[RawOut], b: usize, kp: usize, pe: usize, start: usize, scale: f32) {
+        let (od, ad) = (self.obs_dim, self.act_dim);
+        let (obs, act, rew, rtg) = (self.obs.raw(), self.actions.raw(), self.rewards.raw(), self.rtg.raw());
+        let tl = self.ep_len[pe];
+        let n = kp.min(tl);
+        let pad = kp - n;
+        let r0 = self.head + self.ep_off[pe] + start;
+        let r1 = r0 + n;
+        let p = o[0].f32().add(b * kp * od);
+        fill(p, pad * od, 0.0);
+        put(p.add(pad * od), &obs[r0 * od..r1 * od]);
+        let p = o[1].f32().add(b * kp * ad);
+        fill(p, pad * ad, ACTION_PAD);
+        put(p.add(pad * ad), &act[r0 * ad..r1 * ad]);
+        let p = o[2].f32().add(b * kp);
+        fill(p, pad, 0.0);
+        put(p.add(pad), &rew[r0..r1]);
+        let p = o[3].f32().add(b * kp);
+        fill(p, pad, 0.0);
+        for (i, &x) in rtg[r0..r1].iter().enumerate() {
+            *p.add(pad + i) = scaled_rtg(x, scale);
+        }
+        let p = o[4].i64().add(b * kp);
+        for i in 0..pad {
+            *p.add(i) = 0;
+        }
+        for i in 0..n {
+            *p.add(pad + i) = (start + i) as i64;
+        }
+        mask(o[5].0.add(b * kp), pad, n);
+        *o[6].i64().add(b) = pe as i64;
+        *o[7].i64().add(b) = start as i64;
+    }
+
+    // ------------------------------------------------------------ sequential steps
+
+    /// Fields of a [`StepsSpec`] batch (the transition layout), validating every step index.
+    pub fn plan_steps(&self, spec: &StepsSpec) -> Result<Vec<FieldSpec>> {
+        let (lo, hi) = spec.range;
+        if lo > hi || hi > spec.steps.len() {
+            bail!("step range {lo}..{hi} is outside the {} requested steps", spec.steps.len());
+        }
+        let n = self.num_steps();
+        if let Some(&bad) = spec.steps[lo..hi].iter().find(|&&x| x >= n) {
+            bail!("step {bad} out of range (the store has {n} steps in complete episodes)");
+        }
+        let (b, h, od, ad) = (hi - lo, spec.context, self.obs_dim, self.act_dim);
+        let mut p = vec![
+            FieldSpec::new("obs", DType::F32, &[b, od]),
+            FieldSpec::new("actions", DType::F32, &[b, ad]),
+            FieldSpec::new("rewards", DType::F32, &[b]),
+            FieldSpec::new("next_obs", DType::F32, &[b, od]),
+            FieldSpec::new("terminals", DType::F32, &[b]),
+            FieldSpec::new("tasks", DType::I64, &[b]),
+            FieldSpec::new("episodes", DType::I64, &[b]),
+            FieldSpec::new("timesteps", DType::I64, &[b]),
+        ];
+        if h > 0 {
+            p.push(FieldSpec::new("ctx_obs", DType::F32, &[b, h, od]));
+            p.push(FieldSpec::new("ctx_actions", DType::F32, &[b, h, ad]));
+            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, h]));
+            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, h]));
+        }
+        p.push(FieldSpec::new("steps", DType::I64, &[b]));
+        check_plan(&p)?;
+        Ok(p)
+    }
+
+    /// Fill a planned [`StepsSpec`] batch.
+    ///
+    /// # Safety
+    /// `outs` must point to writable arrays of the plan's sizes, in plan order,
+    /// and `spec` must have been validated by [`Store::plan_steps`].
+    pub unsafe fn fill_steps(&self, spec: &StepsSpec, outs: &[RawOut]) {
+        let (lo, hi) = spec.range;
+        let (h, od, ad) = (spec.context, self.obs_dim, self.act_dim);
+        let steps = &spec.steps[lo..hi];
+        let bytes = steps.len() * (4 * (2 * od + ad + 2) + 32 + h * (4 * (od + ad + 1) + 1));
+        let o = outs.to_vec();
+        let last = o.len() - 1;
+        let locate = |b: usize| {
+            let n = steps[b];
+            let e = self.ep_off.partition_point(|&c| c <= n) - 1;
+            (e, n - self.ep_off[e])
+        };
+        let pre = |&(e, t): &(usize, usize), near: bool| {
+            let v = self.closed_view(e);
+            let t0 = t.saturating_sub(h);
+            prefetch(&v.obs[t0 * od..(t + 1) * od], near);
+            prefetch(&v.act[t0 * ad..(t + 1) * ad], near);
+        };
+        run(steps.len(), bytes, locate, pre, |b, (e, t)| {
+            write_transition(&o, b, &self.closed_view(e), t, h, od, ad, self.ep_task[e], e as i64);
+            *o[last].i64().add(b) = steps[b] as i64;
+        });
+    }
+
+    /// The given steps of the closed episodes (global indices: row `n` of
+    /// every column), in order, each with its `context` transitions strictly
+    /// before it in its episode, in the [`Store::sample_transitions`] layout
+    /// (plus `steps`, the global indices). The sequential pass over a store
+    /// (z and world-model errors of every step) is this, in chunks.
+    pub fn gather_steps(&self, steps: &[usize], context: usize) -> Result<Batch> {
+        let spec = StepsSpec { steps: std::sync::Arc::new(steps.to_vec()), range: (0, steps.len()), context };
+        let plan = self.plan_steps(&spec)?;
+        let (batch, outs) = Batch::alloc(plan)?;
+        // SAFETY: outs point into `batch`, allocated from the validated plan.
+        unsafe { self.fill_steps(&spec, &outs) };
+        Ok(batch)
+    }
+
+    // ------------------------------------------------------------ prompt segments
+
+    /// Fields of a [`SegmentSpec`] batch (the `prompt_*` keys), validating every segment.
+    pub fn plan_segments(&self, spec: &SegmentSpec) -> Result<Vec<FieldSpec>> {
+        check_scale(spec.return_scale)?;
+        let (b, kp) = (spec.episodes.len(), spec.length);
+        if kp == 0 {
+            bail!("prompt length must be >= 1");
+        }
+        if b == 0 {
+            bail!("no segment requested (episodes is empty)");
+        }
+        if spec.starts.len() != b {
+            bail!("episodes and starts must have the same length (got {b} and {})", spec.starts.len());
+        }
+        for (&e, &st) in spec.episodes.iter().zip(&spec.starts) {
+            if e >= self.num_episodes() {
+                bail!("episode {e} out of range (the store has {} complete episodes)", self.num_episodes());
+            }
+            let tl = self.ep_len[e];
+            match segment_starts(tl, kp, 0) {
+                Some((_, hi)) if st > hi => bail!("segment start {st} of episode {e} ({tl} steps) leaves fewer than {kp} steps \
+                                                   (largest start: {hi})"),
+                None if st != 0 => bail!("episode {e} has {tl} < {kp} steps: its segment is the whole episode, start 0 \
+                                          (got {st})"),
+                _ => {}
+            }
+        }
+        if spec.return_scale < 1.0 {
+            let m = self.max_abs_rtg();
+            if !(m / spec.return_scale).is_finite() {
+                bail!("return_scale {:?} is too small: the largest |return-to-go| ({m:?}) divided by it overflows float32",
+                      spec.return_scale);
+            }
+        }
+        let mut p = Vec::with_capacity(8);
+        prompt_fields(&mut p, b, kp, self.obs_dim, self.act_dim);
+        check_plan(&p)?;
+        Ok(p)
+    }
+
+    /// Fill a planned [`SegmentSpec`] batch.
+    ///
+    /// # Safety
+    /// As [`Store::fill_windows`], with a spec validated by [`Store::plan_segments`].
+    pub unsafe fn fill_segments(&self, spec: &SegmentSpec, outs: &[RawOut]) {
+        for (b, (&e, &st)) in spec.episodes.iter().zip(&spec.starts).enumerate() {
+            self.write_prompt(outs, b, spec.length, e, st, spec.return_scale);
+        }
+    }
+
+    /// Prompts from given segments: segment i is `length` steps of closed
+    /// episode `episodes[i]` from `starts[i]` (an episode shorter than
+    /// `length` is used whole, start 0, left-padded), in the `prompt_*`
+    /// layout of [`Store::sample_windows`] — the same values a sampled prompt
+    /// of that segment has.
+    pub fn prompt_segments(&self, spec: &SegmentSpec) -> Result<Batch> {
+        let plan = self.plan_segments(spec)?;
+        let (batch, outs) = Batch::alloc(plan)?;
+        // SAFETY: outs point into `batch`, allocated from the validated plan.
+        unsafe { self.fill_segments(spec, &outs) };
+        Ok(batch)
+    }
+
+    // ------------------------------------------------------------ live windows
+
+    /// Running returns-to-go of a live stream at steps `t0 .. t0 + n` (target
+    /// minus the rewards of the steps before, subtracted in f64 one by one), as
+    /// float32 (the precision of the stored `rtg` column), not yet scaled.
+    fn live_rtgs(target: f64, rewards: &[f32], t0: usize, n: usize) -> impl Iterator<Item = f32> + '_ {
+        let mut acc = target;
+        for &r in &rewards[..t0] {
+            acc -= r as f64;
+        }
+        (t0..t0 + n).map(move |s| {
+            let x = acc as f32;
+            if let Some(&r) = rewards.get(s) {
+                acc -= r as f64;
+            }
+            x
+        })
+    }
+
+    /// Fields of a [`LiveSpec`] batch (the [`Store::sample_windows`] layout
+    /// without prompt), validating the request.
+    pub fn plan_live(&self, spec: &LiveSpec) -> Result<Vec<FieldSpec>> {
+        let n = spec.streams.len();
+        let (k, h, od, ad) = (spec.length, spec.context, self.obs_dim, self.act_dim);
+        if n == 0 {
+            bail!("streams is empty: ask for at least one live stream");
+        }
+        if k == 0 {
+            bail!("length (K) must be >= 1");
+        }
+        check_scale(spec.return_scale)?;
+        if spec.tasks.len() != n || spec.targets.len() != n {
+            bail!("streams, tasks and targets must have one entry per stream (got {n}, {}, {})",
+                  spec.tasks.len(), spec.targets.len());
+        }
+        if n.checked_mul(od) != Some(spec.obs.len()) {
+            bail!("obs must be [{n}, {od}] (one observation per stream), got {} values", spec.obs.len());
+        }
+        if let Some(x) = spec.obs.iter().find(|x| !x.is_finite()) {
+            bail!("obs holds a non-finite value ({x})");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, &st) in spec.streams.iter().enumerate() {
+            if !seen.insert(st) {
+                bail!("stream {st} is asked for twice");
+            }
+            let target = spec.targets[i];
+            if !target.is_finite() {
+                bail!("target return of stream {st} is not finite ({target})");
+            }
+            if let Some(e) = self.open.get(&st) {
+                if e.task != spec.tasks[i] {
+                    bail!("stream {st} has an open episode of task {} but tasks[{i}] is {}", e.task, spec.tasks[i]);
+                }
+                // every rtg of the window must stay finite in float32 once scaled
+                let t = e.len();
+                let t0 = t.saturating_sub(k - 1);
+                for (s, x) in (t0..).zip(Self::live_rtgs(target, &e.rewards, t0, t + 1 - t0)) {
+                    if !scaled_rtg(x, spec.return_scale).is_finite() {
+                        bail!("the return-to-go of stream {st} at step {s} ({x}) divided by return_scale {:?} \
+                               is not finite in float32", spec.return_scale);
+                    }
+                }
+            } else if !scaled_rtg(target as f32, spec.return_scale).is_finite() {
+                bail!("target return {target} of stream {st} divided by return_scale {:?} is not finite in float32",
+                      spec.return_scale);
+            }
+        }
+        let kh = k.checked_add(h)
+            .ok_or_else(|| Error::invalid(format!("length + context overflows ({k} + {h})")))?;
+        let mut p = vec![
+            FieldSpec::new("obs", DType::F32, &[n, k, od]),
+            FieldSpec::new("actions", DType::F32, &[n, k, ad]),
+            FieldSpec::new("rewards", DType::F32, &[n, k]),
+            FieldSpec::new("rtg", DType::F32, &[n, k]),
+            FieldSpec::new("timesteps", DType::I64, &[n, k]),
+            FieldSpec::new("mask", DType::Bool, &[n, k]),
+            FieldSpec::new("tasks", DType::I64, &[n]),
+            FieldSpec::new("episodes", DType::I64, &[n]),
+        ];
+        if h > 0 {
+            p.push(FieldSpec::new("ctx_obs", DType::F32, &[n, kh, od]));
+            p.push(FieldSpec::new("ctx_actions", DType::F32, &[n, kh, ad]));
+            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[n, kh]));
+            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[n, kh]));
+        }
+        check_plan(&p)?;
+        Ok(p)
+    }
+
+    /// Fill a planned [`LiveSpec`] batch.
+    ///
+    /// # Safety
+    /// As [`Store::fill_windows`], with a spec validated by [`Store::plan_live`].
+    pub unsafe fn fill_live(&self, spec: &LiveSpec, outs: &[RawOut]) {
+        let (k, h, od, ad) = (spec.length, spec.context, self.obs_dim, self.act_dim);
+        let o = outs;
+        let empty = OpenEpisode::default();
+        for (b, &st) in spec.streams.iter().enumerate() {
+            let e = self.open.get(&st).unwrap_or(&empty);
+            let t = e.len(); // the current step: its obs is given, its action and reward are not known yet
+            let n = k.min(t + 1);
+            let pad = k - n;
+            let t0 = t + 1 - n;
+            // window: steps [t0, t]; the recorded ones are [t0, t)
+            let p = o[0].f32().add(b * k * od);
+            fill(p, pad * od, 0.0);
+            put(p.add(pad * od), &e.obs[t0 * od..t * od]);
+            put(p.add((k - 1) * od), &spec.obs[b * od..(b + 1) * od]);
+            let p = o[1].f32().add(b * k * ad);
+            fill(p, pad * ad, ACTION_PAD);
+            put(p.add(pad * ad), &e.actions[t0 * ad..t * ad]);
+            fill(p.add((k - 1) * ad), ad, 0.0);
+            let p = o[2].f32().add(b * k);
+            fill(p, pad, 0.0);
+            put(p.add(pad), &e.rewards[t0..t]);
+            *p.add(k - 1) = 0.0;
+            let p = o[3].f32().add(b * k);
+            fill(p, pad, 0.0);
+            for (i, x) in Self::live_rtgs(spec.targets[b], &e.rewards, t0, n).enumerate() {
+                *p.add(pad + i) = scaled_rtg(x, spec.return_scale);
+            }
+            let p = o[4].i64().add(b * k);
+            for i in 0..pad {
+                *p.add(i) = 0;
+            }
+            for i in 0..n {
+                *p.add(pad + i) = (t0 + i) as i64;
+            }
+            mask(o[5].0.add(b * k), pad, n);
+            *o[6].i64().add(b) = spec.tasks[b];
+            *o[7].i64().add(b) = -1;
+            if h > 0 {
+                // steps [t + 1 - (k + h), t]: the recorded ones right-aligned before step t,
+                // which is masked (its action and reward are unknown; no position's context uses it)
+                let l = k + h;
+                let m = t.min(l - 1);
+                let c0 = t - m;
+                let pad = l - 1 - m;
+                let p = o[8].f32().add(b * l * od);
+                fill(p, pad * od, 0.0);
+                put(p.add(pad * od), &e.obs[c0 * od..t * od]);
+                fill(p.add((l - 1) * od), od, 0.0);
+                let p = o[9].f32().add(b * l * ad);
+                fill(p, pad * ad, 0.0);
+                put(p.add(pad * ad), &e.actions[c0 * ad..t * ad]);
+                fill(p.add((l - 1) * ad), ad, 0.0);
+                let p = o[10].f32().add(b * l);
+                fill(p, pad, 0.0);
+                put(p.add(pad), &e.rewards[c0..t]);
+                *p.add(l - 1) = 0.0;
+                mask(o[11].0.add(b * l), pad, m);
+                *o[11].0.add(b * l + l - 1) = 0;
+            }
+        }
+    }
+
+    /// The policy input of live episodes, exactly as [`Store::sample_windows`]
+    /// lays out a window ending at the current step (`anchor = End`): for every
+    /// stream, the window of `length` K ending at its current step t (the
+    /// number of transitions its open episode holds; 0 without one), whose
+    /// observation is `spec.obs` and whose action and reward are not known yet
+    /// (0, mask True); rtg = (target − the rewards received before each step)
+    /// / return_scale; `tasks` = the stream's task, `episodes` = −1; with
+    /// context h the `ctx_*` of steps [t−K−h+1, t] (step t itself masked).
+    pub fn live_windows(&self, spec: &LiveSpec) -> Result<Batch> {
+        let plan = self.plan_live(spec)?;
+        let (batch, outs) = Batch::alloc(plan)?;
+        // SAFETY: outs point into `batch`, allocated from the validated plan.
+        unsafe { self.fill_live(spec, &outs) };
         Ok(batch)
     }
 }

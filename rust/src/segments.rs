@@ -21,6 +21,21 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// Every strategy, in the order of [`Strategy::NAMES`].
+    pub const ALL: [Strategy; 4] = [Strategy::Argmax, Strategy::Proportional, Strategy::Random, Strategy::Last];
+    /// The strategy names: the one definition (Python reads it as `metadt._core.PROMPT_STRATEGIES`).
+    pub const NAMES: [&'static str; 4] = ["argmax", "proportional", "random", "last"];
+
+    /// Its name (one of [`Strategy::NAMES`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Argmax => "argmax",
+            Strategy::Proportional => "proportional",
+            Strategy::Random => "random",
+            Strategy::Last => "last",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "argmax" => Strategy::Argmax,
@@ -110,8 +125,32 @@ fn proportional(v: &[f64], rng: &mut Rng) -> usize {
     v.iter().rposition(|&x| x > 0.0).unwrap_or(v.len() - 1)
 }
 
-/// Start of a length-k segment of an episode of `tl >= k` steps: candidates
-/// are the starts in [start_min, tl-k], or [0, tl-k] if tl < start_min + k.
+/// The short-episode rule, the one place it is written: the candidate starts
+/// `(lo, hi)` of a length-`k` segment of an episode of `tl` steps.
+///
+/// - `tl >= start_min + k`: the starts `[start_min, tl - k]`;
+/// - `k <= tl < start_min + k`: the starts `[0, tl - k]` (no start leaves
+///   `start_min` steps before the segment, so every start is a candidate);
+/// - `tl < k`: `None`: the segment is the whole episode, start 0, left-padded
+///   to `k` steps (prompts: obs 0, actions [`crate::ACTION_PAD`], rewards 0,
+///   rtg 0, timestep 0, mask False; segment scores: the sum of its `tl` steps).
+///
+/// The prompt sampler, `segment_scores`/`best_segments`, `prompt_segments`
+/// and Python (`metadt._core.segment_range`) all use it.
+pub fn segment_starts(tl: usize, k: usize, start_min: usize) -> Option<(usize, usize)> {
+    if tl < k {
+        return None;
+    }
+    // start_min + k may overflow for a huge start_min: then no start fits and the fallback applies
+    let lo = match start_min.checked_add(k) {
+        Some(need) if tl >= need => start_min,
+        _ => 0,
+    };
+    Some((lo, tl - k))
+}
+
+/// Start of a length-k segment of an episode of `tl >= k` steps among the
+/// candidates of [`segment_starts`].
 pub(crate) fn choose_start(
     tl: usize,
     k: usize,
@@ -120,12 +159,7 @@ pub(crate) fn choose_start(
     score: Option<(&[f32], usize)>,
     rng: &mut Rng,
 ) -> usize {
-    let hi = tl - k;
-    // start_min + k may overflow for a huge start_min: then no start fits and the fallback applies
-    let lo = match start_min.checked_add(k) {
-        Some(need) if tl >= need => start_min,
-        _ => 0,
-    };
+    let (lo, hi) = segment_starts(tl, k, start_min).unwrap_or((0, 0));
     match strategy {
         Strategy::Last => hi,
         Strategy::Random => lo + rng.below((hi - lo + 1) as u64) as usize,
@@ -186,9 +220,12 @@ impl Store {
         }
     }
 
-    /// Every length-`length` segment with start in [start_min, T - length] of
-    /// each episode (all if None), scored by `column` (summed over its width).
-    /// Episodes with no such segment are skipped.
+    /// Every length-`length` segment of each episode (all if None) whose start
+    /// is a candidate of [`segment_starts`] (the short-episode rule: starts in
+    /// [start_min, T - length], [0, T - length] when T < start_min + length,
+    /// and the whole episode at start 0 when T < length), scored by `column`
+    /// (summed over its width and over the segment's real steps). Every
+    /// episode has at least one segment.
     pub fn segment_scores(&self, column: &str, length: usize, start_min: usize,
                           episodes: Option<&[usize]>) -> Result<Segments> {
         if length == 0 {
@@ -203,10 +240,9 @@ impl Store {
         let mut longest = 0usize;
         for &e in &eps {
             let tl = self.ep_len[e];
-            if let Some(need) = start_min.checked_add(length).filter(|&x| tl >= x) {
-                count = count.saturating_add(tl - need + 1);
-                longest = longest.max(tl);
-            }
+            let (lo, hi) = segment_starts(tl, length, start_min).unwrap_or((0, 0));
+            count = count.saturating_add(hi - lo + 1);
+            longest = longest.max(tl);
         }
         // episodes, starts, scores (+ the index and scores of best_segments), and per-episode scratch
         check_alloc(count.saturating_mul(48).saturating_add(longest.saturating_mul(16)), "these segments")?;
@@ -218,15 +254,21 @@ impl Store {
         let mut sums = Vec::new();
         for e in eps {
             let tl = self.ep_len[e];
-            match start_min.checked_add(length) {
-                Some(need) if tl >= need => {}
-                _ => continue,
-            }
             let off = self.ep_off[e];
-            segment_sums(&d[off * w..(off + tl) * w], w, length, start_min, tl - length, &mut sums);
+            let rows = &d[off * w..(off + tl) * w];
+            let lo = match segment_starts(tl, length, start_min) {
+                Some((lo, hi)) => {
+                    segment_sums(rows, w, length, lo, hi, &mut sums);
+                    lo
+                }
+                None => {
+                    segment_sums(rows, w, tl, 0, 0, &mut sums); // the whole (short) episode
+                    0
+                }
+            };
             for (i, &s) in sums.iter().enumerate() {
                 out.episodes.push(e as i64);
-                out.starts.push((start_min + i) as i64);
+                out.starts.push((lo + i) as i64);
                 out.scores.push(s);
             }
         }
@@ -237,7 +279,7 @@ impl Store {
     /// index) among those of [`Store::segment_scores`]: the highest score
     /// (ties: earliest episode, then earliest start) or one drawn with
     /// probability proportional to the score (scores must be >= 0; uniform if
-    /// all are 0). Groups with no segment are skipped.
+    /// all are 0). Every group has a segment (see [`segment_starts`]).
     #[allow(clippy::too_many_arguments)]
     pub fn best_segments(&self, column: &str, length: usize, start_min: usize, per: Per, mode: Strategy,
                          seed: Option<u64>, episodes: Option<&[usize]>) -> Result<Segments> {

@@ -162,14 +162,24 @@ fn prompts_and_segments() {
     err[8 + 2] = 1.0; // episode 1, step 2
     s.attach_column("err", &err, 1).unwrap();
     let seg = s.segment_scores("err", 2, 1, None).unwrap();
-    assert_eq!(seg.episodes.len(), 6 + 6);
+    // episode 2 (T = 2 < start_min + k = 3): the short-episode rule falls back to the starts [0, 0]
+    assert_eq!(seg.episodes.len(), 6 + 6 + 1);
+    assert_eq!((seg.episodes[12], seg.starts[12]), (2, 0));
     let best = s.best_segments("err", 2, 1, Per::Task, Strategy::Argmax, None, None).unwrap();
     assert_eq!(best.keys, vec![0, 1]);
     assert_eq!((best.episodes[0], best.starts[0], best.scores[0]), (0, 4, 3.0));
     assert_eq!((best.episodes[1], best.starts[1]), (1, 1));
     let per_ep = s.best_segments("err", 2, 1, Per::Episode, Strategy::Proportional, Some(1), None).unwrap();
-    assert_eq!(per_ep.keys, vec![0, 1]); // episode 2 (T=2) has no segment starting at >= 1
-    assert!(per_ep.scores.iter().all(|&x| x > 0.0));
+    assert_eq!(per_ep.keys, vec![0, 1, 2]); // episode 2 (T=2): its one fallback segment, start 0
+    assert!(per_ep.scores[..2].iter().all(|&x| x > 0.0));
+    assert_eq!((per_ep.starts[2], per_ep.scores[2]), (0, 0.0));
+    // an episode shorter than the segment: the whole episode, start 0 (score of its real steps)
+    let short = s.segment_scores("rewards", 3, 1, Some(&[2])).unwrap();
+    assert_eq!((short.starts.clone(), short.scores.clone()), (vec![0], vec![2.0]));
+    assert_eq!(metadt_core::segment_starts(2, 3, 1), None);
+    assert_eq!(metadt_core::segment_starts(8, 2, 1), Some((1, 6)));
+    assert_eq!(metadt_core::segment_starts(2, 2, 1), Some((0, 0)));
+    assert_eq!(metadt_core::segment_starts(8, 2, usize::MAX), Some((0, 6)));
     let mut spec = WindowSpec::new(32, 3);
     spec.prompt = Some(PromptSpec { length: 2, score: Some("err".into()), strategy: Strategy::Argmax, start_min: 1, pool: Some(vec![0, 1]) });
     let b = s.sample_windows(&spec, Some(0)).unwrap();
@@ -250,7 +260,10 @@ fn batch_key_column_names_and_overflowing_sizes_are_errors() {
     assert!(matches!(s.sample_windows(&spec, Some(0)), Err(Error::Memory(_))));
     let t = TransitionSpec { batch: 2, context: 1 << 62, tasks: None };
     assert!(matches!(s.sample_transitions(&t, Some(0)), Err(Error::Memory(_))));
-    assert!(s.segment_scores("rewards", 2, usize::MAX, None).unwrap().starts.is_empty());
+    // start_min + k overflows: no start leaves start_min steps before it, so all starts [0, T-k] are candidates
+    let seg = s.segment_scores("rewards", 2, usize::MAX, None).unwrap();
+    let expect: usize = s.episode_lengths().iter().map(|&t| if t >= 2 { t - 1 } else { 1 }).sum();
+    assert_eq!(seg.starts.len(), expect);
     assert!(matches!(s.attach_column("wide", &[], 1 << 30), Err(Error::Invalid(_))));
     assert!(Store::new(1 << 30, 1, None).is_err());
 }
@@ -299,4 +312,67 @@ fn terminations_and_truncations_are_distinct() {
     let t = Store::load(&dir, true, true).unwrap();
     assert_eq!(t.column("truncations").unwrap(), s.column("truncations").unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+
+#[test]
+fn gather_steps_live_windows_and_prompt_segments() {
+    use metadt_core::{LiveSpec, SegmentSpec};
+    let s = store(&[3, 5, 1]);
+    // every step in order, with its 2-step context from its own episode
+    let steps: Vec<usize> = (0..9).collect();
+    let b = s.gather_steps(&steps, 2).unwrap();
+    assert_eq!(b.i64("timesteps").unwrap(), &[0, 1, 2, 0, 1, 2, 3, 4, 0]);
+    assert_eq!(b.i64("episodes").unwrap(), &[0, 0, 0, 1, 1, 1, 1, 1, 2]);
+    assert_eq!(b.i64("steps").unwrap(), &[0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let m = b.bool("ctx_mask").unwrap();
+    assert_eq!(&m[..6], &[false, false, false, true, true, true]);
+    assert_eq!(&b.f32("ctx_obs").unwrap()[4 * 2 * 2..5 * 2 * 2], &[0.0, 0.0, 100.0, -1.0]); // step 1 of episode 1
+    assert!(s.gather_steps(&[9], 2).is_err());
+    // prompts from given segments equal a sampled prompt's layout; short episodes are padded
+    let spec = SegmentSpec { episodes: vec![1, 2], starts: vec![3, 0], length: 2, return_scale: 2.0 };
+    let p = s.prompt_segments(&spec).unwrap();
+    assert_eq!(p.f32("prompt_rtg").unwrap(), &[1.0, 0.5, 0.0, 0.5]);
+    assert_eq!(p.i64("prompt_timesteps").unwrap(), &[3, 4, 0, 0]);
+    assert_eq!(p.bool("prompt_mask").unwrap(), &[true, true, false, true]);
+    assert_eq!(&p.f32("prompt_actions").unwrap()[2..], &[metadt_core::ACTION_PAD, 0.0]);
+    for bad in [SegmentSpec { episodes: vec![1], starts: vec![4], length: 2, return_scale: 1.0 },
+                SegmentSpec { episodes: vec![2], starts: vec![1], length: 2, return_scale: 1.0 },
+                SegmentSpec { episodes: vec![3], starts: vec![0], length: 2, return_scale: 1.0 },
+                SegmentSpec { episodes: vec![0], starts: vec![0, 1], length: 2, return_scale: 1.0 },
+                SegmentSpec { episodes: vec![0], starts: vec![0], length: 0, return_scale: 1.0 },
+                SegmentSpec { episodes: vec![0], starts: vec![0], length: 1, return_scale: f32::NAN }] {
+        assert!(matches!(s.prompt_segments(&bad), Err(Error::Invalid(_))), "{bad:?}");
+    }
+    // live windows: stream 7 has two recorded steps, stream 8 none
+    let mut s = Store::new(1, 1, None).unwrap();
+    s.add_step(&[1.0], &[0.5], 2.0, &[2.0], false, 0, None, None, Some(7)).unwrap();
+    s.add_step(&[2.0], &[0.25], 3.0, &[3.0], false, 0, None, None, Some(7)).unwrap();
+    let spec = LiveSpec { streams: vec![7, 8], tasks: vec![0, 4], obs: vec![3.0, 9.0], targets: vec![10.0, 6.0],
+                          length: 4, context: 1, return_scale: 2.0 };
+    let b = s.live_windows(&spec).unwrap();
+    assert_eq!(b.f32("obs").unwrap(), &[0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 9.0]);
+    let pad = metadt_core::ACTION_PAD;
+    assert_eq!(b.f32("actions").unwrap(), &[pad, 0.5, 0.25, 0.0, pad, pad, pad, 0.0]);
+    assert_eq!(b.f32("rtg").unwrap(), &[0.0, 5.0, 4.0, 2.5, 0.0, 0.0, 0.0, 3.0]);
+    assert_eq!(b.i64("timesteps").unwrap(), &[0, 0, 1, 2, 0, 0, 0, 0]);
+    assert_eq!(b.i64("tasks").unwrap(), &[0, 4]);
+    assert_eq!(b.i64("episodes").unwrap(), &[-1, -1]);
+    assert_eq!(b.bool("ctx_mask").unwrap(), &[false, false, true, true, false, false, false, false, false, false]);
+    assert_eq!(&b.f32("ctx_rewards").unwrap()[..5], &[0.0, 0.0, 2.0, 3.0, 0.0]);
+    let mut bad = spec.clone();
+    bad.tasks = vec![1, 4]; // stream 7 is of task 0
+    assert!(s.live_windows(&bad).is_err());
+    let mut bad = spec.clone();
+    bad.streams = vec![7, 7];
+    assert!(s.live_windows(&bad).is_err());
+    let mut bad = spec.clone();
+    bad.obs = vec![1.0];
+    assert!(s.live_windows(&bad).is_err());
+    let mut bad = spec.clone();
+    bad.targets = vec![f64::INFINITY, 0.0];
+    assert!(s.live_windows(&bad).is_err());
+    let mut bad = spec;
+    bad.length = 0;
+    assert!(s.live_windows(&bad).is_err());
 }

@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 
 from metadt.config.base import Config, check_preset, check_seed
+from metadt.config.meta_dt import PROMPT_STRATEGIES
 
 #: Evaluation settings. ``zero-shot``: no prompt, z online from the agent's
 #: own last h transitions. ``few-shot``: the agent first runs zero-shot,
@@ -36,7 +37,7 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "meta-dt-random-prompt": ("few-shot",),
 }
 
-STRATEGIES = ("argmax", "proportional", "random", "last")
+STRATEGIES = PROMPT_STRATEGIES  # the one list of prompt strategy names (config/meta_dt.py)
 
 
 @dataclass

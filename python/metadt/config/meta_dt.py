@@ -11,7 +11,12 @@ from typing import Any
 
 from metadt.config.base import Config, check_loggers, check_preset, check_seed
 
+#: The prompt strategy names: the Python mirror of the store's (the Rust enum ``Strategy``,
+#: ``metadt._core.PROMPT_STRATEGIES`` and the ``PromptStrategy`` Literal of ``_core.pyi``; config
+#: imports nothing, and tests/test_batch_format.py checks the three agree). Every Python use reads it here.
 PROMPT_STRATEGIES = ("argmax", "proportional", "random", "last")
+#: The strategies that choose a segment by world-model error (they need a world model).
+SCORED_STRATEGIES = PROMPT_STRATEGIES[:2]
 #: Mixed precision of the policy: "off" (float32), "auto" (bfloat16 autocast on CUDA,
 #: float32 elsewhere), "bf16" (bfloat16 autocast on any device; on the CPU only for checks).
 AMP_MODES = ("off", "auto", "bf16")
@@ -158,7 +163,7 @@ class MetaDTConfig(Config):
     @property
     def needs_world_model(self) -> bool:
         """z, or a prompt chosen by world-model error, needs a trained world model."""
-        return self.use_z or (self.use_prompt and self.prompt_strategy in ("argmax", "proportional"))
+        return self.use_z or (self.use_prompt and self.prompt_strategy in SCORED_STRATEGIES)
 
     @classmethod
     def for_family(cls, family: str, preset: str = "cpu", method: str = "meta-dt") -> "MetaDTConfig":

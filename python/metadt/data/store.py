@@ -4,26 +4,50 @@
 (no wrapper, so every call goes straight to Rust); this module adds
 `PromptSpec` (what `sample_windows(prompt=...)` and `prefetch` accept),
 `derive_seed`, and small helpers. See ``docs/store.md`` for the full API.
+
+The store is the one owner of the batch format: training windows
+(`sample_windows`), the sequential pass over every step (`iter_steps`),
+prompts of given segments (`prompt_segments`) and the policy input of live
+episodes (`live_windows`) are all built in Rust. Their key/shape schemas are
+the ``TypedDict``s of ``metadt/_core.pyi`` (``WindowBatch``, ``TransitionBatch``,
+``StepBatch``, ``PromptBatch``, ...), and the prompt strategy names are
+``PROMPT_STRATEGIES`` (``Literal`` ``PromptStrategy``), read from the Rust enum.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from metadt._core import ACTION_PAD, FORMAT_VERSION, Prefetch, TrajectoryStore, derive_seed, parallel_available
+from metadt._core import (
+    ACTION_PAD,
+    ANCHORS,
+    FORMAT_VERSION,
+    PROMPT_STRATEGIES,
+    Prefetch,
+    StepIter,
+    TrajectoryStore,
+    derive_seed,
+    parallel_available,
+    segment_range,
+)
 
-Strategy = Literal["argmax", "proportional", "random", "last"]
+if TYPE_CHECKING:
+    from metadt._core import PromptStrategy
 
 __all__ = [
     "ACTION_PAD",
+    "ANCHORS",
     "FORMAT_VERSION",
+    "PROMPT_STRATEGIES",
     "Prefetch",
     "PromptSpec",
+    "StepIter",
     "TrajectoryStore",
     "derive_seed",
     "parallel_available",
+    "segment_range",
     "step_contexts",
 ]
 
@@ -42,22 +66,23 @@ class PromptSpec:
     - ``start_min``: smallest start (the context length h); None = the
       ``context`` of the `sample_windows` call. Candidate starts are
       [start_min, T - k], or [0, T - k] when T < start_min + k; an episode
-      shorter than k is used whole, left-padded.
+      shorter than k is used whole, left-padded (the short-episode rule,
+      `segment_range`).
     - ``pool``: optional episode indices the prompt episode is drawn from
       (always restricted to the window's task).
     """
 
     length: int
     score: Optional[str] = None
-    strategy: Strategy = "argmax"
+    strategy: PromptStrategy = "argmax"
     start_min: Optional[int] = None
     pool: Optional[Sequence[int]] = None
 
     def __post_init__(self) -> None:
         if int(self.length) < 1:
             raise ValueError(f"PromptSpec.length must be >= 1, got {self.length}")
-        if self.strategy not in ("argmax", "proportional", "random", "last"):
-            raise ValueError(f"PromptSpec.strategy must be argmax, proportional, random or last, got {self.strategy!r}")
+        if self.strategy not in PROMPT_STRATEGIES:
+            raise ValueError(f"PromptSpec.strategy must be one of {', '.join(PROMPT_STRATEGIES)}, got {self.strategy!r}")
         if self.start_min is not None and int(self.start_min) < 0:
             raise ValueError(f"PromptSpec.start_min must be >= 0, got {self.start_min}")
 

@@ -16,6 +16,11 @@ argmax segment per task.
 
 Prompt-DT's expert prompt (`expert_prompts`) is a segment of the dataset's
 best expert episode of the task, as Prompt-DT was published.
+
+Segment starts follow the store's one short-episode rule
+(`metadt.data.segment_range`), and the prompt arrays (return-to-go divided
+by the return scale, padding) are built by the store
+(`TrajectoryStore.prompt_segments`), as the trainer's sampled prompts are.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from metadt.evaluate.history import Prompt, segment_prompt
+from metadt.config.meta_dt import PROMPT_STRATEGIES, SCORED_STRATEGIES
+from metadt.data.store import TrajectoryStore, segment_range
+from metadt.evaluate.history import Prompt
 from metadt.evaluate.rollout import Trajectories
 
 Scorer = Callable[[Any, Any, str], None]
@@ -36,12 +43,27 @@ def default_scorer(store: Any, world_model: Any, column: str) -> None:
     attach_step_errors(store, world_model, column=column)
 
 
-def segment_bounds(T: int, length: int, start_min: int) -> tuple[int, int]:
-    """Lowest and highest valid segment start (start_min relaxed if the episode is short)."""
-    if length > T:
-        raise ValueError(f"prompt length {length} exceeds the episode length {T}")
-    hi = T - length
-    return min(max(int(start_min), 0), hi), hi
+def start_range(T: int, length: int, start_min: int) -> tuple[int, int]:
+    """Lowest and highest candidate start of a length-`length` segment of a T-step episode:
+    the store's short-episode rule (`segment_range`; (0, 0) for an episode shorter than
+    `length`, whose prompt is then the whole episode, left-padded)."""
+    r = segment_range(int(T), int(length), max(int(start_min), 0))
+    return (0, 0) if r is None else (int(r[0]), int(r[1]))
+
+
+def kept_store(trajs: Trajectories, rows: dict[int, int]) -> tuple[TrajectoryStore, dict[int, int]]:
+    """The kept rows (``rows[task] = row in trajs``) as the episodes of a small store:
+    ``(store, {task: episode index})``."""
+    store = TrajectoryStore(int(trajs.obs.shape[2]), int(trajs.actions.shape[2]))
+    episode_of_task: dict[int, int] = {}
+    for t, r in rows.items():
+        episode_of_task[t] = int(store.add_episode(
+            np.ascontiguousarray(trajs.obs[r], dtype=np.float32),
+            np.ascontiguousarray(trajs.actions[r], dtype=np.float32),
+            np.ascontiguousarray(trajs.rewards[r], dtype=np.float32),
+            next_obs=np.ascontiguousarray(trajs.next_obs[r], dtype=np.float32),
+            task=int(t)))
+    return store, episode_of_task
 
 
 def _starts_from_store(segs: Mapping[str, Any], task_ids: list[int],
@@ -63,39 +85,30 @@ def _starts_from_store(segs: Mapping[str, Any], task_ids: list[int],
 
 def select_starts(trajs: Trajectories, rows: dict[int, int], *, length: int, start_min: int,
                   strategy: str, rng: np.random.Generator, world_model: Any = None,
-                  column: str = "wm_error", scorer: Scorer | None = None) -> dict[int, int]:
-    """Segment start per task for the kept rows (``rows[task] = row in trajs``)."""
+                  column: str = "wm_error", scorer: Scorer | None = None,
+                  kept: tuple[TrajectoryStore, dict[int, int]] | None = None) -> dict[int, int]:
+    """Segment start per task for the kept rows (``rows[task] = row in trajs``; `kept` = their
+    `kept_store`, built here when not given)."""
     T = int(trajs.rewards.shape[1])
-    lo, hi = segment_bounds(T, length, start_min)
+    lo, hi = start_range(T, length, start_min)
     tasks = list(rows)
     if strategy == "random":
         return {t: int(rng.integers(lo, hi + 1)) for t in tasks}
     if strategy == "last":
         return {t: hi for t in tasks}
-    if strategy not in ("argmax", "proportional"):
-        raise ValueError(f"unknown prompt strategy {strategy!r}")
+    if strategy not in SCORED_STRATEGIES:
+        raise ValueError(f"unknown prompt strategy {strategy!r} (one of {', '.join(PROMPT_STRATEGIES)})")
     if world_model is None:
         raise ValueError(f"prompt strategy {strategy!r} needs a world model to score segments")
     from metadt.train import device_scoring
 
-    if strategy == "argmax" and scorer is None and device_scoring.on_device(world_model):
+    if strategy == "argmax" and scorer is None and device_scoring.on_device(world_model) and T >= length:
         r = [rows[t] for t in tasks]  # errors and argmax on the device, one copy back
         segs = device_scoring.best_segments(world_model, trajs.obs[r], trajs.actions[r],
                                             trajs.rewards[r], trajs.next_obs[r], length=length,
                                             start_min=lo, groups=np.asarray(tasks))
         return _starts_from_store(segs, tasks, {t: i for i, t in enumerate(tasks)})
-    from metadt import TrajectoryStore
-
-    store = TrajectoryStore(int(trajs.obs.shape[2]), int(trajs.actions.shape[2]))
-    episode_of_task: dict[int, int] = {}
-    for t in tasks:
-        r = rows[t]
-        episode_of_task[t] = int(store.add_episode(
-            np.ascontiguousarray(trajs.obs[r], dtype=np.float32),
-            np.ascontiguousarray(trajs.actions[r], dtype=np.float32),
-            np.ascontiguousarray(trajs.rewards[r], dtype=np.float32),
-            next_obs=np.ascontiguousarray(trajs.next_obs[r], dtype=np.float32),
-            task=int(t)))
+    store, episode_of_task = kept if kept is not None else kept_store(trajs, rows)
     (scorer or default_scorer)(store, world_model, column)
     segs = store.best_segments(column, length=length, start_min=lo, per="task", mode=strategy,
                                seed=int(rng.integers(2**31)))
@@ -114,13 +127,16 @@ def own_prompts(trajs: Trajectories, *, length: int, start_min: int, return_scal
     info})``, info giving the kept episode's return and the segment start.
     """
     rows = trajs.best_per_task()
+    kept = kept_store(trajs, rows)
     starts = select_starts(trajs, rows, length=length, start_min=start_min, strategy=strategy,
-                           rng=rng, world_model=world_model, column=column, scorer=scorer)
+                           rng=rng, world_model=world_model, column=column, scorer=scorer, kept=kept)
+    store, episode_of_task = kept
     prompts: dict[int, Prompt] = {}
     info: dict[int, dict[str, Any]] = {}
     for task, r in rows.items():
-        p = segment_prompt(trajs.obs[r:r + 1], trajs.actions[r:r + 1], trajs.rewards[r:r + 1],
-                           np.array([starts[task]]), length, return_scale, source="own")
+        p = Prompt.from_batch(store.prompt_segments([episode_of_task[task]], [starts[task]], length,
+                                                    return_scale), source="own")
+        p.episodes[:] = -1  # the agent's own episode, not one of a dataset
         prompts[task] = p
         info[task] = {"source": "own", "strategy": strategy, "start": int(starts[task]),
                       "episode_return": float(trajs.returns[r]),
@@ -149,11 +165,10 @@ def expert_prompts(store: Any, task_ids: list[int], *, length: int, start_min: i
         ep = int(top[0])
         arr = episode_arrays(store, ep)
         T = int(arr["rewards"].shape[0])
-        lo, hi = segment_bounds(T, length, start_min)
+        lo, hi = start_range(T, length, start_min)
         start = hi if strategy == "last" else int(rng.integers(lo, hi + 1))
-        prompts[task] = segment_prompt(arr["obs"][None], arr["actions"][None],
-                                       arr["rewards"][None], np.array([start]), length,
-                                       return_scale, episodes=np.array([ep]), source=source)
+        prompts[task] = Prompt.from_batch(store.prompt_segments([ep], [start], length, return_scale),
+                                          source=source)
         info[task] = {"source": source, "strategy": strategy, "start": start, "episode": ep,
                       "episode_return": float(np.asarray(arr["rewards"], dtype=np.float64).sum())}
     return prompts, info

@@ -2,8 +2,9 @@
 
 One call steps one vector env holding every (task, episode) pair of the
 call for the family's full horizon (no early termination, protocol section
-1). At every step the live histories become one batch in the
-`sample_windows` layout (see `metadt.evaluate.history`) and the policy
+1). Every env is a stream of a small `TrajectoryStore`; at every step the
+store builds the policy input of all envs (`live_windows`: the
+`sample_windows` layout, see `metadt.evaluate.history`) and the policy
 predicts the action of the last window position for all envs at once.
 
 The policy is anything with ``predict_action(batch, world_model=None) ->
@@ -18,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from metadt.evaluate.history import LiveHistory, Prompt, to_torch
+from metadt.evaluate.history import Prompt, record_steps, to_torch
 from metadt.seeding import ACTION_NOISE_KEY, RANDOM_POLICY_KEY, keyed_rng
 
 
@@ -115,18 +116,29 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
         if world_model is None:
             raise ValueError("z_from (z shuffled) needs the world model that computes z")
     noise_rng = keyed_rng(seed, ACTION_NOISE_KEY)
-    hist = LiveHistory(n, family.obs_dim, family.act_dim, horizon, window, context,
-                       return_scale, tasks=task_ids)
+    from metadt.data.store import TrajectoryStore
+
+    if prompt is not None and prompt.num != n:
+        raise ValueError(f"prompt has {prompt.num} rows for {n} envs")
+    live = TrajectoryStore(family.obs_dim, family.act_dim)
+    streams = np.arange(n, dtype=np.int64)
+    all_obs = np.zeros((n, horizon + 1, family.obs_dim))
+    all_actions = np.zeros((n, horizon, family.act_dim))
+    all_rewards = np.zeros((n, horizon))
     env = family.make_vector_env(tasks, seed=seed)
     success = None
     try:
         obs, _ = env.reset(seed=seed)
-        hist.reset(obs, targets)
+        all_obs[:, 0] = np.asarray(obs, dtype=np.float64).reshape(n, family.obs_dim)
         if hasattr(policy, "eval"):
             policy.eval()
         with torch.inference_mode():
             for t in range(horizon):
-                batch = to_torch(hist.batch(prompt), device)
+                batch = live.live_windows(streams, all_obs[:, t], targets, task_ids, length=window,
+                                          context=context, return_scale=return_scale)
+                if prompt is not None:
+                    batch.update(prompt.arrays())
+                batch = to_torch(batch, device)
                 if perm is not None:  # every env's own z, then handed to another env
                     batch["z"] = policy.compute_z(batch, world_model)[torch.as_tensor(perm)]
                 action = _as_numpy(policy.predict_action(batch, world_model=world_model))
@@ -137,7 +149,11 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
                     action = action + noise_rng.normal(size=action.shape) * noise_std
                 action = np.clip(action, low, high)
                 obs, rew, _term, _trunc, infos = env.step(action)
-                hist.record(action, rew, obs)
+                all_actions[:, t] = action
+                all_rewards[:, t] = np.asarray(rew, dtype=np.float64).reshape(n)
+                all_obs[:, t + 1] = np.asarray(obs, dtype=np.float64).reshape(n, family.obs_dim)
+                record_steps(live, streams, task_ids, all_obs[:, t], all_actions[:, t],
+                             all_rewards[:, t], all_obs[:, t + 1])
                 if isinstance(infos, dict) and "success" in infos:
                     s = np.asarray(infos["success"], dtype=float).reshape(n) > 0
                     success = s if success is None else (success | s)
@@ -147,10 +163,10 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
         env.close()
     return Trajectories(
         tasks=task_ids,
-        obs=hist.obs[:, :horizon].copy(),
-        actions=hist.actions.copy(),
-        rewards=hist.rewards.copy(),
-        next_obs=hist.obs[:, 1:horizon + 1].copy(),
+        obs=all_obs[:, :horizon].copy(),
+        actions=all_actions,
+        rewards=all_rewards,
+        next_obs=all_obs[:, 1:horizon + 1].copy(),
         targets=targets,
         success=success,
     )

@@ -7,7 +7,9 @@ One program per group loops over the group's rows in their given order. For
 each row it holds every segment start ``s`` in one block, adds the k shifted
 error rows ``e[s + j]`` (``j = 0 .. k-1``, in that order, in float64, as the
 Rust scorer sums them; rows at or past the row's length are never read), masks
-invalid starts with ``-inf``, and reduces the maximum and its earliest start;
+starts outside the short-episode rule (``[start_min, length - k]``, ``[0,
+length - k]`` when ``length < start_min + k``, 0 when ``length < k``) with
+``-inf``, and reduces the maximum and its earliest start;
 the group keeps the first row with the highest score (strict ``>``). Groups
 without a segment get ``-1`` / ``-1`` / ``-inf``.
 """
@@ -17,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .best_segments import MAX_TRITON_WIDTH, BestSegments
+from .best_segments import MAX_TRITON_WIDTH, BestSegments, segment_width
 
 __all__ = ["best_segments_triton"]
 
@@ -47,11 +49,13 @@ def _best_segments_kernel(E, LEN, ORDER, OFF, EP, START, SCORE,
             rows = offs_s + j
             e = tl.load(E + base + rows, mask=rows < length, other=0.0)
             score += e.to(tl.float64)
-        valid = (offs_s >= start_min) & (offs_s + k <= length) & (offs_s < width)
+        lo_s = tl.where(length >= start_min + k, start_min, 0)  # the short-episode rule
+        span = tl.maximum(length, k)
+        valid = (offs_s >= lo_s) & (offs_s + k <= span) & (offs_s < width)
         score = tl.where(valid, score, float("-inf"))
         top = tl.max(score, axis=0)
         first = tl.min(tl.where(valid & (score == top), offs_s, BLOCK_S), axis=0)
-        better = (length >= start_min + k) & (top > best_score)  # strict: earliest row wins
+        better = (length >= 1) & (top > best_score)  # strict: earliest row wins
         best_score = tl.where(better, top, best_score)
         best_row = tl.where(better, row, best_row)
         best_start = tl.where(better, first.to(tl.int64), best_start)
@@ -68,7 +72,7 @@ def best_segments_triton(errors: torch.Tensor, lengths: torch.Tensor, k: int, st
     n, t = errors.shape
     dev = errors.device
     g = len(keys)
-    width = max(t - k + 1, 0)
+    width = segment_width(t, k)
     if width > MAX_TRITON_WIDTH:  # the dispatch point routes these to PyTorch
         raise ValueError(f"T - k + 1 = {width} > {MAX_TRITON_WIDTH} starts")
     episode = torch.full((g,), -1, dtype=torch.int64, device=dev)

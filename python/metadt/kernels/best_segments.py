@@ -1,9 +1,13 @@
 """Complementary-prompt scoring: the highest-error k-step segment per episode or per task.
 
 For per-step errors ``errors`` ``[N, T]`` (true lengths ``lengths`` ``[N]``),
-a segment of row ``n`` starts at ``s`` in ``[start_min, lengths[n] - k]`` and
-scores ``errors[n, s] + ... + errors[n, s+k-1]``, summed in float64 in that
-order, exactly as the Rust store scores an error column
+a segment of row ``n`` starts at ``s`` in ``[start_min, lengths[n] - k]`` —
+in ``[0, lengths[n] - k]`` when ``lengths[n] < start_min + k``, and at 0 (the
+whole row) when ``lengths[n] < k``: the store's one short-episode rule
+(``metadt.data.segment_range``; restated here because kernels import nothing
+of metadt, and tested against the store) — and scores
+``errors[n, s] + ... + errors[n, s+k-1]`` (steps past the row's length count
+0), summed in float64 in that order, exactly as the Rust store scores an error column
 (``TrajectoryStore.best_segments`` / ``segment_scores``): on the same errors
 both choose the same segments and give bit-identical scores.
 
@@ -87,31 +91,37 @@ def _grouping(n: int, groups: torch.Tensor | None, device: torch.device
     return keys, order, offsets
 
 
+def segment_width(t: int, k: int) -> int:
+    """Number of start positions a [N, t] error block needs (a row shorter than k has one)."""
+    return max(t - k + 1, 1)
+
+
 def best_segments_torch(errors: torch.Tensor, lengths: torch.Tensor, k: int, start_min: int,
                         groups: torch.Tensor | None = None) -> BestSegments:
     """PyTorch implementation of :func:`best_segments` (any device)."""
     _check_best(errors, lengths, k, start_min, groups)
-    k, start_min = int(k), int(start_min)
     n, t = errors.shape
+    k, start_min = int(k), min(int(start_min), t + 1)  # a larger start_min admits the same starts
     dev = errors.device
     lengths = lengths.to(device=dev, dtype=torch.int64).clamp(0, t)
     _check_finite(errors, lengths)
     keys, order, offsets = _grouping(n, groups, dev)
-    width = max(t - k + 1, 0)
+    width = segment_width(t, k)
     err = torch.where(_valid_steps(errors, lengths), errors.to(torch.float64), 0.0)
+    if t < width + k - 1:  # rows shorter than k: zero steps past their end
+        err = torch.nn.functional.pad(err, (0, width + k - 1 - t))
     sums = torch.zeros(n, width, dtype=torch.float64, device=dev)
     for j in range(k):  # e[s] + e[s+1] + ... in this order, in float64
         sums += err[:, j:j + width]
     starts = torch.arange(width, device=dev)
-    valid = (starts[None, :] >= start_min) & (starts[None, :] + k <= lengths[:, None])
+    # the short-episode rule: starts [start_min, T-k], [0, T-k] if T < start_min + k, 0 if T < k
+    lo = torch.where(lengths >= start_min + k, start_min, 0)
+    span = lengths.clamp(min=k)
+    valid = (starts[None, :] >= lo[:, None]) & (starts[None, :] + k <= span[:, None])
     sums = sums.masked_fill(~valid, NO_SCORE)
-    if width > 0:
-        best = sums.max(dim=1).values
-        first = torch.where(sums == best[:, None], starts[None, :], width).min(dim=1).values
-    else:
-        best = torch.full((n,), NO_SCORE, dtype=torch.float64, device=dev)
-        first = torch.zeros(n, dtype=torch.int64, device=dev)
-    has = lengths >= start_min + k
+    best = sums.max(dim=1).values
+    first = torch.where(sums == best[:, None], starts[None, :], width).min(dim=1).values
+    has = lengths >= 1
     best = torch.where(has, best, NO_SCORE)
     g = len(keys)
     # Per group: the highest score; ties -> the earliest row (rows in their given order).
@@ -139,7 +149,9 @@ def best_segments(errors: torch.Tensor, lengths: torch.Tensor, k: int, start_min
 
     ``errors`` ``[N, T]`` holds per-step errors (steps at or past
     ``lengths[n]`` are ignored; the others must be finite). A row's segments
-    start at ``s`` in ``[start_min, lengths[n] - k]``; a segment's score is
+    start at ``s`` in ``[start_min, lengths[n] - k]`` (the short-episode rule:
+    ``[0, lengths[n] - k]`` when ``lengths[n] < start_min + k``, the whole row
+    at 0 when ``lengths[n] < k``; only an empty row has none); a segment's score is
     ``errors[n, s] + ... + errors[n, s+k-1]`` summed in float64 in that order,
     exactly as the Rust store sums an error column (``best_segments``), so the
     two choose the same segments on the same errors. Ties go to the earliest
@@ -166,6 +178,6 @@ def best_segments(errors: torch.Tensor, lengths: torch.Tensor, k: int, start_min
         lengths = lengths.to(device=errors.device, dtype=torch.int64).clamp(0, t)
         _check_finite(errors, lengths)
         keys, order, offsets = _grouping(n, groups, errors.device)
-        return best_segments_triton(errors, lengths, int(k), int(start_min), keys, order,
-                                    offsets)
+        return best_segments_triton(errors, lengths, int(k), min(int(start_min), t + 1), keys,
+                                    order, offsets)
     return best_segments_torch(errors, lengths, k, start_min, groups)

@@ -40,11 +40,14 @@ def autocast(device: torch.device, amp: str):
 
 
 def context_windows(batch: dict[str, torch.Tensor], seq_len: int) -> tuple[torch.Tensor, ...]:
-    """Per-position h-step contexts from a window's ``ctx_*`` keys.
+    """Per-position h-step contexts from a window's ``ctx_*`` keys, as views (no copy).
 
     ``ctx_obs [B, K+h, obs]`` -> ``[B, K, h, obs]`` (position j gets ``ctx[:, j:j+h]``),
-    likewise actions, rewards ``[B, K, h]`` and mask ``[B, K, h]`` (None if absent).
+    likewise actions, rewards ``[B, K, h]`` and mask ``[B, K, h]`` (None if absent): the
+    store's layout, unfolded by `metadt.data.step_contexts` (its one definition).
     """
+    from metadt.data.store import step_contexts
+
     missing = [k for k in ("ctx_obs", "ctx_actions", "ctx_rewards") if k not in batch]
     if missing:
         raise ValueError(f"z needs the window's context: batch lacks {', '.join(missing)} "
@@ -53,14 +56,9 @@ def context_windows(batch: dict[str, torch.Tensor], seq_len: int) -> tuple[torch
     h = total - seq_len
     if h < 1:
         raise ValueError(f"ctx_* cover {total} steps for a window of {seq_len}: no context")
-
-    def win(x: torch.Tensor) -> torch.Tensor:
-        w = x.unfold(1, h, 1)[:, :seq_len]  # [B, K, (d,) h]
-        return w.movedim(-1, 2) if x.dim() == 3 else w
-
     mask = batch.get("ctx_mask")
-    return (win(batch["ctx_obs"]), win(batch["ctx_actions"]), win(batch["ctx_rewards"]),
-            None if mask is None else win(mask))
+    return (step_contexts(batch["ctx_obs"], h), step_contexts(batch["ctx_actions"], h),
+            step_contexts(batch["ctx_rewards"], h), None if mask is None else step_contexts(mask, h))
 
 
 class MetaDT(nn.Module):

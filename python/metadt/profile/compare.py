@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from metadt.config.meta_dt import SCORED_STRATEGIES
 from metadt.seeding import batch_seed
 
 try:  # the store's padding value for actions
@@ -116,7 +117,7 @@ class NumpyWindows:
         self._hi = np.maximum(tl - prompt_len, 0)
         self._lo = np.where(tl >= prompt_start_min + prompt_len, prompt_start_min, 0)
         self._lo = np.minimum(self._lo, self._hi)
-        if p["strategy"] in ("argmax", "proportional"):
+        if p["strategy"] in SCORED_STRATEGIES:
             n = len(c.ep)
             if p["score"] is None:
                 score = np.zeros(n, dtype=np.float64)

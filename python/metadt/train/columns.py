@@ -1,17 +1,22 @@
-"""Per-step quantities over a whole store: contexts, z, world-model errors.
+"""Per-step quantities over a whole store: z, world-model errors.
 
-A sequential, sampling-free pass: the store's episodes are laid out
-contiguously (``episode_offsets`` / ``episode_lengths``), so the h-step context
-of global step ``n`` is steps ``n-h .. n-1`` cut at its episode's start. The
-pass is batched (``batch_size`` steps per forward) and vectorized in NumPy.
+A sequential, sampling-free pass: the store itself iterates over its steps
+in order with their h-step contexts (`TrajectoryStore.iter_steps` /
+`gather_steps`, the ``sample_transitions`` layout, built in Rust), in
+batches of ``batch_size`` steps per forward. `StepTable` adds, per global
+step, its episode, time index and task as NumPy arrays (for selecting
+steps); it builds no batch itself.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from metadt._core import StepBatch
 
 
 def _col(store, name: str) -> np.ndarray:
@@ -30,6 +35,12 @@ class StepTable:
     timestep: np.ndarray
     task: np.ndarray
     episode: np.ndarray
+    store: Any = None
+    """The store the columns come from (it builds the batches of `gather` / `batches`)."""
+
+    #: the keys of a `gather` batch (the store's ``StepBatch`` minus its bookkeeping keys)
+    KEYS = ("obs", "actions", "rewards", "next_obs", "ctx_obs", "ctx_actions", "ctx_rewards",
+            "ctx_mask", "tasks", "timesteps")
 
     @property
     def num_steps(self) -> int:
@@ -60,36 +71,27 @@ class StepTable:
             obs=_col(store, "obs"), actions=_col(store, "actions"),
             rewards=_col(store, "rewards").reshape(n), next_obs=_col(store, "next_obs"),
             ep_start=ep_start, timestep=timestep, task=ep_task[episode], episode=episode,
+            store=store,
         )
 
     def steps_of_tasks(self, tasks) -> np.ndarray:
         return np.flatnonzero(np.isin(self.task, np.asarray(list(tasks), dtype=np.int64)))
 
+    def _torch(self, b: "StepBatch", device: torch.device | str) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(b[k]).to(device) for k in self.KEYS if k in b}
+
     def gather(self, idx: np.ndarray, h: int, device: torch.device | str = "cpu"
                ) -> dict[str, torch.Tensor]:
-        """A ``sample_transitions``-layout batch for global steps ``idx``."""
-        idx = np.asarray(idx, dtype=np.int64)
-        cidx = idx[:, None] - h + np.arange(h)[None, :]
-        valid = cidx >= self.ep_start[idx][:, None]
-        cidx = np.where(valid, cidx, 0)
-        m = valid[..., None]
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
-        return {
-            "obs": t(self.obs[idx]), "actions": t(self.actions[idx]),
-            "rewards": t(self.rewards[idx]), "next_obs": t(self.next_obs[idx]),
-            "ctx_obs": t(np.where(m, self.obs[cidx], 0.0).astype(np.float32)),
-            "ctx_actions": t(np.where(m, self.actions[cidx], 0.0).astype(np.float32)),
-            "ctx_rewards": t(np.where(valid, self.rewards[cidx], 0.0).astype(np.float32)),
-            "ctx_mask": t(valid),
-            "tasks": t(self.task[idx]), "timesteps": t(self.timestep[idx]),
-        }
+        """A ``sample_transitions``-layout batch for global steps ``idx`` (built by the store)."""
+        return self._torch(self.store.gather_steps(np.asarray(idx, dtype=np.int64), h), device)
 
     def batches(self, h: int, batch_size: int, idx: np.ndarray | None = None,
                 device: torch.device | str = "cpu") -> Iterator[tuple[np.ndarray, dict]]:
-        idx = np.arange(self.num_steps) if idx is None else np.asarray(idx, dtype=np.int64)
-        for lo in range(0, len(idx), batch_size):
-            part = idx[lo:lo + batch_size]
-            yield part, self.gather(part, h, device)
+        """``(steps, batch)`` for every step (or the steps ``idx``) in order, ``batch_size`` at a
+        time (the store's `iter_steps`)."""
+        steps = None if idx is None else np.asarray(idx, dtype=np.int64)
+        for b in self.store.iter_steps(h, batch_size, steps):
+            yield b["steps"], self._torch(b, device)
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

@@ -53,7 +53,9 @@ def _has_column(store, name: str) -> bool:
 
 def uses_scores(cfg: MetaDTConfig) -> bool:
     """Whether the prompt strategy reads the world-model error column."""
-    return cfg.use_prompt and cfg.prompt_strategy in ("argmax", "proportional")
+    from metadt.config.meta_dt import SCORED_STRATEGIES
+
+    return cfg.use_prompt and cfg.prompt_strategy in SCORED_STRATEGIES
 
 
 def check_world_model(wm: WorldModel, family: str, obs_dim: int, act_dim: int, where: str) -> None:

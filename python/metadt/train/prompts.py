@@ -9,8 +9,13 @@ it by the sum of that column, and picks a segment per strategy: ``argmax``
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from metadt.config.meta_dt import PROMPT_STRATEGIES
 from metadt.train.columns import compute_step_errors
+
+if TYPE_CHECKING:
+    from metadt._core import PromptStrategy
 
 
 def attach_step_errors(store, world_model, column: str = "wm_error",
@@ -21,7 +26,7 @@ def attach_step_errors(store, world_model, column: str = "wm_error",
     store.attach_column(column, err.reshape(-1, 1))
 
 
-def prompt_spec(length: int, score: str | None, strategy: str, start_min: int) -> dict:
+def prompt_spec(length: int, score: str | None, strategy: "PromptStrategy", start_min: int) -> dict:
     """Keyword dict for ``sample_windows(prompt=...)`` (the store's PromptSpec fields;
     ``score`` None = all scores 0, enough for ``random`` and ``last``)."""
     if strategy not in PROMPT_STRATEGIES:
