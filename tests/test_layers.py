@@ -46,7 +46,7 @@ def files(*parts: str) -> list[Path]:
 RULES = [
     (("data",), ("metadt.collect", "metadt.train", "metadt.evaluate", "metadt.pipeline",
                  "metadt.cli", "metadt.profile", "metadt.models", "metadt.report")),
-    (("distributed.py", "seeding.py", "runtime.py"),
+    (("distributed.py", "seeding.py", "runtime.py", "layout.py"),
      ("metadt.collect", "metadt.train", "metadt.evaluate", "metadt.pipeline", "metadt.cli",
       "metadt.profile", "metadt.models", "metadt.data", "metadt.envs", "metadt.report")),
     (("envs",), ("metadt.collect", "metadt.train", "metadt.evaluate", "metadt.pipeline",

@@ -16,9 +16,8 @@ the ``TypedDict``s of ``metadt/_core.pyi`` (``WindowBatch``, ``TransitionBatch``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import numpy as np
 
 from metadt._core import (
     ACTION_PAD,
@@ -32,6 +31,7 @@ from metadt._core import (
     parallel_available,
     segment_range,
 )
+from metadt.layout import step_contexts
 
 if TYPE_CHECKING:
     from metadt._core import PromptStrategy
@@ -85,22 +85,3 @@ class PromptSpec:
             raise ValueError(f"PromptSpec.strategy must be one of {', '.join(PROMPT_STRATEGIES)}, got {self.strategy!r}")
         if self.start_min is not None and int(self.start_min) < 0:
             raise ValueError(f"PromptSpec.start_min must be >= 0, got {self.start_min}")
-
-
-def step_contexts(ctx: Any, h: int) -> Any:
-    """The h-step context of every window position, as a view (no copy).
-
-    ``ctx`` is a ``ctx_*`` array of a `sample_windows(..., context=h)` batch,
-    shape [B, K+h, ...] (NumPy array or torch tensor). Returns [B, K, h, ...]:
-    entry [:, j] is ``ctx[:, j:j+h]``, the h transitions strictly before window
-    position j, oldest first (for torch this is ``ctx.unfold(1, h, 1)``).
-    """
-    h = int(h)
-    if h < 1 or ctx.shape[1] <= h:
-        raise ValueError(f"step_contexts: need 1 <= h < ctx.shape[1], got h={h} for shape {tuple(ctx.shape)}")
-    K = ctx.shape[1] - h
-    if hasattr(ctx, "unfold"):  # torch.Tensor
-        return ctx.unfold(1, h, 1)[:, :K].movedim(-1, 2)
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    return np.moveaxis(sliding_window_view(np.asarray(ctx), h, axis=1)[:, :K], -1, 2)

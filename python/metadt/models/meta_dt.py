@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from metadt.config.meta_dt import MetaDTConfig
+from metadt.layout import step_contexts
 from metadt.models.transformer import GPT
 from metadt.runtime import to_torch
 
@@ -44,9 +45,8 @@ def context_windows(batch: dict[str, torch.Tensor], seq_len: int) -> tuple[torch
 
     ``ctx_obs [B, K+h, obs]`` -> ``[B, K, h, obs]`` (position j gets ``ctx[:, j:j+h]``),
     likewise actions, rewards ``[B, K, h]`` and mask ``[B, K, h]`` (None if absent): the
-    store's layout, unfolded by `metadt.data.step_contexts` (its one definition).
+    store's layout, unfolded by `metadt.layout.step_contexts` (its one definition).
     """
-    from metadt.data.store import step_contexts
 
     missing = [k for k in ("ctx_obs", "ctx_actions", "ctx_rewards") if k not in batch]
     if missing:
