@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
-
 from metadt._core import (
     ACTION_PAD,
     ANCHORS,
