@@ -21,16 +21,20 @@ def _result(family, returns, random=-20.0, dataset_max=-5.0):
             "settings": {"zero-shot": {"returns": {"3": returns}}}}
 
 
-def test_shipped_reference_is_the_measured_point_robot_one():
+MEASURED = ("point-robot", "cheetah-vel")
+
+
+def test_shipped_references_are_the_measured_ones():
     doc = json.loads(REFERENCES_FILE.read_text())
-    assert set(doc["families"]) == {"point-robot"}
-    ref = reference("point-robot")
-    assert ref["random"] < ref["expert"] and ref["tasks"] == 50
-    assert "metadt collect --family point-robot --preset cpu" in ref["measured_with"]["command"]
+    assert set(doc["families"]) == set(MEASURED)
+    for fam in MEASURED:
+        ref = reference(fam)
+        assert ref["random"] < ref["expert"] and ref["tasks"] == 50
+        assert f"metadt collect --family {fam} --preset cpu" in ref["measured_with"]["command"]
+        assert fam not in missing_families()
     # every other family is reported missing, never given a number
-    assert "point-robot" not in missing_families()
-    assert {"cheetah-vel", "ant-dir", "reach"} <= set(missing_families())
-    assert reference("cheetah-vel") is None
+    assert {"ant-dir", "reach"} <= set(missing_families())
+    assert reference("ant-dir") is None
 
 
 def test_fixed_score_d4rl_convention_beside_the_per_dataset_one():
@@ -48,14 +52,14 @@ def test_fixed_score_d4rl_convention_beside_the_per_dataset_one():
 
 
 def test_family_without_reference_says_so_and_shows_no_score():
-    rows = task_rows([_result("cheetah-vel", [-50.0])])
+    rows = task_rows([_result("ant-dir", [-50.0])])
     assert math.isnan(rows[0]["score"])
     s = summarize(rows)[0]
     assert math.isnan(s["score_mean"])
     line = summary_table([s]).splitlines()[-1]
     assert line.split("|")[6].strip() == "–"
-    note = score_reference_note(["cheetah-vel"])
-    assert "no fixed score reference has been measured for cheetah-vel" in note
+    note = score_reference_note(["ant-dir"])
+    assert "no fixed score reference has been measured for ant-dir" in note
     assert "point-robot: random" in score_reference_note(["point-robot"])
 
 
