@@ -746,28 +746,7 @@ impl Store {
             let n = end + 1 - t0;
             let pad = k - n;
             let (r0, r1) = (off + t0, off + end + 1);
-            let p = o[0].f32().add(b * k * od);
-            fill(p, pad * od, 0.0);
-            put(p.add(pad * od), &obs[r0 * od..r1 * od]);
-            let p = o[1].f32().add(b * k * ad);
-            fill(p, pad * ad, ACTION_PAD);
-            put(p.add(pad * ad), &act[r0 * ad..r1 * ad]);
-            let p = o[2].f32().add(b * k);
-            fill(p, pad, 0.0);
-            put(p.add(pad), &rew[r0..r1]);
-            let p = o[3].f32().add(b * k);
-            fill(p, pad, 0.0);
-            for (i, &x) in rtg[r0..r1].iter().enumerate() {
-                *p.add(pad + i) = scaled_rtg(x, scale);
-            }
-            let p = o[4].i64().add(b * k);
-            for i in 0..pad {
-                *p.add(i) = 0;
-            }
-            for i in 0..n {
-                *p.add(pad + i) = (t0 + i) as i64;
-            }
-            mask(o[5].0.add(b * k), pad, n);
+            self.write_segment(&o[..6], b, k, r0, n, t0, scale);
             *o[6].i64().add(b) = self.ep_task[e];
             *o[7].i64().add(b) = e as i64;
             for (c, &(data, w)) in cols.iter().enumerate() {
@@ -945,37 +924,49 @@ impl Store {
     /// `o` points to prompt arrays with more than `b` rows; `start` is a valid
     /// start of [`segment_starts`] for episode `pe` (or 0 when it is shorter than `kp`).
     pub(crate) unsafe fn write_prompt(&self, o: &[RawOut], b: usize, kp: usize, pe: usize, start: usize, scale: f32) {
+        let n = kp.min(self.ep_len[pe]);
+        self.write_segment(&o[..6], b, kp, self.head + self.ep_off[pe] + start, n, start, scale);
+        *o[6].i64().add(b) = pe as i64;
+        *o[7].i64().add(b) = start as i64;
+    }
+
+    /// Row `b` of a left-padded segment of length `len`: the `n <= len` store rows
+    /// `[r0, r0 + n)` (absolute), episode steps `t0..t0 + n`, into `o[0..6]` = obs,
+    /// actions (padding [`ACTION_PAD`]), rewards, rtg / `scale` ([`scaled_rtg`]),
+    /// timesteps (padding 0) and mask (0 on padding): the one writer of the
+    /// window and prompt layouts.
+    ///
+    /// # Safety
+    /// `o[0..6]` point to arrays with more than `b` rows of `len` steps; the rows exist.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn write_segment(&self, o: &[RawOut], b: usize, len: usize, r0: usize, n: usize, t0: usize, scale: f32) {
         let (od, ad) = (self.obs_dim, self.act_dim);
         let (obs, act, rew, rtg) = (self.obs.raw(), self.actions.raw(), self.rewards.raw(), self.rtg.raw());
-        let tl = self.ep_len[pe];
-        let n = kp.min(tl);
-        let pad = kp - n;
-        let r0 = self.head + self.ep_off[pe] + start;
+        let pad = len - n;
         let r1 = r0 + n;
-        let p = o[0].f32().add(b * kp * od);
+        let p = o[0].f32().add(b * len * od);
         fill(p, pad * od, 0.0);
         put(p.add(pad * od), &obs[r0 * od..r1 * od]);
-        let p = o[1].f32().add(b * kp * ad);
+        let p = o[1].f32().add(b * len * ad);
         fill(p, pad * ad, ACTION_PAD);
         put(p.add(pad * ad), &act[r0 * ad..r1 * ad]);
-        let p = o[2].f32().add(b * kp);
+        let p = o[2].f32().add(b * len);
         fill(p, pad, 0.0);
         put(p.add(pad), &rew[r0..r1]);
-        let p = o[3].f32().add(b * kp);
+        let p = o[3].f32().add(b * len);
         fill(p, pad, 0.0);
         for (i, &x) in rtg[r0..r1].iter().enumerate() {
             *p.add(pad + i) = scaled_rtg(x, scale);
         }
-        let p = o[4].i64().add(b * kp);
+        let p = o[4].i64().add(b * len);
         for i in 0..pad {
             *p.add(i) = 0;
         }
         for i in 0..n {
-            *p.add(pad + i) = (start + i) as i64;
+            *p.add(pad + i) = (t0 + i) as i64;
         }
-        mask(o[5].0.add(b * kp), pad, n);
-        *o[6].i64().add(b) = pe as i64;
-        *o[7].i64().add(b) = start as i64;
+        mask(o[5].0.add(b * len), pad, n);
     }
 
     // ------------------------------------------------------------ sequential steps
