@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "test tasks and seeds, normalized score (random = 0, dataset max = 1), the "
             "dataset's max and mean returns beside it, per-task tables and learning curves; "
             "over seeds x every task unseen in training: IQM and mean with stratified-bootstrap "
-            "95%% CIs, probabilities of improvement of Meta-DT over each baseline (rliable), the "
+            "95% CIs, probabilities of improvement of Meta-DT over each baseline (rliable), the "
             "z / prompt reliance diagnostics and the z probe, and an interval plot. "
             "With several RUNs the groups are also compared side by side."),
     )
