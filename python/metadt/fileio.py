@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -141,18 +142,70 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
+#: The largest JSON file metadt reads (its cards, configs, evaluations and reports are
+#: kilobytes to a few megabytes); a larger one is refused before it is read.
+MAX_JSON_BYTES = 256 << 20
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (16 GiB when it cannot be read)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
+
+
+def read_file_bytes(path: str | os.PathLike, limit: int | None = None, what: str = "file") -> bytes:
+    """The bytes of ``path``, read as data a user may have received: a regular file
+    (a FIFO, socket or device is a ``ValueError``: opening and reading one could block
+    forever) of at most ``limit`` bytes (default: half this machine's memory; a larger
+    one, e.g. a huge sparse file, is a ``ValueError`` before anything is read). A
+    missing file is ``FileNotFoundError``; other OS errors propagate as ``OSError``."""
+    path = Path(path)
+    limit = memory_bytes() // 2 if limit is None else int(limit)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not block
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, expected a {what}") from None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"{path}: is a directory, expected a {what}")
+        raise ValueError(f"{path}: not a regular file (a FIFO, socket or device), expected a {what}")
+    if st.st_size > limit:
+        os.close(fd)
+        raise ValueError(f"{path}: {st.st_size} bytes, more than a {what} may have ({limit})")
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        chunks, total = [], 0
+        while total <= limit:   # the size may change while read: never more than limit + 1 bytes
+            chunk = fh.read(min(1 << 24, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        data = b"".join(chunks)
+    if len(data) > limit:  # grew while read
+        raise ValueError(f"{path}: more than a {what} may have ({limit} bytes)")
+    return data
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A metadt JSON file, read as data a user may have received (:func:`read_file_bytes`,
+    at most :data:`MAX_JSON_BYTES`): UTF-8, valid JSON, else ``ValueError``."""
+    data = read_file_bytes(path, MAX_JSON_BYTES, "JSON file")
+    try:
+        return json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON (not UTF-8: {exc})") from None
     except RecursionError:
         raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, expected a JSON file") from None
 
 
 CHECKSUM_KEY = "sha256"

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from metadt.fileio import atomic_write_bytes
+from metadt.fileio import atomic_write_bytes, read_file_bytes
 
 KIND, VERSION, TREE, DIGEST = "metadt.kind", "metadt.version", "metadt.tree", "metadt.sha256"
 FORMAT_VERSION = "1"
@@ -221,10 +221,10 @@ def load(path: str | os.PathLike, kind: str | None, hint: str = "") -> Any:
     """Read a tensor file written by :func:`save` (checksum verified first)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_file_bytes(path, what="tensor file")
     except FileNotFoundError:
         raise
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise TensorFileError(f"{path}: cannot read ({exc}){'; ' + hint if hint else ''}") \
             from None
     return loads(data, kind, str(path), hint)

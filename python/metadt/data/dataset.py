@@ -220,7 +220,7 @@ class Dataset:
     def open(cls, path: str | os.PathLike) -> "Dataset":
         path = Path(path)
         card_path = path / "card.json"
-        if not card_path.is_file():
+        if not (card_path.exists() or card_path.is_symlink()):   # anything else: read_json says what
             raise FileNotFoundError(
                 f"{path}: not a metadt dataset (no card.json); make one with `metadt collect` "
                 f"or `metadt import-official`"

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from metadt.data.dataset import Dataset, DatasetCard, write_dataset
+from metadt.fileio import memory_bytes, read_file_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from metadt import TrajectoryStore
@@ -246,13 +247,6 @@ def _flags(v: np.ndarray, name: str, t: int, where: str) -> np.ndarray:
     return v.astype(np.float32)
 
 
-def _memory_bytes() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 34
-
-
 def _check_declared_sizes(did: str, root: Path, where: str) -> None:
     """Refuse an HDF5 file whose arrays declare more bytes than a quarter of this machine's
     memory, before minari reads any of them whole (a few KB of compressed chunks can
@@ -262,15 +256,13 @@ def _check_declared_sizes(did: str, root: Path, where: str) -> None:
     data = root / did / "data"
     meta = data / "metadata.json"
     try:
-        if meta.stat().st_size > _MAX_JSON:
-            raise MinariFormatError(f"{where}: metadata.json is larger than {_MAX_JSON} bytes")
-        fmt = json.loads(meta.read_text()).get("data_format")
+        fmt = json.loads(read_file_bytes(meta, _MAX_JSON, "Minari metadata.json")).get("data_format")
     except (OSError, ValueError, AttributeError, RecursionError) as exc:
         raise MinariFormatError(f"{where}: metadata.json unreadable ({exc})") from None
     if fmt != "hdf5":
         raise MinariFormatError(f"{where}: data_format {fmt!r:.40}: metadt exports and imports "
                                 f"the hdf5 storage only")
-    limit = _memory_bytes() // 4
+    limit = memory_bytes() // 4
     total = 0
 
     def visit(name: str, obj: Any) -> None:

@@ -47,6 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from metadt.data.dataset import Dataset, DatasetCard, write_dataset
+from metadt.fileio import read_file_bytes
 
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "masks")
 REQUIRED = ("observations", "actions", "rewards", "next_observations", "terminals")
@@ -260,7 +261,7 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
     (``import_official(trust_pickle=True)``)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_file_bytes(path, what="pickle file")
         limit = BUDGET_FLOOR + BUDGET_PER_BYTE * len(data)
         _prescan(data)
         out = _SafeUnpickler(io.BytesIO(data), _Budget(limit)).load()
