@@ -80,7 +80,8 @@ from metadt.seeding import (STREAM_ACT as _ACT, STREAM_ENV as _ENV,  # noqa: F40
                             STREAM_ROLLOUT as _ROLLOUT, STREAM_ROLLOUT_NOISE as _ROLLOUT_NOISE,
                             STREAM_SAMPLE as _SAMPLE, chunk_seed, stream_seed as _sub_seed)
 from metadt.fileio import (atomic_directory, atomic_write_bytes, atomic_write_checked_json,
-                           atomic_write_json, read_checked_json, read_json, recover_directory)
+                           atomic_write_json, read_checked_json, read_file_bytes, read_json,
+                           recover_directory)
 from metadt.rundir import RunDir
 
 Progress = Callable[[dict[str, Any]], None]
@@ -165,7 +166,7 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 def _load_episodes(path: Path) -> Episodes:
     """Rolled-out episodes (``.npz``: each member's CRC-32 is checked as it is read)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(read_file_bytes(path, what="rollout file")), allow_pickle=False) as z:
             return Episodes(obs=z["obs"], actions=z["actions"], rewards=z["rewards"],
                             next_obs=z["next_obs"], terminals=z["terminals"])
     except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as exc:

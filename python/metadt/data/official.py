@@ -406,7 +406,7 @@ def load_goals(path: str | os.PathLike) -> Any:
     path = Path(path)
     if path.suffix == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(io.BytesIO(read_file_bytes(path, what=".npy file")), allow_pickle=False)
         except ValueError as exc:
             raise OfficialFormatError(f"{path}: not a plain numeric .npy ({exc})") from None
     return safe_load_pickle(path)
