@@ -475,7 +475,15 @@ impl Store {
             bail!("the store is empty: add episodes before sampling");
         }
         self.check_tasks(&spec.tasks)?;
-        let (b, h, od, ad) = (spec.batch, spec.context, self.obs_dim, self.act_dim);
+        let p = self.transition_fields(spec.batch, spec.context);
+        check_plan(&p)?;
+        Ok(p)
+    }
+
+    /// The transition layout (what [`write_transition`] fills) of `b` rows with `h`
+    /// context steps: shared by sampled transitions and the sequential pass.
+    fn transition_fields(&self, b: usize, h: usize) -> Vec<FieldSpec> {
+        let (od, ad) = (self.obs_dim, self.act_dim);
         let mut p = vec![
             FieldSpec::new("obs", DType::F32, &[b, od]),
             FieldSpec::new("actions", DType::F32, &[b, ad]),
@@ -492,8 +500,7 @@ impl Store {
             p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, h]));
             p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, h]));
         }
-        check_plan(&p)?;
-        Ok(p)
+        p
     }
 
     /// Fill a planned transition batch.
@@ -981,23 +988,8 @@ impl Store {
         if let Some(&bad) = spec.steps[lo..hi].iter().find(|&&x| x >= n) {
             bail!("step {bad} out of range (the store has {n} steps in complete episodes)");
         }
-        let (b, h, od, ad) = (hi - lo, spec.context, self.obs_dim, self.act_dim);
-        let mut p = vec![
-            FieldSpec::new("obs", DType::F32, &[b, od]),
-            FieldSpec::new("actions", DType::F32, &[b, ad]),
-            FieldSpec::new("rewards", DType::F32, &[b]),
-            FieldSpec::new("next_obs", DType::F32, &[b, od]),
-            FieldSpec::new("terminals", DType::F32, &[b]),
-            FieldSpec::new("tasks", DType::I64, &[b]),
-            FieldSpec::new("episodes", DType::I64, &[b]),
-            FieldSpec::new("timesteps", DType::I64, &[b]),
-        ];
-        if h > 0 {
-            p.push(FieldSpec::new("ctx_obs", DType::F32, &[b, h, od]));
-            p.push(FieldSpec::new("ctx_actions", DType::F32, &[b, h, ad]));
-            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, h]));
-            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, h]));
-        }
+        let b = hi - lo;
+        let mut p = self.transition_fields(b, spec.context);
         p.push(FieldSpec::new("steps", DType::I64, &[b]));
         check_plan(&p)?;
         Ok(p)
