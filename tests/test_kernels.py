@@ -16,7 +16,11 @@ import torch
 
 import metadt.kernels as K
 from metadt.kernels import dispatch
-from kernels_reference import assert_same_choice_as_rust, attention_float32, left_padding_mask
+from kernels_reference import (BEST_CASES, assert_same_choice_as_rust, attention_float32,
+                               check_best_segments_choose_as_the_rust_scorer,
+                               check_best_segments_reject_non_finite_errors_inside_episodes,
+                               check_best_segments_ties_go_to_the_earliest_row_then_start,
+                               errors_case, left_padding_mask)
 
 HERE = Path(__file__).resolve().parent
 
@@ -88,7 +92,7 @@ def test_attention_rejects_bad_shapes():
 
 
 def test_best_segments_float64_and_half_errors():
-    errors, lengths, task = _errors_case(7, 30, seed=1)
+    errors, lengths, task = errors_case(7, 30, seed=1)
     errors = errors.clamp(max=100.0)  # row 1's 1e30 would overflow float16 (NaN padding stays)
     r64 = K.best_segments(errors.double(), lengths, 5, 4, task)
     r32 = K.best_segments(errors, lengths, 5, 4, task)
@@ -238,62 +242,16 @@ compile_one(P._best_segments_kernel, types, dict(BLOCK_S=256), dict(num_warps=4)
 '''
 
 
-def _errors_case(n, t, seed, integer=False, groups=4):
-    g = torch.Generator().manual_seed(seed)
-    if integer:  # exact sums: exact ties between starts and between rows
-        errors = torch.randint(0, 3, (n, t), generator=g).float()
-    else:
-        errors = torch.rand(n, t, generator=g) * torch.rand(n, 1, generator=g) * 10
-    lengths = torch.randint(0, t + 1, (n,), generator=g)
-    task = torch.randint(-1, groups - 1, (n,), generator=g)
-    if n:
-        lengths[0] = t
-    if n > 3:
-        lengths[3] = 0
-        task[3] = groups + 5  # a task whose only row is empty: no segment
-    # padding past each row's length holds garbage, never read
-    pad = torch.arange(t)[None, :] >= lengths[:, None]
-    errors = errors.masked_fill(pad, float("nan"))
-    if n > 1:
-        errors[1, : int(lengths[1])] = 1e30 if t else 0  # huge but finite
-    return errors, lengths, task
-
-
-BEST_CASES = [(9, 1, 1, 0), (9, 7, 3, 2), (12, 20, 5, 4), (10, 75, 5, 4), (6, 200, 5, 4),
-              (5, 4, 5, 0), (0, 10, 3, 0), (11, 12, 3, 20)]
-
-
 @pytest.mark.parametrize("n,t,k,start_min", BEST_CASES)
 @pytest.mark.parametrize("integer", [False, True])
 @pytest.mark.parametrize("per_task", [False, True])
 def test_best_segments_choose_as_the_rust_scorer(n, t, k, start_min, integer, per_task):
-    errors, lengths, task = _errors_case(n, t, seed=n * 31 + t + k, integer=integer)
-    groups = task if per_task else None
-    assert K.backend(errors, lengths) == "torch"
-    res = K.best_segments(errors, lengths, k, start_min, groups)
-    assert res.episode.dtype == torch.int64 and res.score.dtype == torch.float64
-    assert_same_choice_as_rust(res, errors.numpy(), lengths.numpy(), k, start_min,
-                               None if groups is None else groups.numpy())
-    ref = K.best_segments_torch(errors, lengths, k, start_min, groups)
-    for a, b in zip(res, ref):
-        assert torch.equal(a, b)
+    check_best_segments_choose_as_the_rust_scorer("torch", n, t, k, start_min, integer, per_task)
 
 
 def test_best_segments_ties_go_to_the_earliest_row_then_start():
-    errors = torch.zeros(4, 10)
-    errors[1, [2, 6]] = 1.0  # rows 1 and 2 tie (score 1), each with two tied starts
-    errors[2, [3, 7]] = 1.0
-    lengths = torch.tensor([10, 10, 10, 3])
-    res = K.best_segments(errors, lengths, 1, 2, torch.tensor([5, 5, 5, 5]))
-    assert res.keys.tolist() == [5] and res.episode.tolist() == [1] and res.start.tolist() == [2]
-    res = K.best_segments(errors, lengths, 2, 1)
-    assert res.episode.tolist() == [0, 1, 2, 3] and res.start.tolist() == [1, 1, 2, 1]
-    assert_same_choice_as_rust(res, errors.numpy(), lengths.numpy(), 2, 1)
+    check_best_segments_ties_go_to_the_earliest_row_then_start()
 
 
 def test_best_segments_reject_non_finite_errors_inside_episodes():
-    errors = torch.zeros(2, 6)
-    errors[1, 5] = float("nan")
-    with pytest.raises(ValueError, match=r"errors\[1, 5\]"):
-        K.best_segments(errors, torch.tensor([6, 6]), 2, 0)
-    assert K.best_segments(errors, torch.tensor([6, 5]), 2, 0).episode.tolist() == [0, 1]
+    check_best_segments_reject_non_finite_errors_inside_episodes()
