@@ -480,6 +480,32 @@ impl Store {
         Ok(p)
     }
 
+    /// The window layout's keys of `b` rows of `k` steps (what [`Store::write_segment`]
+    /// fills, then tasks and episodes): shared by sampled and live windows.
+    fn window_fields(&self, b: usize, k: usize) -> Vec<FieldSpec> {
+        let (od, ad) = (self.obs_dim, self.act_dim);
+        vec![
+            FieldSpec::new("obs", DType::F32, &[b, k, od]),
+            FieldSpec::new("actions", DType::F32, &[b, k, ad]),
+            FieldSpec::new("rewards", DType::F32, &[b, k]),
+            FieldSpec::new("rtg", DType::F32, &[b, k]),
+            FieldSpec::new("timesteps", DType::I64, &[b, k]),
+            FieldSpec::new("mask", DType::Bool, &[b, k]),
+            FieldSpec::new("tasks", DType::I64, &[b]),
+            FieldSpec::new("episodes", DType::I64, &[b]),
+        ]
+    }
+
+    /// The `ctx_*` keys of windows whose `kh = k + h` context rows cover the h steps
+    /// before the window's first step and its k steps.
+    fn push_window_context(&self, p: &mut Vec<FieldSpec>, b: usize, kh: usize) {
+        let (od, ad) = (self.obs_dim, self.act_dim);
+        p.push(FieldSpec::new("ctx_obs", DType::F32, &[b, kh, od]));
+        p.push(FieldSpec::new("ctx_actions", DType::F32, &[b, kh, ad]));
+        p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, kh]));
+        p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, kh]));
+    }
+
     /// The transition layout (what [`write_transition`] fills) of `b` rows with `h`
     /// context steps: shared by sampled transitions and the sequential pass.
     fn transition_fields(&self, b: usize, h: usize) -> Vec<FieldSpec> {
@@ -631,16 +657,7 @@ impl Store {
         let (b, k, h, od, ad) = (spec.batch, spec.length, spec.context, self.obs_dim, self.act_dim);
         let kh = k.checked_add(h)
             .ok_or_else(|| Error::invalid(format!("length + context overflows ({k} + {h})")))?;
-        let mut p = vec![
-            FieldSpec::new("obs", DType::F32, &[b, k, od]),
-            FieldSpec::new("actions", DType::F32, &[b, k, ad]),
-            FieldSpec::new("rewards", DType::F32, &[b, k]),
-            FieldSpec::new("rtg", DType::F32, &[b, k]),
-            FieldSpec::new("timesteps", DType::I64, &[b, k]),
-            FieldSpec::new("mask", DType::Bool, &[b, k]),
-            FieldSpec::new("tasks", DType::I64, &[b]),
-            FieldSpec::new("episodes", DType::I64, &[b]),
-        ];
+        let mut p = self.window_fields(b, k);
         for (i, name) in spec.columns.iter().enumerate() {
             if spec.columns[..i].contains(name) {
                 bail!("column {name:?} requested twice");
@@ -649,10 +666,7 @@ impl Store {
             p.push(FieldSpec::new(name, DType::F32, &[b, k, a.col.width()]));
         }
         if h > 0 {
-            p.push(FieldSpec::new("ctx_obs", DType::F32, &[b, kh, od]));
-            p.push(FieldSpec::new("ctx_actions", DType::F32, &[b, kh, ad]));
-            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[b, kh]));
-            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[b, kh]));
+            self.push_window_context(&mut p, b, kh);
         }
         if let Some(pr) = &spec.prompt {
             let kp = pr.length;
@@ -1125,7 +1139,7 @@ impl Store {
     /// without prompt), validating the request.
     pub fn plan_live(&self, spec: &LiveSpec) -> Result<Vec<FieldSpec>> {
         let n = spec.streams.len();
-        let (k, h, od, ad) = (spec.length, spec.context, self.obs_dim, self.act_dim);
+        let (k, h, od) = (spec.length, spec.context, self.obs_dim);
         if n == 0 {
             bail!("streams is empty: ask for at least one live stream");
         }
@@ -1172,21 +1186,9 @@ impl Store {
         }
         let kh = k.checked_add(h)
             .ok_or_else(|| Error::invalid(format!("length + context overflows ({k} + {h})")))?;
-        let mut p = vec![
-            FieldSpec::new("obs", DType::F32, &[n, k, od]),
-            FieldSpec::new("actions", DType::F32, &[n, k, ad]),
-            FieldSpec::new("rewards", DType::F32, &[n, k]),
-            FieldSpec::new("rtg", DType::F32, &[n, k]),
-            FieldSpec::new("timesteps", DType::I64, &[n, k]),
-            FieldSpec::new("mask", DType::Bool, &[n, k]),
-            FieldSpec::new("tasks", DType::I64, &[n]),
-            FieldSpec::new("episodes", DType::I64, &[n]),
-        ];
+        let mut p = self.window_fields(n, k);
         if h > 0 {
-            p.push(FieldSpec::new("ctx_obs", DType::F32, &[n, kh, od]));
-            p.push(FieldSpec::new("ctx_actions", DType::F32, &[n, kh, ad]));
-            p.push(FieldSpec::new("ctx_rewards", DType::F32, &[n, kh]));
-            p.push(FieldSpec::new("ctx_mask", DType::Bool, &[n, kh]));
+            self.push_window_context(&mut p, n, kh);
         }
         check_plan(&p)?;
         Ok(p)
