@@ -944,6 +944,7 @@ impl Store {
     /// # Safety
     /// `o` points to prompt arrays with more than `b` rows; `start` is a valid
     /// start of [`segment_starts`] for episode `pe` (or 0 when it is shorter than `kp`).
+    #[inline]
     pub(crate) unsafe fn write_prompt(&self, o: &[RawOut], b: usize, kp: usize, pe: usize, start: usize, scale: f32) {
         let n = kp.min(self.ep_len[pe]);
         self.write_segment(&o[..6], b, kp, self.head + self.ep_off[pe] + start, n, start, scale);
@@ -959,7 +960,7 @@ impl Store {
     ///
     /// # Safety
     /// `o[0..6]` point to arrays with more than `b` rows of `len` steps; the rows exist.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn write_segment(&self, o: &[RawOut], b: usize, len: usize, r0: usize, n: usize, t0: usize, scale: f32) {
         let (od, ad) = (self.obs_dim, self.act_dim);
