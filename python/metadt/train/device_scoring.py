@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import metadt.kernels as K
+from metadt.layout import context_index, episode_context_mask, episode_contexts
 from metadt.runtime import to_numpy, to_torch
 
 
@@ -30,14 +31,6 @@ def on_device(world_model: torch.nn.Module | None) -> bool:
     """Whether errors and segment scores of ``world_model`` are computed on its device
     (the kernels' dispatch point picks Triton for its parameters)."""
     return world_model is not None and K.backend(_param(world_model)) == "triton"
-
-
-def _contexts(x: torch.Tensor, context_len: int) -> torch.Tensor:
-    """``[N, T, *f]`` -> ``[N, T, h, *f]`` (h = ``context_len``): for step t the steps
-    t-h .. t-1, zeros before 0."""
-    n, t = x.shape[:2]
-    padded = torch.cat([x.new_zeros((n, context_len, *x.shape[2:])), x], dim=1)
-    return torch.stack([padded[:, j:j + t] for j in range(context_len)], dim=2)
 
 
 @torch.no_grad()
@@ -53,9 +46,7 @@ def episode_errors(world_model, obs, actions, rewards, next_obs,
     as_t = lambda a: to_torch(a, dev, np.float32)  # noqa: E731
     obs, actions, rewards, next_obs = as_t(obs), as_t(actions), as_t(rewards), as_t(next_obs)
     n, t = rewards.shape
-    steps = torch.arange(t, device=dev)
-    offs = torch.arange(context_len, device=dev) - context_len
-    mask = (steps[:, None] + offs[None, :]) >= 0  # [T, h]
+    mask = episode_context_mask(t, context_len, like=rewards)  # [T, h]
     out = torch.empty(n, t, dtype=torch.float32, device=dev)
     step = max(int(rows_per_pass), 1)
     for lo in range(0, n, step):
@@ -63,8 +54,8 @@ def episode_errors(world_model, obs, actions, rewards, next_obs,
         rows = obs[s].shape[0]
         out[s] = world_model.step_errors(
             obs[s], actions[s], rewards[s], next_obs[s],
-            _contexts(obs[s], context_len), _contexts(actions[s], context_len),
-            _contexts(rewards[s], context_len),
+            episode_contexts(obs[s], context_len), episode_contexts(actions[s], context_len),
+            episode_contexts(rewards[s], context_len),
             mask.expand(rows, t, context_len)).float()
     return out
 
@@ -147,13 +138,10 @@ def step_errors(table, world_model, batch_size: int = 4096,
     idx = torch.arange(table.num_steps, device=dev) if idx is None else up(
         np.asarray(idx, dtype=np.int64))
     out = torch.empty(len(idx), dtype=torch.float32, device=dev)
-    offs = torch.arange(context_len, device=dev) - context_len
     step = max(int(batch_size), 1)
     for lo in range(0, len(idx), step):
         part = idx[lo:lo + step]
-        cidx = part[:, None] + offs[None, :]
-        valid = cidx >= ep_start[part][:, None]
-        cidx = torch.where(valid, cidx, 0)
+        cidx, valid = context_index(part, ep_start[part], context_len)
         m = valid[..., None]
         out[lo:lo + len(part)] = world_model.step_errors(
             obs[part], actions[part], rewards[part], next_obs[part],
