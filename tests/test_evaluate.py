@@ -118,7 +118,7 @@ def test_live_windows_left_pad_windows_and_contexts():
     streams, tasks, targets = np.array([0, 1]), np.array([0, 1]), np.array([-5.0, -20.0])
 
     def batch(obs):
-        return live.live_windows(streams, obs, targets, tasks, length=K, context=h, return_scale=10.0)
+        return live.live_windows(streams, obs, targets, tasks, window_len=K, context_len=h, return_scale=10.0)
 
     obs = np.zeros((2, 1))
     b = batch(obs)
@@ -155,9 +155,9 @@ def test_live_windows_left_pad_windows_and_contexts():
     assert b["mask"].all()
     # a stream's task is its open episode's: asking for another is an error, as is a bad shape
     with pytest.raises(ValueError, match="task"):
-        live.live_windows(streams, obs, targets, np.array([1, 1]), length=K)
+        live.live_windows(streams, obs, targets, np.array([1, 1]), window_len=K)
     with pytest.raises(ValueError, match="obs"):
-        live.live_windows(streams, obs[:1], targets, tasks, length=K)
+        live.live_windows(streams, obs[:1], targets, tasks, window_len=K)
 
 
 def test_rollout_constant_policy_known_returns():
@@ -433,7 +433,7 @@ def test_live_batches_equal_the_training_windows():
         rew = rng.normal(size=T).astype(np.float32)
         store.add_episode(obs[:-1], act, rew, next_obs=obs[1:], task=e % 2)
         eps.append((obs, act, rew))
-    b = store.sample_windows(64, length=K, context=h, return_scale=scale, seed=1)
+    b = store.sample_windows(64, window_len=K, context_len=h, return_scale=scale, seed=1)
     checked = 0
     for i in range(64):
         e = int(b["episodes"][i])
@@ -445,7 +445,7 @@ def test_live_batches_equal_the_training_windows():
             record_steps(live, streams, tasks, obs[t:t + 1], act[t:t + 1], rew[t:t + 1],
                          obs[t + 1:t + 2])
         target = np.array([rew.astype(np.float64).sum()])
-        lb = live.live_windows(streams, obs[end:end + 1], target, tasks, length=K, context=h,
+        lb = live.live_windows(streams, obs[end:end + 1], target, tasks, window_len=K, context_len=h,
                                return_scale=scale)
         assert sorted(lb) == sorted(b), "one layout: the same keys"
         for key in ("obs", "timesteps", "mask", "tasks"):

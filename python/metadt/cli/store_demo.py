@@ -101,18 +101,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"   column('wm_error'): {view.shape} {view.dtype}, zero-copy, writeable={view.flags.writeable}")
 
     print(f"3. sample_transitions(B={B}, context={context_len}) -- world-model batches")
-    tb, dt = _timed(lambda: store.sample_transitions(B, context=context_len, seed=None))
+    tb, dt = _timed(lambda: store.sample_transitions(B, context_len=context_len, seed=None))
     print(_shapes(tb))
     print(f"   {_ms(dt)} per batch")
 
     prompt = PromptSpec(length=prompt_len, score="wm_error", strategy="argmax", start_min=context_len)
     print(f"4. sample_windows(B={B}, K={window_len}, context={context_len}, columns=['wm_error'], prompt={prompt})")
-    wb, dt = _timed(lambda: store.sample_windows(B, length=window_len, context=context_len,
+    wb, dt = _timed(lambda: store.sample_windows(B, window_len=window_len, context_len=context_len,
                                                  return_scale=500.0, columns=["wm_error"],
                                                  prompt=prompt))
     print(_shapes(wb))
     print(f"   {_ms(dt)} per batch; the h-step context of window position j is ctx_*[:, j:j+{context_len}]")
-    plain, dt = _timed(lambda: store.sample_windows(B, length=window_len, return_scale=500.0))
+    plain, dt = _timed(lambda: store.sample_windows(B, window_len=window_len, return_scale=500.0))
     print(f"   plain windows (no context, no prompt): {_ms(dt)} per batch")
     i = 0
     print(f"   sample 0: task {wb['tasks'][i]}, episode {wb['episodes'][i]}, timesteps {wb['timesteps'][i].tolist()}")
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
     print("6. prefetch: batches prepared on a Rust thread while Python works")
     with store.prefetch("windows", depth=2, num_batches=50, seed=args.seed, batch=B,
-                        length=window_len, context=context_len,
+                        window_len=window_len, context_len=context_len,
                         return_scale=500.0) as it:
         t0 = time.perf_counter()
         n = sum(1 for _ in it)
@@ -151,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         TrajectoryStore.load(path, mmap=False)
         dt_full = time.perf_counter() - t0
-        same = np.array_equal(loaded.sample_windows(8, length=window_len, seed=1)["obs"],
-                              store.sample_windows(8, length=window_len, seed=1)["obs"])
+        same = np.array_equal(loaded.sample_windows(8, window_len=window_len, seed=1)["obs"],
+                              store.sample_windows(8, window_len=window_len, seed=1)["obs"])
         print(f"   save {size / 1e6:.0f} MB to {path}: {dt_save:.2f} s")
         print(f"   load (mmap): {_ms(dt_load)}; load (read + verify CRC-32): {_ms(dt_full)}; same batches: {same}")
         print(f"   metadata: {loaded.metadata}")

@@ -134,8 +134,8 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
             policy.eval()
         with torch.inference_mode():
             for t in range(horizon):
-                batch = live.live_windows(streams, all_obs[:, t], targets, task_ids, length=window,
-                                          context=context, return_scale=return_scale)
+                batch = live.live_windows(streams, all_obs[:, t], targets, task_ids, window_len=window,
+                                          context_len=context, return_scale=return_scale)
                 if prompt is not None:
                     batch.update(prompt.arrays())
                 batch = to_torch(batch, device)
