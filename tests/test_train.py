@@ -120,7 +120,7 @@ def test_every_method_trains(method, dataset, world_model_dir, tmp_path):
     from metadt.data.dataset import Dataset
 
     store = Dataset.open(dataset).store("medium")
-    w = store.sample_windows(3, window_len=cfg.seq_len, context_len=4, return_scale=10.0, seed=0)
+    w = store.sample_windows(3, window_len=cfg.window_len, context_len=4, return_scale=10.0, seed=0)
     batch = {k: torch.from_numpy(np.asarray(v)) for k, v in w.items()}
     act = run.model.predict_action(batch, run.world_model)
     assert act.shape == (3, 2) and act.abs().max() <= 0.1 + 1e-6

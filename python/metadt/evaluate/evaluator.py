@@ -466,7 +466,7 @@ def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
                      world_model: Any = None, device: str = "") -> Subject:
     """A `Subject` from `metadt.train.run.load_run`'s `LoadedRun` and its dataset's family.
 
-    K and k come from the run's `MetaDTConfig` (``seq_len``, ``prompt_len``),
+    K and k come from the run's `MetaDTConfig` (``window_len``, ``prompt_len``),
     h from its world model (``context_len``; 0 without one), the prompt
     segments' smallest start and selection from ``prompt_start_min`` and
     ``prompt_strategy`` (as the run was trained).
@@ -488,7 +488,7 @@ def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
         method=str(cfg.method),
         policy=policy,
         family=family,
-        window=int(cfg.seq_len),
+        window=int(cfg.window_len),
         context=int(h),
         prompt_len=int(cfg.prompt_len),
         return_scale=float(loaded.return_scale),
@@ -578,7 +578,7 @@ def training_return_probe(data: str | Path) -> Callable[[Any, Any, Any], float]:
         h = int(getattr(world_model, "context_len", 0) or 0) if world_model is not None else 0
         device = next(model.parameters()).device
         with torch.no_grad():
-            trajs = rollout(model, ds.family, ids, target_returns=targets, window=cfg.seq_len,
+            trajs = rollout(model, ds.family, ids, target_returns=targets, window=cfg.window_len,
                             context=h, return_scale=float(cfg.return_scale),
                             world_model=world_model, seed=int(cfg.seed) + 1_000_003,
                             device=device)

@@ -144,7 +144,7 @@ def prepare(data: str | Path, cfg: MetaDTConfig, world_model: str | Path | World
 def sampler_kwargs(cfg: MetaDTConfig, wm: WorldModel | None, train_ids: list[int],
                    with_prompt: bool) -> dict[str, Any]:
     """Keyword arguments of ``store.sample_windows`` for one phase of training."""
-    kw: dict[str, Any] = {"window_len": cfg.seq_len, "return_scale": cfg.return_scale,
+    kw: dict[str, Any] = {"window_len": cfg.window_len, "return_scale": cfg.return_scale,
                           "tasks": train_ids, "context_len": 0, "columns": (),
                           "anchor": cfg.window_anchor}
     if cfg.use_z:
