@@ -94,7 +94,7 @@ class NumpyGather:
         self.rng = np.random.default_rng(0)
         self.N = len(self.rew)
 
-    def windows(self, B, context=0, prompt=False):
+    def windows(self, B, context_len=0, prompt=False):
         end = self.rng.integers(0, self.N, B)
         start = self.start_of_step[end]
         idx = end[:, None] + np.arange(-K + 1, 1)[None, :]
@@ -107,8 +107,8 @@ class NumpyGather:
         ts = (idx - start[:, None]) * valid
         out = {"obs": obs, "actions": act, "rewards": rew, "rtg": rtg, "timesteps": ts, "mask": valid,
                "tasks": self.task[self.ep_of_step[end]], "episodes": self.ep_of_step[end]}
-        if context:
-            cidx = idx[:, :, None] + np.arange(-context, 0)[None, None, :]  # [B, K, h]
+        if context_len:
+            cidx = idx[:, :, None] + np.arange(-context_len, 0)[None, None, :]  # [B, K, h]
             cval = cidx >= start[:, None, None]
             cidc = np.where(cval, cidx, 0)
             out["ctx_obs"] = self.obs[cidc] * cval[..., None]
@@ -150,7 +150,7 @@ class PythonLoop:
         self.task = store.episode_tasks()
         self.eps_of_task = {int(t): store.episodes_of_task(int(t)) for t in store.tasks()}
 
-    def windows(self, B, context=0, prompt=False):
+    def windows(self, B, context_len=0, prompt=False):
         s, a, r, g, ts, m = [], [], [], [], [], []
         cs, ca, cr = [], [], []
         ps, pa, pr, pg, pt, pe_, pst = [], [], [], [], [], [], []
@@ -183,19 +183,19 @@ class PythonLoop:
             g.append(np.concatenate([np.zeros(pad, np.float32), rt[si:end + 1] / SCALE]))
             ts.append(np.concatenate([np.zeros(pad, np.int64), np.arange(si, end + 1)]))
             m.append(np.concatenate([np.zeros(pad, bool), np.ones(n, bool)]))
-            if context:
+            if context_len:
                 for t in range(end - K + 1, end + 1):
-                    c0 = max(0, t - context)
-                    cp = context - (max(t, 0) - c0)
+                    c0 = max(0, t - context_len)
+                    cp = context_len - (max(t, 0) - c0)
                     cs.append(np.concatenate([np.zeros((cp, self.od), np.float32), o[c0:max(t, 0)]]))
                     ca.append(np.concatenate([np.zeros((cp, self.ad), np.float32), ac[c0:max(t, 0)]]))
                     cr.append(np.concatenate([np.zeros(cp, np.float32), rw[c0:max(t, 0)]]))
         out = {"obs": np.stack(s), "actions": np.stack(a), "rewards": np.stack(r), "rtg": np.stack(g),
                "timesteps": np.stack(ts), "mask": np.stack(m)}
-        if context:
-            out["ctx_obs"] = np.stack(cs).reshape(B, K, context, -1)
-            out["ctx_actions"] = np.stack(ca).reshape(B, K, context, -1)
-            out["ctx_rewards"] = np.stack(cr).reshape(B, K, context)
+        if context_len:
+            out["ctx_obs"] = np.stack(cs).reshape(B, K, context_len, -1)
+            out["ctx_actions"] = np.stack(ca).reshape(B, K, context_len, -1)
+            out["ctx_rewards"] = np.stack(cr).reshape(B, K, context_len)
         if prompt:
             out.update(prompt_obs=np.stack(ps), prompt_actions=np.stack(pa), prompt_rewards=np.stack(pr),
                        prompt_rtg=np.stack(pg), prompt_timesteps=np.stack(pt), prompt_mask=np.ones((B, KP), bool),
@@ -252,12 +252,12 @@ def main() -> None:
     npg = NumpyGather(store)
     loop = PythonLoop(store)
     cases = [
-        ("windows", dict(length=K, return_scale=SCALE), dict()),
-        ("windows + h=4 context", dict(length=K, context=H, return_scale=SCALE), dict(context=H)),
-        ("windows + prompt k=5", dict(length=K, return_scale=SCALE, prompt=PromptSpec(KP, "err", "argmax", start_min=H)),
+        ("windows", dict(window_len=K, return_scale=SCALE), dict()),
+        ("windows + h=4 context", dict(window_len=K, context_len=H, return_scale=SCALE), dict(context_len=H)),
+        ("windows + prompt k=5", dict(window_len=K, return_scale=SCALE, prompt=PromptSpec(KP, "err", "argmax", start_min=H)),
          dict(prompt=True)),
-        ("windows + context + prompt", dict(length=K, context=H, return_scale=SCALE,
-                                            prompt=PromptSpec(KP, "err", "argmax", start_min=H)), dict(context=H, prompt=True)),
+        ("windows + context + prompt", dict(window_len=K, context_len=H, return_scale=SCALE,
+                                            prompt=PromptSpec(KP, "err", "argmax", start_min=H)), dict(context_len=H, prompt=True)),
     ]
     print()
     print(f"{'case':<28} {'B':>5} {'impl':<14} {'time/batch':>12} {'MB/s':>9} {'out MB':>7}  note")
@@ -276,7 +276,7 @@ def main() -> None:
             nb = npg.windows(B, **np_kw)
             t_np = timeit(lambda: npg.windows(B, **np_kw), min_time)
             rows = [("metadt", t_ours, ob, ""), ("numpy gather", t_np, nbytes(nb),
-                    "[B,K,h,.] contexts" if np_kw.get("context") else "")]
+                    "[B,K,h,.] contexts" if np_kw.get("context_len") else "")]
             if not args.no_loop:
                 lb = loop.windows(B, **np_kw)
                 t_loop = timeit(lambda: loop.windows(B, **np_kw), min_time, repeats=2)
@@ -291,12 +291,12 @@ def main() -> None:
 
     # transitions (world-model batches)
     for B in (128, 1024):
-        ob = nbytes(store.sample_transitions(B, context=H, seed=0))
-        t = timeit(lambda: store.sample_transitions(B, context=H), min_time)
+        ob = nbytes(store.sample_transitions(B, context_len=H, seed=0))
+        t = timeit(lambda: store.sample_transitions(B, context_len=H), min_time)
         print(f"{'transitions + h=4 context':<28} {B:>5} {'metadt':<14} {fmt_t(t):>12} {ob / t / 1e6:9.0f} {ob / 1e6:7.2f}")
 
     # prefetch: batches prepared on a Rust thread
-    it = store.prefetch("windows", depth=4, batch=1024, length=K, context=H, return_scale=SCALE, seed=0)
+    it = store.prefetch("windows", depth=4, batch=1024, window_len=K, context_len=H, return_scale=SCALE, seed=0)
     next(it)
     t0 = time.perf_counter()
     nb = 50
@@ -328,7 +328,7 @@ def main() -> None:
             print(f"{label:<28}: {dt * 1e3:8.1f} ms  ({dt / gb:.3f} s/GB)")
         s2 = loaded[0]
         t0 = time.perf_counter()
-        s2.sample_windows(1024, length=K, context=H, seed=1)
+        s2.sample_windows(1024, window_len=K, context_len=H, seed=1)
         print(f"first batch from the mmap-loaded store: {(time.perf_counter() - t0) * 1e3:.2f} ms; "
               f"held memory {s2.memory_bytes() / 2**20:.2f} MiB, mapped {s2.mapped_bytes() / 2**20:.0f} MiB")
         del loaded, s2

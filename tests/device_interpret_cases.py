@@ -139,7 +139,7 @@ def test_few_shot_selection_on_device_equals_the_host_path(length, start_min, ho
     tr = _trajectories(6, 12, 2, 2, [2, 0, 2, 1, 0, 1], seed=11)
     wm = _world_model(2, 2, use_transition_decoder=True)
     rows = tr.best_per_task()
-    kw = dict(length=length, start_min=start_min, strategy="argmax", world_model=wm)
+    kw = dict(prompt_len=length, prompt_start_min=start_min, strategy="argmax", world_model=wm)
     dev = select_starts(tr, rows, rng=np.random.default_rng(0), **kw)
     with host_path():
         host = select_starts(tr, rows, rng=np.random.default_rng(0), **kw)

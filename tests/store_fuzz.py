@@ -102,7 +102,7 @@ def check_windows(s, b, kw):
         "return_scale let rtg overflow"
     off, lens = s.episode_offsets(), s.episode_lengths()
     names = list(kw.get("columns") or [])
-    h = kw.get("context", 0)
+    h = kw.get("context_len", 0)
     if h:
         assert b["ctx_obs"].shape == (B, K + h, od), "context shape K + h"
     for i in range(B):
@@ -183,14 +183,14 @@ def run_op(s, op, rng):
     kind = op[0]
     if kind == "windows":
         _, batch, length, context, scale, columns, prompt, tasks, seed = op
-        kw = dict(length=length, context=context, return_scale=scale, columns=columns, prompt=prompt,
+        kw = dict(window_len=length, context_len=context, return_scale=scale, columns=columns, prompt=prompt,
                   tasks=tasks, seed=seed)
         ok, b = call("sample_windows", s.sample_windows, batch, **kw)
         if ok:
             check_windows(s, b, kw)
     elif kind == "transitions":
         _, batch, context, tasks, seed = op
-        ok, b = call("sample_transitions", s.sample_transitions, batch, context=context, tasks=tasks, seed=seed)
+        ok, b = call("sample_transitions", s.sample_transitions, batch, context_len=context, tasks=tasks, seed=seed)
         if ok:
             check_transitions(s, b)
     elif kind == "segments":
@@ -273,7 +273,7 @@ def run_op(s, op, rng):
     elif kind == "prefetch":
         _, k, depth, nb, batch, length, seed = op
         ok, it = call("prefetch", s.prefetch, kind=k, depth=depth, num_batches=nb, seed=seed, batch=batch,
-                      **({"length": length} if k == "windows" else {}))
+                      **({"window_len": length} if k == "windows" else {}))
         if ok:
             for _ in range(2):
                 ok2, _ = call("prefetch.next", next, it)
@@ -285,11 +285,11 @@ def run_op(s, op, rng):
         call("TrajectoryStore", TrajectoryStore, od, ad, capacity=cap)
     elif kind == "steps":
         _, steps, context, chunk = op
-        ok, b = call("gather_steps", s.gather_steps, steps, context=context)
+        ok, b = call("gather_steps", s.gather_steps, steps, context_len=context)
         if ok:
             check_transitions(s, b)
             np.testing.assert_array_equal(b["steps"], np.asarray(steps, dtype=np.int64).reshape(-1))
-        ok, it = call("iter_steps", s.iter_steps, context=context, chunk=chunk if chunk is not None else 4096)
+        ok, it = call("iter_steps", s.iter_steps, context_len=context, chunk=chunk if chunk is not None else 4096)
         if ok:
             seen = 0
             for _ in range(3):
@@ -303,7 +303,7 @@ def run_op(s, op, rng):
         n = len(streams)
         obs = rng.normal(size=(obs_rows if obs_rows >= 0 else n, s.obs_dim))
         ok, b = call("live_windows", s.live_windows, streams, obs, targets, tasks if tasks is not None else [0] * n,
-                     length=length, context=context, return_scale=scale)
+                     window_len=length, context_len=context, return_scale=scale)
         if ok:
             K = b["mask"].shape[1]
             assert b["obs"].shape == (n, K, s.obs_dim) and b["mask"][:, -1].all(), "live window shapes"

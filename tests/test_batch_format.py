@@ -59,7 +59,7 @@ def numpy_steps(s: TrajectoryStore, idx: np.ndarray, h: int) -> dict[str, np.nda
 def test_iter_steps_equals_the_numpy_reference(h, chunk):
     s = make()
     want = numpy_steps(s, np.arange(s.num_steps), h)
-    it = s.iter_steps(context=h, chunk=chunk)
+    it = s.iter_steps(context_len=h, chunk=chunk)
     assert len(it) == -(-s.num_steps // chunk) and it.num_steps == s.num_steps
     got = list(it)
     assert all(len(b["steps"]) <= chunk for b in got)
@@ -72,14 +72,14 @@ def test_iter_steps_equals_the_numpy_reference(h, chunk):
 def test_gather_steps_given_steps_and_torch_columns():
     s = make()
     idx = np.array([5, 0, 30, 7, 7, 31, 8], dtype=np.int64)
-    b = s.gather_steps(idx, context=4)
+    b = s.gather_steps(idx, context_len=4)
     for key, v in numpy_steps(s, idx, 4).items():
         np.testing.assert_array_equal(b[key], v, err_msg=key)
-    part = list(s.iter_steps(context=4, chunk=3, steps=idx))
+    part = list(s.iter_steps(context_len=4, chunk=3, steps=idx))
     np.testing.assert_array_equal(np.concatenate([p["steps"] for p in part]), idx)
     # no context: no ctx_* keys; an empty request is an empty batch
-    assert "ctx_obs" not in s.gather_steps([1, 2], context=0)
-    assert s.gather_steps(np.zeros(0, np.int64), context=2)["obs"].shape == (0, s.obs_dim)
+    assert "ctx_obs" not in s.gather_steps([1, 2], context_len=0)
+    assert s.gather_steps(np.zeros(0, np.int64), context_len=2)["obs"].shape == (0, s.obs_dim)
     # StepTable (z and world-model errors) reads the same batches
     from metadt.train.columns import StepTable
 
@@ -94,7 +94,7 @@ def test_gather_steps_given_steps_and_torch_columns():
 def test_prompt_segments_equal_the_sampled_prompts():
     s = make(lengths=(7, 2, 12, 3, 9))
     for strategy in ("last", "random"):
-        b = s.sample_windows(200, length=4, return_scale=7.0, seed=3,
+        b = s.sample_windows(200, window_len=4, return_scale=7.0, seed=3,
                              prompt=PromptSpec(5, None, strategy, start_min=2))
         p = s.prompt_segments(b["prompt_episodes"], b["prompt_starts"], 5, return_scale=7.0)
         assert sorted(p) == sorted(k for k in b if k.startswith("prompt_"))
@@ -161,13 +161,13 @@ def test_every_batch_kind_has_its_typed_schema():
         assert td.__required_keys__ <= keys, (td.__name__, td.__required_keys__ - keys)
         assert keys <= td.__required_keys__ | td.__optional_keys__, (td.__name__, keys - td.__required_keys__)
 
-    w = s.sample_windows(4, length=3, context=2, columns=["err"], prompt=PromptSpec(2, "err"), seed=0)
+    w = s.sample_windows(4, window_len=3, context_len=2, columns=["err"], prompt=PromptSpec(2, "err"), seed=0)
     check(w, stub.WindowBatch, extra=["err"])
-    assert set(s.sample_windows(4, length=3, seed=0)) == stub.WindowBatch.__required_keys__
-    live = s.live_windows([0, 1], np.zeros((2, s.obs_dim)), 1.0, [0, 1], length=3, context=2)
+    assert set(s.sample_windows(4, window_len=3, seed=0)) == stub.WindowBatch.__required_keys__
+    live = s.live_windows([0, 1], np.zeros((2, s.obs_dim)), 1.0, [0, 1], window_len=3, context_len=2)
     check(live, stub.WindowBatch)
-    check(s.sample_transitions(4, context=2, seed=0), stub.TransitionBatch)
-    assert set(s.gather_steps([0, 1], context=2)) == stub.StepBatch.__required_keys__ | stub.StepBatch.__optional_keys__
+    check(s.sample_transitions(4, context_len=2, seed=0), stub.TransitionBatch)
+    assert set(s.gather_steps([0, 1], context_len=2)) == stub.StepBatch.__required_keys__ | stub.StepBatch.__optional_keys__
     assert set(s.prompt_segments([0], [0], 2)) == stub.PromptBatch.__required_keys__
     assert set(s.segment_scores("err", 2)) == stub.SegmentScores.__required_keys__
     assert set(s.best_segments("err", 2)) == stub.BestSegments.__required_keys__
@@ -208,7 +208,7 @@ def test_short_episode_rule_is_the_same_everywhere():
         lo, hi = r if r is not None else (0, 0)
         assert start_range(T, k, start_min) == (lo, hi)
         assert seg["starts"][seg["episodes"] == e].tolist() == list(range(lo, hi + 1))
-    b = s.sample_windows(300, length=2, prompt=PromptSpec(k, None, "random", start_min=start_min), seed=0)
+    b = s.sample_windows(300, window_len=2, prompt=PromptSpec(k, None, "random", start_min=start_min), seed=0)
     for e, st in zip(b["prompt_episodes"].tolist(), b["prompt_starts"].tolist()):
         lo, hi = segment_range(int(s.episode_lengths()[e]), k, start_min) or (0, 0)
         assert lo <= st <= hi
@@ -220,12 +220,12 @@ def test_short_episode_rule_is_the_same_everywhere():
     lambda s: s.gather_steps([2**64]),
     lambda s: s.gather_steps(None),
     lambda s: s.gather_steps([1.5]),
-    lambda s: s.gather_steps([0], context=-1),
-    lambda s: s.gather_steps([0], context=2**62),
+    lambda s: s.gather_steps([0], context_len=-1),
+    lambda s: s.gather_steps([0], context_len=2**62),
     lambda s: s.iter_steps(chunk=0),
     lambda s: s.iter_steps(steps=[10**6]),
-    lambda s: s.live_windows([0], np.zeros((1, 3)), [1.0], [0], length=0),
-    lambda s: s.live_windows([], np.zeros((0, 3)), [], [], length=2),
+    lambda s: s.live_windows([0], np.zeros((1, 3)), [1.0], [0], window_len=0),
+    lambda s: s.live_windows([], np.zeros((0, 3)), [], [], window_len=2),
     lambda s: s.live_windows([0, 0], np.zeros((2, 3)), [1.0, 1.0], [0, 0]),
     lambda s: s.live_windows([0], np.zeros((2, 3)), [1.0], [0]),
     lambda s: s.live_windows([0], np.zeros((1, 4)), [1.0], [0]),
@@ -235,7 +235,7 @@ def test_short_episode_rule_is_the_same_everywhere():
     lambda s: s.live_windows([0], np.zeros((1, 3)), [1.0], [0, 1]),
     lambda s: s.live_windows([0], np.zeros((1, 3)), [3e38], [0], return_scale=1e-30),
     lambda s: s.live_windows([0], np.zeros((1, 3)), [1.0], [0], return_scale=0.0),
-    lambda s: s.live_windows([0], np.zeros((1, 3)), [1.0], [0], length=2**62, context=2**62),
+    lambda s: s.live_windows([0], np.zeros((1, 3)), [1.0], [0], window_len=2**62, context_len=2**62),
     lambda s: s.live_windows(None, np.zeros((1, 3)), [1.0], [0]),
     lambda s: s.live_windows([0], np.zeros((1, 3)), "x", [0]),
     lambda s: s.prompt_segments([0], [0], 0),

@@ -118,7 +118,7 @@ def test_live_windows_left_pad_windows_and_contexts():
     streams, tasks, targets = np.array([0, 1]), np.array([0, 1]), np.array([-5.0, -20.0])
 
     def batch(obs):
-        return live.live_windows(streams, obs, targets, tasks, length=K, context=h, return_scale=10.0)
+        return live.live_windows(streams, obs, targets, tasks, window_len=K, context_len=h, return_scale=10.0)
 
     obs = np.zeros((2, 1))
     b = batch(obs)
@@ -155,15 +155,15 @@ def test_live_windows_left_pad_windows_and_contexts():
     assert b["mask"].all()
     # a stream's task is its open episode's: asking for another is an error, as is a bad shape
     with pytest.raises(ValueError, match="task"):
-        live.live_windows(streams, obs, targets, np.array([1, 1]), length=K)
+        live.live_windows(streams, obs, targets, np.array([1, 1]), window_len=K)
     with pytest.raises(ValueError, match="obs"):
-        live.live_windows(streams, obs[:1], targets, tasks, length=K)
+        live.live_windows(streams, obs[:1], targets, tasks, window_len=K)
 
 
 def test_rollout_constant_policy_known_returns():
     fam = TwoTaskFamily()
     pol = ConstantPolicy(1.0)
-    tr = rollout(pol, fam, [0, 1, 1], target_returns=[-1.0, -2.0, -2.0], window=3, context=2,
+    tr = rollout(pol, fam, [0, 1, 1], target_returns=[-1.0, -2.0, -2.0], window_len=3, context_len=2,
                  return_scale=fam.return_scale)
     assert fam.envs_made == 1, "all tasks stepped together in one vector env"
     assert len(pol.calls) == fam.horizon, "one batched model call per step"
@@ -181,7 +181,7 @@ def test_rollout_constant_policy_known_returns():
 
 def test_rollout_context_policy_finds_the_goal():
     fam = TwoTaskFamily()
-    tr = rollout(GoalReader(), fam, [0, 1], target_returns=[0.0, 0.0], window=3, context=2,
+    tr = rollout(GoalReader(), fam, [0, 1], target_returns=[0.0, 0.0], window_len=3, context_len=2,
                  return_scale=10.0)
     # task 0: +1 every step; task 1: +1 then reads the reward and goes -1 (known walk)
     assert tr.actions[0, :, 0].tolist() == [1.0] * 6
@@ -210,16 +210,16 @@ def test_prompt_segments_rtg_timesteps_and_short_episodes():
 
 def test_own_prompt_comes_from_the_best_own_episode():
     fam = TwoTaskFamily()
-    tr = rollout(ConstantPolicy(1.0), fam, [1, 1], target_returns=[0.0, 0.0], window=2,
-                 context=2, return_scale=10.0)
+    tr = rollout(ConstantPolicy(1.0), fam, [1, 1], target_returns=[0.0, 0.0], window_len=2,
+                 context_len=2, return_scale=10.0)
     tr.rewards[1] += 1.0  # make the second episode the best
     tr.obs[1] += 100.0    # and recognizable
-    prompts, info = own_prompts(tr, length=2, start_min=2, return_scale=10.0, strategy="last",
+    prompts, info = own_prompts(tr, prompt_len=2, prompt_start_min=2, return_scale=10.0, strategy="last",
                                 rng=np.random.default_rng(0))
     assert list(prompts) == [1] and info[1]["source"] == "own"
     assert info[1]["start"] == 4 and info[1]["episode_return"] == pytest.approx(tr.returns[1])
     np.testing.assert_allclose(prompts[1].obs[0], tr.obs[1, 4:6])
-    rnd, _ = own_prompts(tr, length=2, start_min=2, return_scale=10.0, strategy="random",
+    rnd, _ = own_prompts(tr, prompt_len=2, prompt_start_min=2, return_scale=10.0, strategy="random",
                          rng=np.random.default_rng(0))
     assert 2 <= int(rnd[1].starts[0]) <= 4, "segment start in [h, T-k]"
     stacked = stack_prompts(prompts, np.array([1, 1, 1]))
@@ -235,8 +235,8 @@ def _targets(fam):
 
 def test_evaluator_settings_and_report_numbers():
     fam = TwoTaskFamily()
-    subj = Subject(method="meta-dt", policy=ConstantPolicy(-1.0), family=fam, window=3,
-                   context=2, prompt_len=2, return_scale=10.0, prompt_strategy="last")
+    subj = Subject(method="meta-dt", policy=ConstantPolicy(-1.0), family=fam, window_len=3,
+                   context_len=2, prompt_len=2, return_scale=10.0, prompt_strategy="last")
     cfg = EvaluateConfig(episodes=2, few_shot_episodes=3, few_shot_noise=0.0, few_shot_rounds=1,
                          settings=("zero-shot", "few-shot"))
     saved = []
@@ -263,7 +263,7 @@ def test_evaluator_settings_and_report_numbers():
 def test_evaluator_resumes_finished_settings():
     fam = TwoTaskFamily()
     pol = ConstantPolicy(1.0)
-    subj = Subject(method="dt", policy=pol, family=fam, window=2, context=2, prompt_len=2,
+    subj = Subject(method="dt", policy=pol, family=fam, window_len=2, context_len=2, prompt_len=2,
                    return_scale=10.0)
     ev = Evaluator(subj, EvaluateConfig(episodes=1), _targets(fam))
     first = ev.run()
@@ -280,7 +280,7 @@ def test_few_shot_prompt_only_sees_own_trajectories():
     demonstration of the task (which goes toward -3) would turn it around.
     """
     fam = TwoTaskFamily()
-    subj = Subject(method="meta-dt", policy=PromptFollower(), family=fam, window=2, context=2,
+    subj = Subject(method="meta-dt", policy=PromptFollower(), family=fam, window_len=2, context_len=2,
                    prompt_len=2, return_scale=10.0, prompt_strategy="random")
 
     class NoStore:
@@ -298,8 +298,8 @@ def test_rollout_action_noise_is_seeded_clipped_and_centred():
     ids = [0] * 300
 
     def go(noise, seed):
-        return rollout(ConstantPolicy(0.0), fam, ids, target_returns=[0.0] * 300, window=2,
-                       context=2, return_scale=10.0, seed=seed, action_noise=noise).actions
+        return rollout(ConstantPolicy(0.0), fam, ids, target_returns=[0.0] * 300, window_len=2,
+                       context_len=2, return_scale=10.0, seed=seed, action_noise=noise).actions
 
     assert np.all(go(0.0, 1) == 0.0), "no noise: the policy's action exactly"
     a = go(0.5, 1)
@@ -318,7 +318,7 @@ def test_few_shot_rounds_reprompt_with_the_best_own_episode():
     follows the sign of the prompt's last state: only an own noisy episode that ended on
     the negative side can turn it around, and the best own episode of task 1 is one."""
     fam = TwoTaskFamily()
-    subj = Subject(method="meta-dt", policy=PromptFollower(), family=fam, window=2, context=2,
+    subj = Subject(method="meta-dt", policy=PromptFollower(), family=fam, window_len=2, context_len=2,
                    prompt_len=2, return_scale=10.0, prompt_strategy="last")
 
     def no_store():
@@ -355,8 +355,8 @@ def test_eval_task_ids_and_normalized():
 def test_complementary_prompt_is_argmax_error_segment_of_own_best_episode():
     """argmax: the kept (best) own episode is scored; the largest-error k-segment wins."""
     fam = TwoTaskFamily()
-    tr = rollout(ConstantPolicy(1.0), fam, [0, 1, 1, 0], target_returns=[0.0] * 4, window=2,
-                 context=2, return_scale=10.0)
+    tr = rollout(ConstantPolicy(1.0), fam, [0, 1, 1, 0], target_returns=[0.0] * 4, window_len=2,
+                 context_len=2, return_scale=10.0)
     tr.rewards[2] += 0.5  # row 2 is task 1's best, row 0 task 0's (first on ties)
     seen = []
 
@@ -369,7 +369,7 @@ def test_complementary_prompt_is_argmax_error_segment_of_own_best_episode():
         seen.append((store.num_episodes, sorted(np.asarray(store.tasks()).tolist())))
         store.attach_column(column, err)
 
-    prompts, info = own_prompts(tr, length=2, start_min=2, return_scale=10.0, strategy="argmax",
+    prompts, info = own_prompts(tr, prompt_len=2, prompt_start_min=2, return_scale=10.0, strategy="argmax",
                                 rng=np.random.default_rng(0), world_model=object(), scorer=scorer)
     assert seen == [(2, [0, 1])], "one kept episode per task, nothing else"
     assert info[1]["start"] == 3 and info[0]["start"] == 3
@@ -382,11 +382,11 @@ def test_complementary_prompt_with_a_real_world_model():
     from metadt.models import WorldModel
 
     fam = TwoTaskFamily()
-    tr = rollout(ConstantPolicy(1.0), fam, [0, 1], target_returns=[0.0, 0.0], window=2,
-                 context=2, return_scale=10.0)
+    tr = rollout(ConstantPolicy(1.0), fam, [0, 1], target_returns=[0.0, 0.0], window_len=2,
+                 context_len=2, return_scale=10.0)
     wm = WorldModel(1, 1, WorldModelConfig(context_len=2, gru_hidden=8, decoder_hidden=8,
                                            z_dim=4, input_embed_dim=4)).eval()
-    prompts, info = own_prompts(tr, length=2, start_min=2, return_scale=10.0, strategy="argmax",
+    prompts, info = own_prompts(tr, prompt_len=2, prompt_start_min=2, return_scale=10.0, strategy="argmax",
                                 rng=np.random.default_rng(0), world_model=wm)
     from metadt.train.columns import StepTable  # the same errors, computed independently
     from metadt import TrajectoryStore
@@ -410,7 +410,7 @@ def test_expert_prompt_is_a_segment_of_the_best_dataset_episode():
         s.add_episode(np.full((6, 1), ret, np.float32), np.zeros((6, 1), np.float32),
                       np.full(6, ret / 6, np.float32), next_obs=np.zeros((6, 1), np.float32),
                       task=task)
-    prompts, info = expert_prompts(s, [1, 0], length=2, start_min=2, return_scale=10.0,
+    prompts, info = expert_prompts(s, [1, 0], prompt_len=2, prompt_start_min=2, return_scale=10.0,
                                    strategy="last", rng=np.random.default_rng(0))
     assert info[1]["episode"] == 1 and info[1]["start"] == 4
     np.testing.assert_allclose(prompts[1].obs[0, :, 0], [-1.0, -1.0])
@@ -433,7 +433,7 @@ def test_live_batches_equal_the_training_windows():
         rew = rng.normal(size=T).astype(np.float32)
         store.add_episode(obs[:-1], act, rew, next_obs=obs[1:], task=e % 2)
         eps.append((obs, act, rew))
-    b = store.sample_windows(64, length=K, context=h, return_scale=scale, seed=1)
+    b = store.sample_windows(64, window_len=K, context_len=h, return_scale=scale, seed=1)
     checked = 0
     for i in range(64):
         e = int(b["episodes"][i])
@@ -445,7 +445,7 @@ def test_live_batches_equal_the_training_windows():
             record_steps(live, streams, tasks, obs[t:t + 1], act[t:t + 1], rew[t:t + 1],
                          obs[t + 1:t + 2])
         target = np.array([rew.astype(np.float64).sum()])
-        lb = live.live_windows(streams, obs[end:end + 1], target, tasks, length=K, context=h,
+        lb = live.live_windows(streams, obs[end:end + 1], target, tasks, window_len=K, context_len=h,
                                return_scale=scale)
         assert sorted(lb) == sorted(b), "one layout: the same keys"
         for key in ("obs", "timesteps", "mask", "tasks"):
@@ -487,7 +487,7 @@ def test_z_shuffle_changes_only_z():
     computed at the same step; obs, actions, rtg, contexts, timesteps are untouched."""
     fam = TwoTaskFamily()
     pol = ZRecorder(0.5)
-    subj = Subject(method="meta-dt-no-prompt", policy=pol, family=fam, window=3, context=2,
+    subj = Subject(method="meta-dt-no-prompt", policy=pol, family=fam, window_len=3, context_len=2,
                    prompt_len=2, return_scale=10.0, world_model=object(),
                    training={"use_z": True})
     cfg = EvaluateConfig(episodes=2, settings=("zero-shot", "zero-shot-z-shuffled"))
@@ -508,7 +508,7 @@ def test_z_shuffle_changes_only_z():
         assert torch.equal(b["z"], z_own[perm])
         assert not torch.equal(b["z"], z_own) or bool((z_own == 0).all())
     # a method without z has nothing to shuffle
-    dt = Subject(method="dt", policy=ConstantPolicy(0.0), family=fam, window=3, context=2,
+    dt = Subject(method="dt", policy=ConstantPolicy(0.0), family=fam, window_len=3, context_len=2,
                  prompt_len=2, return_scale=10.0, training={"use_z": False})
     with pytest.raises(ValueError, match="does not use z"):
         Evaluator(dt, EvaluateConfig(episodes=1, settings=("zero-shot-z-shuffled",)),
@@ -520,7 +520,7 @@ def test_prompt_swap_changes_only_the_prompt():
     other task's few-shot prompt and nothing else changed."""
     fam = TwoTaskFamily()
     pol = ConstantPolicy(-1.0)
-    subj = Subject(method="prompt-dt", policy=pol, family=fam, window=3, context=0,
+    subj = Subject(method="prompt-dt", policy=pol, family=fam, window_len=3, context_len=0,
                    prompt_len=2, return_scale=10.0, prompt_strategy="last")
     cfg = EvaluateConfig(episodes=1, few_shot_episodes=2, few_shot_rounds=1,
                          settings=("few-shot", "few-shot-prompt-swapped"))

@@ -21,7 +21,7 @@ def _wm(**kw) -> WorldModel:
 
 def _policy(method="meta-dt", **kw) -> MetaDT:
     cfg = MetaDTConfig.for_family("point-robot", "smoke", method).replace(
-        seq_len=K, prompt_len=KP, max_timestep=50, n_layers=2, n_heads=2, **kw)
+        window_len=K, prompt_len=KP, max_timestep=50, n_layers=2, n_heads=2, **kw)
     torch.manual_seed(0)
     return MetaDT(OBS, ACT, cfg).eval()
 

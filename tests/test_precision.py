@@ -39,7 +39,7 @@ def _batch(seed=0):
 
 def _policy(amp):
     cfg = MetaDTConfig.for_family("point-robot", "smoke").replace(
-        seq_len=K, prompt_len=KP, max_timestep=50, embed_dim=32, n_heads=2, mlp_dim=64,
+        window_len=K, prompt_len=KP, max_timestep=50, embed_dim=32, n_heads=2, mlp_dim=64,
         dropout=0.0, amp=amp)
     torch.manual_seed(0)
     return MetaDT(OBS, ACT, cfg)

@@ -169,7 +169,7 @@ def test_numpy_windows_match_the_store_layout(dataset, strategy):
     if "p_err" not in store.columns():
         store.attach_column("p_err", rng.random((store.num_steps, 1)).astype(np.float32))
         store.attach_column("p_z", rng.random((store.num_steps, 3)).astype(np.float32))
-    kw = dict(length=5, context=3, return_scale=10.0, columns=("p_z",), tasks=[0, 1, 2, 3],
+    kw = dict(window_len=5, context_len=3, return_scale=10.0, columns=("p_z",), tasks=[0, 1, 2, 3],
               prompt={"length": 3, "score": "p_err", "strategy": strategy, "start_min": 3})
     rust = store.sample_windows(32, seed=1, **kw)
     nw = NumpyWindows(store, 32, seed=0, **kw)
@@ -197,8 +197,8 @@ def test_numpy_transitions_match_the_store_layout(dataset):
     from metadt.profile.compare import NumpyTransitions
 
     store = Dataset.open(dataset).store("medium", mmap=False)
-    rust = store.sample_transitions(16, context=4, tasks=[0, 1], seed=0)
-    ours = NumpyTransitions(store, 16, context=4, tasks=[0, 1])[0]
+    rust = store.sample_transitions(16, context_len=4, tasks=[0, 1], seed=0)
+    ours = NumpyTransitions(store, 16, context_len=4, tasks=[0, 1])[0]
     assert list(ours) == list(rust)
     for k in rust:
         assert ours[k].shape == rust[k].shape and ours[k].dtype == rust[k].dtype, k
@@ -294,7 +294,7 @@ def test_numpy_windows_follow_the_window_rule(dataset, anchor):
 
     store = Dataset.open(dataset).store("medium", mmap=False)
     K, h = 8, 3
-    b = NumpyWindows(store, 64, length=K, context=h, return_scale=10.0, seed=3, anchor=anchor)[0]
+    b = NumpyWindows(store, 64, window_len=K, context_len=h, return_scale=10.0, seed=3, anchor=anchor)[0]
     c = NumpyWindows(store, 1, anchor=anchor).c
     for i in range(64):
         e = int(b["episodes"][i])

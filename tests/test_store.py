@@ -96,13 +96,13 @@ def test_column_is_zero_copy_read_only_snapshot():
     s.attach_column("e", np.ones(s.num_steps))
     assert s.column("e").shape == (s.num_steps, 1)
     assert s.columns() == ["e"]
-    b = s.sample_windows(3, length=2, columns="e", seed=0)  # a single name is accepted
+    b = s.sample_windows(3, window_len=2, columns="e", seed=0)  # a single name is accepted
     assert b["e"].shape == (3, 2, 1)
 
 
 @pytest.mark.parametrize("bad", [
     lambda s: s.sample_windows(0),
-    lambda s: s.sample_windows(4, length=0),
+    lambda s: s.sample_windows(4, window_len=0),
     lambda s: s.sample_windows(4, tasks=[42]),
     lambda s: s.sample_windows(4, tasks=[]),
     lambda s: s.sample_windows(4, columns=["nope"]),
@@ -180,12 +180,12 @@ def test_empty_store_errors():
 
 def test_seed_reproducible_and_thread_independent():
     s = make(n_eps=30, lengths=[200] * 30)
-    a = s.sample_windows(4096, length=20, context=4, seed=7)  # large: parallel path
-    b = s.sample_windows(16, length=20, context=4, seed=7)  # small: serial path
+    a = s.sample_windows(4096, window_len=20, context_len=4, seed=7)  # large: parallel path
+    b = s.sample_windows(16, window_len=20, context_len=4, seed=7)  # small: serial path
     for k in b:
         if a[k].ndim and a[k].shape[0] == 4096:
             np.testing.assert_array_equal(a[k][:16], b[k], err_msg=k)
-    c = s.sample_windows(4096, length=20, context=4, seed=7)
+    c = s.sample_windows(4096, window_len=20, context_len=4, seed=7)
     for k in a:
         np.testing.assert_array_equal(a[k], c[k])
     d1 = s.sample_windows(64, seed=None)
@@ -203,7 +203,7 @@ def test_uniform_over_steps():
     for T, task in [(10, 0), (30, 0), (60, 1)]:
         s.add_episode(np.zeros((T, 1)), np.zeros((T, 1)), np.zeros(T), task=task)
     n = 200_000
-    b = s.sample_windows(n, length=3, seed=1)
+    b = s.sample_windows(n, window_len=3, seed=1)
     counts = np.bincount(b["episodes"], minlength=3) / n
     np.testing.assert_allclose(counts, [0.1, 0.3, 0.6], atol=0.01)
     ends = b["timesteps"][b["episodes"] == 2, -1]
@@ -211,14 +211,14 @@ def test_uniform_over_steps():
     assert np.abs(hist - 1 / 60).max() < 0.004
     # anchor="start": the first real step is uniform over the episode's steps, the window
     # holds min(K, T - start) real steps (the official rule: short windows near the end)
-    b = s.sample_windows(n, length=3, seed=3, anchor="start")
+    b = s.sample_windows(n, window_len=3, seed=3, anchor="start")
     np.testing.assert_allclose(np.bincount(b["episodes"], minlength=3) / n, [0.1, 0.3, 0.6], atol=0.01)
     sel = b["episodes"] == 2
     real = b["mask"][sel].sum(1)
     starts = b["timesteps"][sel][np.arange(sel.sum()), 3 - real]
     assert np.abs(np.bincount(starts, minlength=60) / len(starts) - 1 / 60).max() < 0.004
     np.testing.assert_array_equal(real, np.minimum(3, 60 - starts))
-    t = s.sample_transitions(n, context=0, tasks=[0], seed=2)
+    t = s.sample_transitions(n, context_len=0, tasks=[0], seed=2)
     assert set(np.unique(t["episodes"])) == {0, 1}
     np.testing.assert_allclose(np.bincount(t["episodes"], minlength=2)[:2] / n, [0.25, 0.75], atol=0.01)
 
@@ -231,7 +231,7 @@ def test_prompt_forms_and_fallbacks():
     err[2 + 1] = 5.0  # episode 1 step 1
     s.attach_column("err", err)
     for p in (PromptSpec(4, "err", "argmax", start_min=4), {"length": 4, "score": "err", "start_min": 4}, (4, "err", "argmax", 4)):
-        b = s.sample_windows(32, length=3, prompt=p, seed=0)
+        b = s.sample_windows(32, window_len=3, prompt=p, seed=0)
         m0 = b["tasks"] == 0
         assert (b["prompt_episodes"][m0] == 0).all() and (b["prompt_starts"][m0] == 0).all()
         np.testing.assert_array_equal(b["prompt_mask"][m0][0], [False, False, True, True])
@@ -240,11 +240,11 @@ def test_prompt_forms_and_fallbacks():
         # fallback range [0, 2]: argmax = start 0 (covers step 1; ties earliest)
         assert (b["prompt_starts"][m1] == 0).all()
         np.testing.assert_array_equal(b["prompt_timesteps"][m1][0], [0, 1, 2, 3])
-    b = s.sample_windows(8, length=3, prompt=PromptSpec(2, None, "last"), seed=0)
+    b = s.sample_windows(8, window_len=3, prompt=PromptSpec(2, None, "last"), seed=0)
     m1 = b["tasks"] == 1
     assert (b["prompt_starts"][m1] == 4).all()
     # default start_min = context
-    b = s.sample_windows(64, length=3, context=3, prompt=PromptSpec(2, None, "random"), seed=0)
+    b = s.sample_windows(64, window_len=3, context_len=3, prompt=PromptSpec(2, None, "random"), seed=0)
     assert (b["prompt_starts"][b["tasks"] == 1] >= 3).all()
 
 
@@ -264,7 +264,7 @@ def test_online_add_step_and_capacity():
                 assert r is None
             if t == 3:
                 assert s.num_open_steps == 7 + task
-                b = s.sample_transitions(200, context=2, seed=1)
+                b = s.sample_transitions(200, context_len=2, seed=1)
                 assert (b["episodes"] == -1).all() and set(np.unique(b["tasks"])) == {0, 1}
                 with pytest.raises(ValueError):
                     s.sample_windows(2)  # no complete episode yet
@@ -273,7 +273,7 @@ def test_online_add_step_and_capacity():
     assert s.num_steps <= 25
     assert s.num_evicted == 12 - s.num_episodes
     assert (s.episode_lengths() == 10).all()
-    b = s.sample_transitions(256, context=3, seed=3)
+    b = s.sample_transitions(256, context_len=3, seed=3)
     assert b["obs"].shape == (256, 2)
     np.testing.assert_array_equal(b["rewards"], b["tasks"].astype(np.float32))
     assert s.column("obs").shape == (s.num_steps, 2)
@@ -297,7 +297,7 @@ def test_capacity_with_add_episode_and_attached_columns():
     np.testing.assert_array_equal(s.column("obs")[::10, 0], [15, 16, 17, 18, 19])
     assert s.episode_offsets().tolist() == [0, 10, 20, 30, 40]
     assert s.column("z").shape == (50, 1)
-    b = s.sample_windows(64, length=4, columns=["z"], seed=0)
+    b = s.sample_windows(64, window_len=4, columns=["z"], seed=0)
     assert (b["obs"][:, -1, 0] >= 15).all()
     # one episode longer than the capacity is kept (the newest is never evicted)
     s.add_episode(np.zeros((80, 1)), np.zeros((80, 1)), np.zeros(80))
@@ -436,7 +436,7 @@ def test_segments_follow_the_short_episode_rule():
     assert whole["starts"].tolist() == [0] and whole["episodes"].tolist() == [3]
     # the prompt sampler picks the same segments (argmax over the same candidates)
     s.attach_column("score", np.asarray(s.column("rewards")).reshape(-1, 1))
-    b = s.sample_windows(64, length=2, prompt=PromptSpec(4, "score", "argmax", start_min=2), seed=0)
+    b = s.sample_windows(64, window_len=2, prompt=PromptSpec(4, "score", "argmax", start_min=2), seed=0)
     for e, st in zip(b["prompt_episodes"].tolist(), b["prompt_starts"].tolist()):
         assert st == best["starts"][e]
 
@@ -444,7 +444,7 @@ def test_segments_follow_the_short_episode_rule():
 def test_prefetch_matches_sampler_and_stops():
     s = make(n_eps=10, lengths=[50] * 10)
     for anchor in ("end", "start"):
-        kw = dict(batch=32, length=8, context=2, return_scale=10.0, anchor=anchor)
+        kw = dict(batch=32, window_len=8, context_len=2, return_scale=10.0, anchor=anchor)
         with s.prefetch("windows", depth=3, num_batches=5, seed=11, **kw) as it:
             got = list(it)
         assert len(got) == 5
@@ -452,17 +452,17 @@ def test_prefetch_matches_sampler_and_stops():
             want = s.sample_windows(seed=derive_seed(11, i), **kw)
             for k in want:
                 np.testing.assert_array_equal(b[k], want[k], err_msg=k)
-    kw = dict(batch=32, length=8, context=2, return_scale=10.0)
-    it = s.prefetch("transitions", batch=16, context=4, seed=1)
+    kw = dict(batch=32, window_len=8, context_len=2, return_scale=10.0)
+    it = s.prefetch("transitions", batch=16, context_len=4, seed=1)
     a = next(it)
-    np.testing.assert_array_equal(a["obs"], s.sample_transitions(16, context=4, seed=derive_seed(1, 0))["obs"])
+    np.testing.assert_array_equal(a["obs"], s.sample_transitions(16, context_len=4, seed=derive_seed(1, 0))["obs"])
     assert it.index == 1
     it.close()
     with pytest.raises(StopIteration):
         next(it)
     it.close()  # idempotent
     # garbage collection of a running prefetcher does not hang
-    it = s.prefetch("windows", batch=8, length=4, seed=2)
+    it = s.prefetch("windows", batch=8, window_len=4, seed=2)
     next(it)
     del it
     gc.collect()
@@ -472,8 +472,8 @@ def test_prefetch_matches_sampler_and_stops():
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_prefetch_and_parallel_sampling_survive_fork():
     s = make(n_eps=20, lengths=[200] * 20)
-    s.sample_windows(4096, length=20, context=4, seed=1)  # parent uses the rayon pool
-    it = s.prefetch("windows", batch=64, length=8, seed=3, num_batches=6)
+    s.sample_windows(4096, window_len=20, context_len=4, seed=1)  # parent uses the rayon pool
+    it = s.prefetch("windows", batch=64, window_len=8, seed=3, num_batches=6)
     first = next(it)
     other = s.prefetch("transitions", batch=32, seed=5)  # running in the parent, dropped in the child
     next(other)
@@ -482,11 +482,11 @@ def test_prefetch_and_parallel_sampling_survive_fork():
     if pid == 0:  # child
         code = 1
         try:
-            big = s.sample_windows(4096, length=20, context=4, seed=1)  # serial in the child, must not hang
+            big = s.sample_windows(4096, window_len=20, context_len=4, seed=1)  # serial in the child, must not hang
             ok = big["obs"].shape == (4096, 20, OD)
             rest = list(it)  # restarted worker in the child
             ok = ok and len(rest) == 5
-            want = s.sample_windows(64, length=8, seed=derive_seed(3, 1))
+            want = s.sample_windows(64, window_len=8, seed=derive_seed(3, 1))
             ok = ok and np.array_equal(rest[0]["obs"], want["obs"])
             ok = ok and not metadt.data.parallel_available()
             del other
@@ -521,7 +521,7 @@ def test_sampling_releases_gil():
     th = threading.Thread(target=ticker)
     th.start()
     for _ in range(20):
-        s.sample_windows(8192, length=20, context=4, seed=1)
+        s.sample_windows(8192, window_len=20, context_len=4, seed=1)
     stop.set()
     th.join()
     assert len(ticks) > 5
@@ -545,7 +545,7 @@ def test_concurrent_sampling_and_appending_threads():
     def sampler():
         try:
             for _ in range(50):
-                b = s.sample_windows(256, length=10, context=2, seed=None)
+                b = s.sample_windows(256, window_len=10, context_len=2, seed=None)
                 assert b["obs"].shape == (256, 10, OD)
         except Exception as e:  # pragma: no cover
             errors.append(e)
@@ -570,7 +570,7 @@ def test_empty_store_roundtrip(tmp_path):
         assert t.num_steps == 0 and t.num_episodes == 0 and t.capacity == 100
         assert t.column("obs").shape == (0, 4) and t.metadata == {"empty": True}
         t.add_episode(np.ones((3, 4)), np.ones((3, 2)), np.ones(3))
-        assert t.sample_windows(2, length=2, seed=0)["obs"].shape == (2, 2, 4)
+        assert t.sample_windows(2, window_len=2, seed=0)["obs"].shape == (2, 2, 4)
 
 
 def test_metadata_property_and_float64_inputs():
@@ -594,15 +594,15 @@ def test_metadata_property_and_float64_inputs():
 @pytest.mark.parametrize("parent_batch", [8, 4096])
 def test_child_of_fork_never_hangs(parent_batch):
     s = make(n_eps=20, lengths=[200] * 20)
-    s.sample_windows(parent_batch, length=20, context=4, seed=1)
-    s.sample_transitions(parent_batch, context=4, seed=1)
+    s.sample_windows(parent_batch, window_len=20, context_len=4, seed=1)
+    s.sample_transitions(parent_batch, context_len=4, seed=1)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         code = 1
         try:
-            a = s.sample_windows(4096, length=20, context=4, seed=1)
-            b = s.sample_transitions(8192, context=4, seed=1)
+            a = s.sample_windows(4096, window_len=20, context_len=4, seed=1)
+            b = s.sample_transitions(8192, context_len=4, seed=1)
             code = 0 if a["obs"].shape[0] == 4096 and b["obs"].shape[0] == 8192 else 2
         finally:
             os.write(w, bytes([code]))
@@ -619,10 +619,10 @@ def test_child_of_fork_never_hangs(parent_batch):
 
 @pytest.mark.parametrize("bad", [
     lambda s: s.sample_windows(-1),
-    lambda s: s.sample_windows(4, length=-2),
-    lambda s: s.sample_windows(4, context=-1),
+    lambda s: s.sample_windows(4, window_len=-2),
+    lambda s: s.sample_windows(4, context_len=-1),
     lambda s: s.sample_transitions(-5),
-    lambda s: s.sample_transitions(4, context=-1),
+    lambda s: s.sample_transitions(4, context_len=-1),
     lambda s: s.segment_scores("rewards", -1),
     lambda s: s.best_segments("rewards", 2, start_min=-1),
     lambda s: s.top_episodes(0, -1),
@@ -656,12 +656,12 @@ def test_dotted_column_names_round_trip(tmp_path):
 def test_huge_batches_are_clean_errors():
     s = make()
     with pytest.raises((ValueError, MemoryError)):
-        s.sample_windows(2**62, length=20)
+        s.sample_windows(2**62, window_len=20)
     with pytest.raises((ValueError, MemoryError)):
-        s.sample_windows(2**40, length=2**30)
+        s.sample_windows(2**40, window_len=2**30)
     with pytest.raises((ValueError, MemoryError)):
-        s.sample_transitions(2**50, context=2**20)
-    assert s.sample_windows(2, length=3, seed=0)["obs"].shape == (2, 3, OD)
+        s.sample_transitions(2**50, context_len=2**20)
+    assert s.sample_windows(2, window_len=3, seed=0)["obs"].shape == (2, 3, OD)
 
 
 def test_interpreter_exits_with_live_prefetchers():
@@ -671,7 +671,7 @@ def test_interpreter_exits_with_live_prefetchers():
         "import numpy as np, metadt\n"
         "s = metadt.TrajectoryStore(2, 1)\n"
         "s.add_episode(np.zeros((50, 2)), np.zeros((50, 1)), np.ones(50))\n"
-        "it = s.prefetch('windows', depth=4, batch=4096, length=20, context=4)\n"
+        "it = s.prefetch('windows', depth=4, batch=4096, window_len=20, context_len=4)\n"
         "next(it)\n"
         "it2 = s.prefetch('transitions', batch=64)\n"
         "cycle = [it2]; cycle.append(cycle)\n"  # kept alive by a reference cycle until exit
@@ -688,7 +688,7 @@ def test_step_contexts_torch_and_numpy_agree():
     from metadt.data import step_contexts
 
     s = make(n_eps=4, lengths=[3, 9, 20, 40])
-    b = s.sample_windows(16, length=6, context=3, seed=2)
+    b = s.sample_windows(16, window_len=6, context_len=3, seed=2)
     for key in ("ctx_obs", "ctx_rewards", "ctx_mask"):
         v = step_contexts(b[key], 3)
         t = step_contexts(torch.as_tensor(b[key]), 3)
@@ -702,7 +702,7 @@ def test_step_contexts_torch_and_numpy_agree():
 def test_prefetch_with_prompt_columns_and_tasks():
     s = make(n_eps=8, lengths=[30 + 5 * i for i in range(8)], tasks=3)
     s.attach_column("err", np.abs(np.random.default_rng(3).normal(size=s.num_steps)).astype(np.float32))
-    kw = dict(batch=16, length=6, context=2, return_scale=5.0, columns=["err"],
+    kw = dict(batch=16, window_len=6, context_len=2, return_scale=5.0, columns=["err"],
               prompt=PromptSpec(4, "err", "proportional"), tasks=[0, 2])
     with s.prefetch("windows", num_batches=3, seed=4, **kw) as it:
         got = list(it)

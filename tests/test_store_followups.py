@@ -111,9 +111,9 @@ def _rtg_store(reward):
 def test_return_scale_is_checked_by_the_store(scale, match):
     s = _rtg_store(1e38)  # rtg of step 0: 3e38, finite in float32
     with pytest.raises(ValueError, match=match):
-        s.sample_windows(4, length=2, return_scale=scale, seed=0)
+        s.sample_windows(4, window_len=2, return_scale=scale, seed=0)
     with pytest.raises(ValueError, match=match):
-        s.prefetch("windows", batch=4, length=2, return_scale=scale, num_batches=1)
+        s.prefetch("windows", batch=4, window_len=2, return_scale=scale, num_batches=1)
 
 
 def test_return_scale_boundary_against_numpy():
@@ -126,14 +126,14 @@ def test_return_scale_boundary_against_numpy():
             scale = np.nextafter(scale, np.float32(np.inf))
         below = np.nextafter(scale, np.float32(0))
         assert not np.isfinite(rtg_max / below)
-    b = s.sample_windows(64, length=3, return_scale=float(scale), seed=0)
+    b = s.sample_windows(64, window_len=3, return_scale=float(scale), seed=0)
     assert np.isfinite(b["rtg"]).all()
     np.testing.assert_array_equal(b["rtg"][b["mask"]].max(), rtg_max / scale)
     with pytest.raises(ValueError, match=f"use return_scale >= {re.escape(str(scale))}"):
-        s.sample_windows(4, length=2, return_scale=float(below), seed=0)
+        s.sample_windows(4, window_len=2, return_scale=float(below), seed=0)
     # ordinary stores and scales are untouched (scales below 1 are fine when rtg is small)
     t = _rtg_store(-2.0)
-    b = t.sample_windows(8, length=3, return_scale=1e-30, seed=1)
+    b = t.sample_windows(8, window_len=3, return_scale=1e-30, seed=1)
     assert np.isfinite(b["rtg"]).all() and b["rtg"].min() == np.float32(-6.0) / np.float32(1e-30)
 
 

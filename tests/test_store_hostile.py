@@ -52,11 +52,11 @@ for name in names:
     for _ in range(20):
         for cols in ([name], [name, name]):
             try:
-                b = s.sample_windows(256, length=20, context=4, columns=cols, prompt=(3, None, "random"), seed=1)
+                b = s.sample_windows(256, window_len=20, context_len=4, columns=cols, prompt=(3, None, "random"), seed=1)
             except ValueError:
                 continue
             raise SystemExit("accepted " + repr(cols))
-b = s.sample_windows(256, length=20, context=4, seed=1)
+b = s.sample_windows(256, window_len=20, context_len=4, seed=1)
 assert b["mask"].dtype == np.bool_ and b["mask"][:, -1].all()
 print("ok")
 """ % (BATCH_KEY_NAMES,)
@@ -67,14 +67,14 @@ print("ok")
 # ------------------------------------------------------------------ 2. sizes
 
 @pytest.mark.parametrize("kwargs, err", [
-    (dict(length=20, context=2**64 - 5), ValueError),     # once: a window of 15 steps
-    (dict(length=2**64 - 1, context=1), ValueError),
-    (dict(length=2**63, context=2**63), ValueError),
-    (dict(length=2**64 - 1), MemoryError),
-    (dict(length=2**63), MemoryError),
-    (dict(length=2**31, context=2**31), MemoryError),
+    (dict(window_len=20, context_len=2**64 - 5), ValueError),     # once: a window of 15 steps
+    (dict(window_len=2**64 - 1, context_len=1), ValueError),
+    (dict(window_len=2**63, context_len=2**63), ValueError),
+    (dict(window_len=2**64 - 1), MemoryError),
+    (dict(window_len=2**63), MemoryError),
+    (dict(window_len=2**31, context_len=2**31), MemoryError),
     (dict(batch=2**63), MemoryError),
-    (dict(batch=2**40, length=1), MemoryError),            # larger than the machine: refused before allocating
+    (dict(batch=2**40, window_len=1), MemoryError),            # larger than the machine: refused before allocating
     (dict(batch=2**64), ValueError),
     (dict(batch=-1), ValueError),
     (dict(seed=2**64), ValueError),
@@ -82,7 +82,7 @@ print("ok")
 ])
 def test_huge_sizes_are_clean_errors(kwargs, err):
     s = small_store()
-    kw = dict(batch=4, length=3)
+    kw = dict(batch=4, window_len=3)
     kw.update(kwargs)
     with pytest.raises(err):
         s.sample_windows(kw.pop("batch"), **kw)
@@ -91,13 +91,13 @@ def test_huge_sizes_are_clean_errors(kwargs, err):
 def test_huge_sizes_elsewhere_are_clean_errors():
     s = small_store()
     with pytest.raises(MemoryError):
-        s.sample_transitions(2**40, context=4)
+        s.sample_transitions(2**40, context_len=4)
     with pytest.raises(MemoryError):
-        s.sample_transitions(8, context=2**62)
+        s.sample_transitions(8, context_len=2**62)
     with pytest.raises(ValueError):
         s.prefetch(batch=4, depth=2**62)
     with pytest.raises(MemoryError):                       # depth x batch bytes beyond the machine
-        s.prefetch(batch=2**26, length=20, depth=1024)
+        s.prefetch(batch=2**26, window_len=20, depth=1024)
     with pytest.raises(ValueError):
         TrajectoryStore(2**40, 1)
     with pytest.raises(ValueError):
@@ -118,10 +118,10 @@ def test_huge_start_min_falls_back_instead_of_wrapping():
         want = [st for T in lengths for st in range(T - 1)]
         assert seg["starts"].tolist() == want
         # prompts: T < start_min + k, so candidates fall back to [0, T-k] (the documented rule)
-        b = s.sample_windows(64, length=2, prompt=PromptSpec(2, None, "last", start_min=start_min), seed=0)
+        b = s.sample_windows(64, window_len=2, prompt=PromptSpec(2, None, "last", start_min=start_min), seed=0)
         ends = lengths[b["prompt_episodes"]] - 2
         np.testing.assert_array_equal(b["prompt_starts"], np.maximum(ends, 0))
-        b = s.sample_windows(64, length=2, prompt=(2, "err", "argmax", start_min), seed=0)
+        b = s.sample_windows(64, window_len=2, prompt=(2, "err", "argmax", start_min), seed=0)
         assert ((b["prompt_starts"] >= 0) & (b["prompt_starts"] <= np.maximum(lengths[b["prompt_episodes"]] - 2, 0))).all()
 
 
@@ -198,14 +198,14 @@ def test_huge_sparse_store(tmp_path):
         TrajectoryStore.load(d, mmap=False, verify=False)
     big = TrajectoryStore.load(d, mmap=True)
     assert big.num_steps == n
-    b = big.sample_windows(8, length=4, seed=0)
+    b = big.sample_windows(8, window_len=4, seed=0)
     assert b["obs"].shape == (8, 4, 1) and not b["obs"].any()
     # work proportional to the episode length is bounded before allocating
     with pytest.raises(MemoryError):
         big.segment_scores("rewards", 1)
     with pytest.raises(MemoryError):
-        big.sample_windows(8, length=4, prompt=(3, None, "argmax"), seed=0)
-    b = big.sample_windows(8, length=4, prompt=(3, None, "random"), seed=0)
+        big.sample_windows(8, window_len=4, prompt=(3, None, "argmax"), seed=0)
+    b = big.sample_windows(8, window_len=4, prompt=(3, None, "random"), seed=0)
     assert (b["prompt_starts"] <= n - 3).all()
 
 
@@ -462,7 +462,7 @@ def test_verify_rejects_a_false_nonneg_flag(saved):
     patch_values(d, "err", lambda a: a.__setitem__((0, 0), -1.0))
     loaded = TrajectoryStore.load(d)
     # the flag is trusted without verify (scoring stays memory-safe); verify catches the lie
-    loaded.sample_windows(8, length=2, prompt=(2, "err", "proportional"), seed=0)
+    loaded.sample_windows(8, window_len=2, prompt=(2, "err", "proportional"), seed=0)
     with pytest.raises(ValueError, match="non-negative"):
         TrajectoryStore.load(d, verify=True)
 

@@ -109,7 +109,7 @@ def test_online_matches_model(ops, cap, seed):
             h = op[1]
             if s.num_steps + s.num_open_steps == 0:
                 continue
-            b = s.sample_transitions(16, context=h, seed=int(rng.integers(2**31)))
+            b = s.sample_transitions(16, context_len=h, seed=int(rng.integers(2**31)))
             for i in range(16):
                 e, t = int(b["episodes"][i]), int(b["timesteps"][i])
                 if e >= 0:

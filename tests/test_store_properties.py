@@ -121,7 +121,7 @@ def test_windows_match_reference(data, B, K, h, scale, cols, prompt, seed, task_
         if use_pool:
             pool = list(range(0, len(eps), 2)) + [i for i, ep in enumerate(eps) if ep.task not in {eps[j].task for j in range(0, len(eps), 2)}]
         pspec = PromptSpec(length=k, score=score, strategy=strategy, start_min=start_min, pool=pool)
-    b = s.sample_windows(B, length=K, context=h, return_scale=scale, columns=cols, prompt=pspec, tasks=tasks, seed=seed,
+    b = s.sample_windows(B, window_len=K, context_len=h, return_scale=scale, columns=cols, prompt=pspec, tasks=tasks, seed=seed,
                          anchor=anchor)
     assert b["obs"].shape == (B, K, od) and b["obs"].dtype == np.float32
     assert b["actions"].shape == (B, K, ad)
@@ -172,7 +172,7 @@ def test_transitions_match_reference(data, B, h, seed, task_subset):
     od, ad, eps = data
     s = build(od, ad, eps)
     tasks = [eps[0].task] if task_subset else None
-    b = s.sample_transitions(B, context=h, tasks=tasks, seed=seed)
+    b = s.sample_transitions(B, context_len=h, tasks=tasks, seed=seed)
     assert b["obs"].shape == (B, od) and b["rewards"].shape == (B,)
     if h > 0:
         assert b["ctx_obs"].shape == (B, h, od) and b["ctx_mask"].shape == (B, h)
@@ -223,7 +223,7 @@ def test_save_load_roundtrip_property(data, seed, tmp_path_factory):
         assert t.metadata == {"family": "x", "n": len(eps)}
         for name in ("obs", "actions", "rewards", "next_obs", "terminals", "rtg", "err", "z"):
             eq(t.column(name), s.column(name), name)
-        a = s.sample_windows(5, length=7, context=3, columns=["z"], seed=seed)
-        b2 = t.sample_windows(5, length=7, context=3, columns=["z"], seed=seed)
+        a = s.sample_windows(5, window_len=7, context_len=3, columns=["z"], seed=seed)
+        b2 = t.sample_windows(5, window_len=7, context_len=3, columns=["z"], seed=seed)
         for key in a:
             eq(a[key], b2[key], key)

@@ -83,7 +83,7 @@ def test_columns_match_store_contexts(dataset, world_model_dir):
     attach_step_errors(store, wm, column="wm_error", batch_size=37)
     col = np.asarray(store.column("wm_error")).reshape(-1)
     assert col.shape == (store.num_steps,) and (col >= 0).all()
-    b = store.sample_transitions(64, context=wm.context_len, seed=3)
+    b = store.sample_transitions(64, context_len=wm.context_len, seed=3)
     t = {k: torch.from_numpy(np.asarray(v)) for k, v in b.items()}
     err = wm.step_errors(t["obs"], t["actions"], t["rewards"], t["next_obs"], t["ctx_obs"],
                          t["ctx_actions"], t["ctx_rewards"], t["ctx_mask"]).numpy()
@@ -92,7 +92,7 @@ def test_columns_match_store_contexts(dataset, world_model_dir):
     np.testing.assert_allclose(compute_step_errors(store, wm, idx=gidx), err, rtol=1e-4, atol=1e-5)
     # z precomputed as a column == z on the fly from a window's context
     store.attach_column("z", compute_z(store, wm))
-    w = store.sample_windows(16, length=5, context=wm.context_len, columns=("z",), seed=4)
+    w = store.sample_windows(16, window_len=5, context_len=wm.context_len, columns=("z",), seed=4)
     tw = {k: torch.from_numpy(np.asarray(v)) for k, v in w.items()}
     o, a, r, m = context_windows(tw, 5)
     z_fly = wm.encode(o, a, r, m)
@@ -120,7 +120,7 @@ def test_every_method_trains(method, dataset, world_model_dir, tmp_path):
     from metadt.data.dataset import Dataset
 
     store = Dataset.open(dataset).store("medium")
-    w = store.sample_windows(3, length=cfg.seq_len, context=4, return_scale=10.0, seed=0)
+    w = store.sample_windows(3, window_len=cfg.window_len, context_len=4, return_scale=10.0, seed=0)
     batch = {k: torch.from_numpy(np.asarray(v)) for k, v in w.items()}
     act = run.model.predict_action(batch, run.world_model)
     assert act.shape == (3, 2) and act.abs().max() <= 0.1 + 1e-6

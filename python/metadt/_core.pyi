@@ -231,13 +231,18 @@ class TrajectoryStore:
         column is finite, and that rtg and returns match the rewards (ValueError otherwise)."""
 
     # ---- sampling
+    # The lengths are `window_len` (K) and `context_len` (h) everywhere. Before they were renamed,
+    # `sample_windows`, `live_windows` and `prefetch` took `length=` / `context=` and
+    # `sample_transitions`, `gather_steps` and `iter_steps` `context=`: those keywords are still
+    # accepted at run time (keyword-only, with a DeprecationWarning; an old and a new name together
+    # is a TypeError) but are left out of these stubs, so a type checker points at them.
     def reseed(self, seed: int) -> None: ...
-    def sample_transitions(self, batch: int, context: int = 4, tasks: _Tasks = None, seed: int | None = None) -> TransitionBatch: ...
+    def sample_transitions(self, batch: int, context_len: int = 4, tasks: _Tasks = None, seed: int | None = None) -> TransitionBatch: ...
     def sample_windows(
         self,
         batch: int,
-        length: int = 20,
-        context: int = 0,
+        window_len: int = 20,
+        context_len: int = 0,
         return_scale: float = 1.0,
         columns: str | Sequence[str] | None = None,
         prompt: _Prompt = None,
@@ -263,10 +268,10 @@ class TrajectoryStore:
         seed: int | None = None,
         episodes: Sequence[int] | npt.NDArray[np.integer] | None = None,
     ) -> BestSegments: ...
-    def gather_steps(self, steps: _Ints, context: int = 4) -> StepBatch:
+    def gather_steps(self, steps: _Ints, context_len: int = 4) -> StepBatch:
         """The given steps of the complete episodes (global indices: row n of every column), in order,
-        each with its `context` transitions strictly before it (the `sample_transitions` layout)."""
-    def iter_steps(self, context: int = 4, chunk: int = 4096, steps: _Ints | None = None) -> StepIter:
+        each with its `context_len` transitions strictly before it (the `sample_transitions` layout)."""
+    def iter_steps(self, context_len: int = 4, chunk: int = 4096, steps: _Ints | None = None) -> StepIter:
         """Every step of the complete episodes in order (or the given `steps`), `chunk` per batch:
         `gather_steps` batches, each filled with the GIL released."""
     def live_windows(
@@ -275,8 +280,8 @@ class TrajectoryStore:
         obs: npt.ArrayLike,
         targets: npt.ArrayLike,
         tasks: _Ints,
-        length: int = 20,
-        context: int = 0,
+        window_len: int = 20,
+        context_len: int = 0,
         return_scale: float = 1.0,
     ) -> WindowBatch:
         """The policy input of live episodes (the open episodes of `add_step(stream=...)`): per stream,

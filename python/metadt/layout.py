@@ -20,7 +20,7 @@ import numpy as np
 def step_contexts(ctx: Any, h: int) -> Any:
     """The h-step context of every window position, as a view (no copy).
 
-    ``ctx`` is a ``ctx_*`` array of a `sample_windows(..., context=h)` batch,
+    ``ctx`` is a ``ctx_*`` array of a `sample_windows(..., context_len=h)` batch,
     shape [B, K+h, ...] (NumPy array or torch tensor). Returns [B, K, h, ...]:
     entry [:, j] is ``ctx[:, j:j+h]``, the h transitions strictly before window
     position j, oldest first (for torch this is ``ctx.unfold(1, h, 1)``).

@@ -10,7 +10,9 @@ trainers, ``metadt evaluate``, ``metadt run``) describes it with a :class:`RunDi
   resumed run may change. Nested objects compare field by field (dotted names,
   e.g. ``config.sac.lr``); ``only`` restricts the comparison to some fields
   (the pipeline fixes a few and lets seeds and methods grow), ``defaults`` gives
-  the value of a field an older metadt did not write (else it reads as None);
+  the value of a field an older metadt did not write (else it reads as None),
+  ``renamed`` the name now of a field an older metadt wrote under another name
+  (``seq_len`` -> ``window_len``: the same run, resumed and rewritten under the new name);
 - **completion marker**: the file(s) whose presence means the run is finished
   (a final model, a dataset card); each stage writes its marker last and
   atomically;
@@ -88,6 +90,9 @@ class RunDir:
     """When given, only these identity fields (and what is under them) are compared."""
     defaults: Mapping[str, Any] | None = None
     """Identity of an older metadt's field that is absent from the stored identity."""
+    renamed: Mapping[str, str] | None = None
+    """Fields an older metadt stored under another name: old dotted name -> name now (a
+    stored identity is compared as if written with the names now)."""
     hint: str = "use another --out or --overwrite"
     """What to do about a refused directory (ends every refusal)."""
     exclusive: bool = False
@@ -131,7 +136,7 @@ class RunDir:
     def differences(self, mine: Mapping[str, Any], stored: Mapping[str, Any]
                     ) -> list[tuple[str, Any, Any]]:
         """``(field, mine, stored)`` of every compared field that differs (dotted names)."""
-        a, b = flatten(json_normal(mine)), flatten(json_normal(stored))
+        a, b = flatten(json_normal(mine)), self._current_names(flatten(json_normal(stored)))
         dflt = flatten(json_normal(self.defaults)) if self.defaults else {}
         out = []
         for key in sorted(set(a) | set(b)):
@@ -142,6 +147,23 @@ class RunDir:
             theirs = b.get(key, dflt.get(key))
             if a.get(key) != theirs:
                 out.append((key, a.get(key), theirs))
+        return out
+
+    def _current_names(self, flat: dict[str, Any]) -> dict[str, Any]:
+        """A flattened stored identity with the old names of :attr:`renamed` replaced by the
+        names now (a name present under both keeps the value of the name now)."""
+        if not self.renamed:
+            return flat
+        out: dict[str, Any] = {}
+        for key, value in flat.items():
+            for old, new in self.renamed.items():
+                if key == old or key.startswith(old + "."):
+                    now = new + key[len(old):]
+                    if now not in flat:  # (the name now stored too wins)
+                        out[now] = value
+                    break
+            else:
+                out[key] = value
         return out
 
     def check(self, mine: Mapping[str, Any], stored: Mapping[str, Any] | None = None,

@@ -14,7 +14,8 @@ use numpy::npyffi::{get_type_object, npy_intp, NpyTypes, PY_ARRAY_API};
 use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
             PyUntypedArray, PyUntypedArrayMethods};
 use std::os::raw::c_int;
-use pyo3::exceptions::{PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyDeprecationWarning, PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyStopIteration,
+                        PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -143,6 +144,26 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Count {
             return Err(verr(format!("expected a non-negative integer, got {v}")));
         }
         usize::try_from(v).map(Count).map_err(|_| verr(format!("integer too large: {v}")))
+    }
+}
+
+/// A length argument under its name (`new`) or its deprecated alias (`old`, the name before
+/// `window_len`/`context_len`; a `DeprecationWarning`); both given is a `TypeError`; neither, `default`.
+/// `func` names the method in the messages.
+fn renamed(py: Python<'_>, func: &str, new: (&str, Option<Count>), old: (&str, Option<Count>), default: usize)
+           -> PyResult<usize> {
+    match (new.1, old.1) {
+        (Some(_), Some(_)) => Err(PyTypeError::new_err(format!(
+            "{func}() got both {}= and its deprecated alias {}=: give only {}=", new.0, old.0, new.0))),
+        (Some(v), None) => Ok(v.0),
+        (None, Some(v)) => {
+            let msg = std::ffi::CString::new(format!("{func}({}=) is deprecated: use {}= (the same value)", old.0, new.0))
+                .map_err(|e| verr(e.to_string()))?;
+            // stacklevel 1: the warning points at the Python line that called `func`
+            PyErr::warn(py, py.get_type::<PyDeprecationWarning>().as_any(), &msg, 1)?;
+            Ok(v.0)
+        }
+        (None, None) => Ok(default),
     }
 }
 
@@ -644,18 +665,21 @@ impl PyStore {
     }
 
     /// Transitions uniform over steps (closed and open episodes) of `tasks` (None = all), each with the
-    /// `context` transitions strictly before it (oldest first, zero left-padding, `ctx_mask`).
+    /// `context_len` transitions strictly before it (oldest first, zero left-padding, `ctx_mask`).
     /// Keys: obs, actions, rewards, next_obs, terminals, tasks, episodes (-1 = open), timesteps,
     /// and with context h > 0: ctx_obs [B,h,obs], ctx_actions, ctx_rewards, ctx_mask. See docs/store.md.
-    #[pyo3(signature = (batch, context=Count(4), tasks=None, seed=None),
-           text_signature = "(self, batch, context=4, tasks=None, seed=None)")]
-    fn sample_transitions<'py>(&self, py: Python<'py>, batch: Count, context: Count,
-                               tasks: Option<&Bound<'_, PyAny>>, seed: Option<&Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyDict>> {
-        let kind = Kind::Transitions(TransitionSpec { batch: batch.0, context: context.0, tasks: opt_tasks(tasks)? });
+    /// `context=` is a deprecated alias of `context_len=`.
+    #[pyo3(signature = (batch, context_len=None, tasks=None, seed=None, *, context=None),
+           text_signature = "(self, batch, context_len=4, tasks=None, seed=None)")]
+    fn sample_transitions<'py>(&self, py: Python<'py>, batch: Count, context_len: Option<Count>,
+                               tasks: Option<&Bound<'_, PyAny>>, seed: Option<&Bound<'_, PyAny>>,
+                               context: Option<Count>) -> PyResult<Bound<'py, PyDict>> {
+        let context = renamed(py, "sample_transitions", ("context_len", context_len), ("context", context), 4)?;
+        let kind = Kind::Transitions(TransitionSpec { batch: batch.0, context, tasks: opt_tasks(tasks)? });
         self.sample(py, kind, seed_arg(seed)?)
     }
 
-    /// Decision-Transformer windows of `length` K around a step drawn uniformly over all steps:
+    /// Decision-Transformer windows of `window_len` K around a step drawn uniformly over all steps:
     /// anchor="end" (default) ends the window at it ([end-K+1, end]), anchor="start" starts it there
     /// ([start, start+K) clipped at the episode end, the official Meta-DT rule); real steps right-aligned,
     /// left padding obs 0, actions -10, rtg 0, timestep 0, mask False. Keys: obs [B,K,obs], actions,
@@ -664,14 +688,17 @@ impl PyStore {
     /// before the first real step and the real steps (right-aligned in K+h slots)
     /// (the context of position j is ctx_*[:, j:j+h]); with `prompt`: prompt_obs, prompt_actions,
     /// prompt_rewards, prompt_rtg, prompt_timesteps, prompt_mask [B,k,...], prompt_episodes, prompt_starts.
-    /// See docs/store.md.
-    #[pyo3(signature = (batch, length=Count(20), context=Count(0), return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None, anchor="end"),
-           text_signature = "(self, batch, length=20, context=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None, anchor='end')")]
+    /// See docs/store.md. `length=` and `context=` are deprecated aliases of `window_len=` and `context_len=`.
+    #[pyo3(signature = (batch, window_len=None, context_len=None, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None, anchor="end", *, length=None, context=None),
+           text_signature = "(self, batch, window_len=20, context_len=0, return_scale=1.0, columns=None, prompt=None, tasks=None, seed=None, anchor='end')")]
     #[allow(clippy::too_many_arguments)]
-    fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, length: Count, context: Count, return_scale: f64,
-                           columns: Option<&Bound<'_, PyAny>>, prompt: Option<&Bound<'_, PyAny>>, tasks: Option<&Bound<'_, PyAny>>,
-                           seed: Option<&Bound<'_, PyAny>>, anchor: &str) -> PyResult<Bound<'py, PyDict>> {
-        let kind = self.window_kind(batch.0, length.0, context.0, return_scale, column_names(columns)?, prompt,
+    fn sample_windows<'py>(&self, py: Python<'py>, batch: Count, window_len: Option<Count>, context_len: Option<Count>,
+                           return_scale: f64, columns: Option<&Bound<'_, PyAny>>, prompt: Option<&Bound<'_, PyAny>>,
+                           tasks: Option<&Bound<'_, PyAny>>, seed: Option<&Bound<'_, PyAny>>, anchor: &str,
+                           length: Option<Count>, context: Option<Count>) -> PyResult<Bound<'py, PyDict>> {
+        let length = renamed(py, "sample_windows", ("window_len", window_len), ("length", length), 20)?;
+        let context = renamed(py, "sample_windows", ("context_len", context_len), ("context", context), 0)?;
+        let kind = self.window_kind(batch.0, length, context, return_scale, column_names(columns)?, prompt,
                                     opt_tasks(tasks)?, Anchor::parse(anchor).map_err(to_py)?)?;
         self.sample(py, kind, seed_arg(seed)?)
     }
@@ -703,24 +730,29 @@ impl PyStore {
     }
 
     /// The given steps of the complete episodes (global indices: row n of every column), in order, each
-    /// with its `context` transitions strictly before it in its episode: the `sample_transitions` layout
+    /// with its `context_len` transitions strictly before it in its episode: the `sample_transitions` layout
     /// (obs, actions, rewards, next_obs, terminals, tasks, episodes, timesteps, ctx_* with context h > 0)
-    /// plus `steps` (the indices). See docs/store.md.
-    #[pyo3(signature = (steps, context=Count(4)), text_signature = "(self, steps, context=4)")]
-    fn gather_steps<'py>(&self, py: Python<'py>, steps: &Bound<'_, PyAny>, context: Count) -> PyResult<Bound<'py, PyDict>> {
+    /// plus `steps` (the indices). See docs/store.md. `context=` is a deprecated alias of `context_len=`.
+    #[pyo3(signature = (steps, context_len=None, *, context=None), text_signature = "(self, steps, context_len=4)")]
+    fn gather_steps<'py>(&self, py: Python<'py>, steps: &Bound<'_, PyAny>, context_len: Option<Count>,
+                         context: Option<Count>) -> PyResult<Bound<'py, PyDict>> {
+        let context = renamed(py, "gather_steps", ("context_len", context_len), ("context", context), 4)?;
         if steps.is_none() {
             return Err(verr("steps must be step indices (ints >= 0), not None"));
         }
         let steps = opt_episodes(Some(steps))?.unwrap_or_default();
         let n = steps.len();
-        build(py, &self.inner, Kind::Steps(StepsSpec { steps: Arc::new(steps), range: (0, n), context: context.0 }), None)
+        build(py, &self.inner, Kind::Steps(StepsSpec { steps: Arc::new(steps), range: (0, n), context }), None)
     }
 
     /// Every step of the complete episodes in order (or the given `steps`), in batches of `chunk`:
     /// an iterator of `gather_steps` batches (each filled with the GIL released). See docs/store.md.
-    #[pyo3(signature = (context=Count(4), chunk=Count(4096), steps=None),
-           text_signature = "(self, context=4, chunk=4096, steps=None)")]
-    fn iter_steps(&self, context: Count, chunk: Count, steps: Option<&Bound<'_, PyAny>>) -> PyResult<StepIter> {
+    /// `context=` is a deprecated alias of `context_len=`.
+    #[pyo3(signature = (context_len=None, chunk=Count(4096), steps=None, *, context=None),
+           text_signature = "(self, context_len=4, chunk=4096, steps=None)")]
+    fn iter_steps(&self, py: Python<'_>, context_len: Option<Count>, chunk: Count, steps: Option<&Bound<'_, PyAny>>,
+                  context: Option<Count>) -> PyResult<StepIter> {
+        let context = renamed(py, "iter_steps", ("context_len", context_len), ("context", context), 4)?;
         if chunk.0 == 0 {
             return Err(verr("chunk must be >= 1"));
         }
@@ -734,7 +766,7 @@ impl PyStore {
             }
             None => (0..read(&self.inner).num_steps()).collect(),
         };
-        Ok(StepIter { store: self.inner.clone(), steps: Arc::new(steps), context: context.0, chunk: chunk.0,
+        Ok(StepIter { store: self.inner.clone(), steps: Arc::new(steps), context, chunk: chunk.0,
                       next: Mutex::new(0) })
     }
 
@@ -743,13 +775,17 @@ impl PyStore {
     /// number of transitions its open episode holds (0 without one). `obs` [N, obs_dim] is the current
     /// observation; its action and reward are not known yet (0); rtg = (target - rewards received) /
     /// return_scale; `tasks` = `tasks`, `episodes` = -1; with context h: ctx_* of steps [t-K-h+1, t],
-    /// step t masked. See docs/store.md.
-    #[pyo3(signature = (streams, obs, targets, tasks, length=Count(20), context=Count(0), return_scale=1.0),
-           text_signature = "(self, streams, obs, targets, tasks, length=20, context=0, return_scale=1.0)")]
+    /// step t masked. See docs/store.md. `length=` and `context=` are deprecated aliases of `window_len=`
+    /// and `context_len=`.
+    #[pyo3(signature = (streams, obs, targets, tasks, window_len=None, context_len=None, return_scale=1.0, *, length=None, context=None),
+           text_signature = "(self, streams, obs, targets, tasks, window_len=20, context_len=0, return_scale=1.0)")]
     #[allow(clippy::too_many_arguments)]
     fn live_windows<'py>(&self, py: Python<'py>, streams: &Bound<'_, PyAny>, obs: &Bound<'_, PyAny>,
-                         targets: &Bound<'_, PyAny>, tasks: &Bound<'_, PyAny>, length: Count, context: Count,
-                         return_scale: f64) -> PyResult<Bound<'py, PyDict>> {
+                         targets: &Bound<'_, PyAny>, tasks: &Bound<'_, PyAny>, window_len: Option<Count>,
+                         context_len: Option<Count>, return_scale: f64, length: Option<Count>,
+                         context: Option<Count>) -> PyResult<Bound<'py, PyDict>> {
+        let length = renamed(py, "live_windows", ("window_len", window_len), ("length", length), 20)?;
+        let context = renamed(py, "live_windows", ("context_len", context_len), ("context", context), 0)?;
         if streams.is_none() || tasks.is_none() {
             return Err(verr("streams and tasks must be ints (one per stream), not None"));
         }
@@ -775,7 +811,7 @@ impl PyStore {
         if !(return_scale.is_finite() && return_scale > 0.0 && scale.is_finite() && scale > 0.0) {
             return Err(verr(format!("return_scale must be a finite number > 0 that float32 can hold (got {return_scale:?})")));
         }
-        let spec = LiveSpec { streams, tasks, obs: o, targets, length: length.0, context: context.0, return_scale: scale };
+        let spec = LiveSpec { streams, tasks, obs: o, targets, length, context, return_scale: scale };
         build(py, &self.inner, Kind::Live(spec), None)
     }
 
@@ -799,17 +835,19 @@ impl PyStore {
         build(py, &self.inner, Kind::Segments(spec), None)
     }
 
-    /// Iterator of batches prepared on a Rust thread (see docs/store.md).
+    /// Iterator of batches prepared on a Rust thread (see docs/store.md). `kwargs` are those of
+    /// `sample_windows` / `sample_transitions` (with the same deprecated aliases `length=`, `context=`).
     #[pyo3(signature = (kind="windows", depth=Count(2), num_batches=None, seed=None, **kwargs),
            text_signature = "(self, kind='windows', depth=2, num_batches=None, seed=None, **kwargs)")]
-    fn prefetch(&self, kind: &str, depth: Count, num_batches: Option<Count>, seed: Option<&Bound<'_, PyAny>>,
+    fn prefetch(&self, py: Python<'_>, kind: &str, depth: Count, num_batches: Option<Count>, seed: Option<&Bound<'_, PyAny>>,
                 kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Prefetch> {
         let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
             match kwargs { Some(d) => Ok(d.get_item(k)?.filter(|v| !v.is_none())), None => Ok(None) }
         };
         let allowed: &[&str] = match kind {
-            "windows" => &["batch", "length", "context", "return_scale", "columns", "prompt", "tasks", "anchor"],
-            "transitions" => &["batch", "context", "tasks"],
+            "windows" => &["batch", "window_len", "context_len", "return_scale", "columns", "prompt", "tasks", "anchor",
+                           "length", "context"],
+            "transitions" => &["batch", "context_len", "tasks", "context"],
             _ => return Err(verr(format!("kind must be \"windows\" or \"transitions\", got {kind:?}"))),
         };
         if let Some(d) = kwargs {
@@ -821,10 +859,12 @@ impl PyStore {
             }
         }
         let batch = get("batch")?.ok_or_else(|| verr("prefetch: batch is required"))?.extract::<Count>()?.0;
-        let context = match get("context")? { Some(v) => v.extract::<Count>()?.0, None => if kind == "windows" { 0 } else { 4 } };
+        let count = |k: &str| -> PyResult<Option<Count>> { get(k)?.map(|v| v.extract::<Count>()).transpose() };
+        let context = renamed(py, "prefetch", ("context_len", count("context_len")?), ("context", count("context")?),
+                              if kind == "windows" { 0 } else { 4 })?;
         let tasks = opt_tasks(get("tasks")?.as_ref())?;
         let k = if kind == "windows" {
-            let length = match get("length")? { Some(v) => v.extract::<Count>()?.0, None => 20 };
+            let length = renamed(py, "prefetch", ("window_len", count("window_len")?), ("length", count("length")?), 20)?;
             let rs: f64 = match get("return_scale")? { Some(v) => v.extract()?, None => 1.0 };
             let cols = column_names(get("columns")?.as_ref())?;
             let prompt = get("prompt")?;

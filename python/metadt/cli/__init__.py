@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    # a deprecated name used on the command line (a flag, a --set field, a config file) is
+    # shown once; Python hides DeprecationWarnings outside __main__ by default
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"metadt(\.|$)")
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

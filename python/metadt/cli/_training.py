@@ -61,7 +61,7 @@ def already_done(out: Path, args: argparse.Namespace, what: str, summary_file: s
     from metadt.fileio import read_json
     from metadt.train.loop import training_run_dir
 
-    run = training_run_dir(out, run_what)
+    run = training_run_dir(out, run_what, getattr(cfg, "RENAMED", None))
     if args.overwrite or not run.finished:
         return False
     run = dataclasses.replace(run, runtime=run.runtime | frozenset(resolved))

@@ -36,12 +36,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=100, help="episodes per task (default 100)")
     p.add_argument("--horizon", type=int, default=200, help="steps per episode (default 200)")
     p.add_argument("--batch", type=int, default=128, help="batch size B (default 128)")
-    p.add_argument("--length", type=int, default=20, help="window length K (default 20)")
-    p.add_argument("--context", type=int, default=4, help="context length h (default 4)")
-    p.add_argument("--prompt-length", type=int, default=5, help="prompt length k (default 5)")
+    p.add_argument("--window-len", type=int, default=None, help="window length K (default 20)")
+    p.add_argument("--context-len", type=int, default=None, help="context length h (default 4)")
+    p.add_argument("--prompt-len", type=int, default=None, help="prompt length k (default 5)")
+    for old in DEPRECATED_FLAGS:  # the names before window_len/context_len/prompt_len: hidden
+        p.add_argument(old, type=int, default=None, dest=_old_dest(old), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="save the store here (default: a temporary directory)")
     p.set_defaults(func=run)
+
+
+#: deprecated flag -> its name now (accepted with a DeprecationWarning; both given is an error)
+DEPRECATED_FLAGS = {"--length": "--window-len", "--context": "--context-len", "--prompt-length": "--prompt-len"}
+DEFAULTS = {"window_len": 20, "context_len": 4, "prompt_len": 5}
+
+
+def _old_dest(flag: str) -> str:
+    return "deprecated_" + flag.lstrip("-").replace("-", "_")
+
+
+def _resolve_lengths(args: argparse.Namespace) -> None:
+    """Fill ``args.window_len`` / ``context_len`` / ``prompt_len`` from the new flags, else
+    the deprecated ones (warned), else the defaults; an old and a new flag together is an
+    error."""
+    import warnings
+
+    for old, new in DEPRECATED_FLAGS.items():
+        dest = new.lstrip("-").replace("-", "_")
+        value, old_value = getattr(args, dest), getattr(args, _old_dest(old), None)
+        if old_value is not None:
+            if value is not None:
+                raise ValueError(f"{old} is a deprecated alias of {new}: give only {new}")
+            warnings.warn(f"store-demo {old} is deprecated: use {new}", DeprecationWarning,
+                          stacklevel=2)
+            value = old_value
+        setattr(args, dest, DEFAULTS[dest] if value is None else value)
 
 
 def _ms(t: float) -> str:
@@ -65,14 +94,15 @@ def run(args: argparse.Namespace) -> int:
 
     from metadt import PromptSpec, TrajectoryStore
 
-    for name in ("tasks", "episodes", "horizon", "batch", "length", "prompt_length"):
+    _resolve_lengths(args)
+    for name in ("tasks", "episodes", "horizon", "batch", "window_len", "prompt_len"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.context < 0:
-        raise ValueError("--context must be >= 0")
+    if args.context_len < 0:
+        raise ValueError("--context-len must be >= 0")
     rng = np.random.default_rng(args.seed)
     od, ad, T = 20, 6, args.horizon
-    window_len, context_len, prompt_len, B = args.length, args.context, args.prompt_length, args.batch
+    window_len, context_len, prompt_len, B = args.window_len, args.context_len, args.prompt_len, args.batch
 
     print(f"1. build: {args.tasks} tasks x {args.episodes} episodes x {T} steps (obs {od}, act {ad})")
     store = TrajectoryStore(od, ad)
@@ -100,19 +130,20 @@ def run(args: argparse.Namespace) -> int:
     view = store.column("wm_error")
     print(f"   column('wm_error'): {view.shape} {view.dtype}, zero-copy, writeable={view.flags.writeable}")
 
-    print(f"3. sample_transitions(B={B}, context={context_len}) -- world-model batches")
-    tb, dt = _timed(lambda: store.sample_transitions(B, context=context_len, seed=None))
+    print(f"3. sample_transitions(B={B}, context_len={context_len}) -- world-model batches")
+    tb, dt = _timed(lambda: store.sample_transitions(B, context_len=context_len, seed=None))
     print(_shapes(tb))
     print(f"   {_ms(dt)} per batch")
 
     prompt = PromptSpec(length=prompt_len, score="wm_error", strategy="argmax", start_min=context_len)
-    print(f"4. sample_windows(B={B}, K={window_len}, context={context_len}, columns=['wm_error'], prompt={prompt})")
-    wb, dt = _timed(lambda: store.sample_windows(B, length=window_len, context=context_len,
+    print(f"4. sample_windows(B={B}, window_len={window_len}, context_len={context_len}, columns=['wm_error'], "
+          f"prompt={prompt})")
+    wb, dt = _timed(lambda: store.sample_windows(B, window_len=window_len, context_len=context_len,
                                                  return_scale=500.0, columns=["wm_error"],
                                                  prompt=prompt))
     print(_shapes(wb))
     print(f"   {_ms(dt)} per batch; the h-step context of window position j is ctx_*[:, j:j+{context_len}]")
-    plain, dt = _timed(lambda: store.sample_windows(B, length=window_len, return_scale=500.0))
+    plain, dt = _timed(lambda: store.sample_windows(B, window_len=window_len, return_scale=500.0))
     print(f"   plain windows (no context, no prompt): {_ms(dt)} per batch")
     i = 0
     print(f"   sample 0: task {wb['tasks'][i]}, episode {wb['episodes'][i]}, timesteps {wb['timesteps'][i].tolist()}")
@@ -127,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     print("6. prefetch: batches prepared on a Rust thread while Python works")
     with store.prefetch("windows", depth=2, num_batches=50, seed=args.seed, batch=B,
-                        length=window_len, context=context_len,
+                        window_len=window_len, context_len=context_len,
                         return_scale=500.0) as it:
         t0 = time.perf_counter()
         n = sum(1 for _ in it)
@@ -151,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         TrajectoryStore.load(path, mmap=False)
         dt_full = time.perf_counter() - t0
-        same = np.array_equal(loaded.sample_windows(8, length=window_len, seed=1)["obs"],
-                              store.sample_windows(8, length=window_len, seed=1)["obs"])
+        same = np.array_equal(loaded.sample_windows(8, window_len=window_len, seed=1)["obs"],
+                              store.sample_windows(8, window_len=window_len, seed=1)["obs"])
         print(f"   save {size / 1e6:.0f} MB to {path}: {dt_save:.2f} s")
         print(f"   load (mmap): {_ms(dt_load)}; load (read + verify CRC-32): {_ms(dt_full)}; same batches: {same}")
         print(f"   metadata: {loaded.metadata}")

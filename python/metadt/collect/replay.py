@@ -82,9 +82,9 @@ class Replay:
         for i in range(self.n):
             s = replay_seed(seed, update, int(task_offset) + i)
             if self.layout == "per-task":
-                parts.append(self.stores[i].sample_transitions(batch, context=0, seed=s))
+                parts.append(self.stores[i].sample_transitions(batch, context_len=0, seed=s))
             else:
-                parts.append(self.stores[0].sample_transitions(batch, context=0, tasks=[i], seed=s))
+                parts.append(self.stores[0].sample_transitions(batch, context_len=0, tasks=[i], seed=s))
         out = {}
         for key in ("obs", "actions", "rewards", "next_obs", "terminals"):
             arr = np.stack([np.asarray(p[key], dtype=np.float32) for p in parts])
@@ -98,7 +98,7 @@ class Replay:
         ``tasks [batch]`` int64. Needs the ``shared`` layout (one store, one draw)."""
         if self.layout != "shared":
             raise ValueError("sample_pooled needs the shared replay layout")
-        got = self.stores[0].sample_transitions(batch, context=0, seed=replay_seed(seed, update, 0))
+        got = self.stores[0].sample_transitions(batch, context_len=0, seed=replay_seed(seed, update, 0))
         out = {key: to_torch(np.asarray(got[key], dtype=np.float32)[None], device)
                for key in ("obs", "actions", "rewards", "next_obs", "terminals")}
         out["tasks"] = to_torch(got["tasks"], device, np.int64)

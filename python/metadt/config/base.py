@@ -5,7 +5,8 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Literal, TypeVar
+import warnings
+from typing import Any, ClassVar, Literal, Mapping, TypeVar
 
 Preset = Literal["paper", "cpu", "smoke"]
 PRESETS: tuple[str, ...] = ("paper", "cpu", "smoke")
@@ -42,15 +43,42 @@ def check_preset(preset: str) -> str:
 class Config:
     """Mixin for config dataclasses (subclasses must be `@dataclass`)."""
 
+    RENAMED: ClassVar[Mapping[str, str]] = {}
+    """Renamed fields: old name -> name now. The old name is still read (from a JSON dict
+    such as an older run's config.json, or a ``--set``) with a ``DeprecationWarning``; both
+    names with different values is a ``ValueError``. See docs/train.md, "Names"."""
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
+    def current_names(cls, data: Mapping[str, Any], where: str = "a config dict",
+                      stacklevel: int = 2) -> dict[str, Any]:
+        """``data`` (field name -> value) with every old name of :attr:`RENAMED` replaced by
+        the name now (a ``DeprecationWarning`` naming ``where``); both names with different
+        values is a ``ValueError``, with equal values one entry."""
+        out = dict(data)
+        for old, new in cls.RENAMED.items():
+            if old not in out:
+                continue
+            value = out.pop(old)
+            if new in out and out[new] != value:
+                raise ValueError(f"{cls.__name__}: {old!r} is the deprecated name of {new!r}, and "
+                                 f"{where} gives both with different values ({old}={value!r}, "
+                                 f"{new}={out[new]!r}): give only {new!r}")
+            warnings.warn(f"{cls.__name__} field {old!r} is deprecated: use {new!r} (in {where})",
+                          DeprecationWarning, stacklevel=stacklevel + 1)
+            out[new] = value
+        return out
+
+    @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         """The config of a JSON dict; a clear ``ValueError`` for unknown fields and values of
-        the wrong type (a config read from a file is checked, not trusted)."""
+        the wrong type (a config read from a file is checked, not trusted). A field's old
+        name (:attr:`RENAMED`) is read as its name now, with a ``DeprecationWarning``."""
         if not isinstance(data, dict):
             raise ValueError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        data = cls.current_names(data)
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(fields))
         if unknown:
@@ -77,22 +105,37 @@ class Config:
         """Apply ``field=value`` strings (from ``--set`` on the command line).
 
         Values are parsed with the field's type: ints, floats, bools
-        (true/false/1/0), strings, and comma-separated tuples.
+        (true/false/1/0), strings, and comma-separated tuples. A later override of a field
+        replaces an earlier one; a field's old name (:attr:`RENAMED`) sets the field, with a
+        ``DeprecationWarning``, and overrides giving it different values under both names
+        are a ``ValueError``.
         """
         if not overrides:
             return self
         hints = typing.get_type_hints(type(self))
         changes: dict[str, Any] = {}
+        spelled: dict[str, dict[str, Any]] = {}  # field -> {name given: its last value}
         for item in overrides:
             if "=" not in item:
                 raise ValueError(f"override {item!r} is not of the form field=value")
             name, raw = item.split("=", 1)
-            name = name.strip().replace("-", "_")
+            name = given = name.strip().replace("-", "_")
+            if name in self.RENAMED:
+                name = self.RENAMED[name]
+                warnings.warn(f"{type(self).__name__} field {given!r} is deprecated: use "
+                              f"{name!r} (in --set {item})", DeprecationWarning, stacklevel=2)
             if name not in hints:
                 fields = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
                 raise ValueError(f"{type(self).__name__} has no field {name!r}"
                                  f"{did_you_mean(name, fields)}; fields: {', '.join(fields)}")
             changes[name] = _parse(raw.strip(), hints[name], name)
+            spelled.setdefault(name, {})[given] = changes[name]
+        for name, values in spelled.items():
+            if len(values) > 1 and len({repr(v) for v in values.values()}) > 1:
+                shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                raise ValueError(f"{type(self).__name__}: overrides give the field {name!r} different "
+                                 f"values under its name and its deprecated name ({shown}): "
+                                 f"give only {name!r}")
         return self.replace(**changes)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 from metadt.config.base import Config, check_loggers, check_preset, check_seed
 
@@ -46,6 +46,10 @@ _SHORT_WINDOWS = ("hopper-param", "walker-param")
 class MetaDTConfig(Config):
     """Meta-DT policy and its trainer."""
 
+    RENAMED: ClassVar[Mapping[str, str]] = {"seq_len": "window_len"}
+    """``seq_len`` (metadt before the names were unified) is ``window_len``: read with a
+    DeprecationWarning from a config dict (an older run's config.json) and from ``--set``."""
+
     family: str = "point-robot"
     """Task family (checked against the dataset's and the world model's)."""
     preset: str = "cpu"
@@ -76,7 +80,7 @@ class MetaDTConfig(Config):
     """Store column name for precomputed z."""
 
     # -- sequence
-    seq_len: int = 20
+    window_len: int = 20
     """K: steps per training window."""
     prompt_len: int = 5
     """k: steps per prompt segment."""
@@ -173,7 +177,7 @@ class MetaDTConfig(Config):
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         cfg = cls(family=family, preset=preset, method=method)
         if family in _SHORT_WINDOWS:
-            cfg = cfg.replace(seq_len=8, prompt_len=3)
+            cfg = cfg.replace(window_len=8, prompt_len=3)
         if preset == "paper":
             cfg = cfg.replace(device="auto", num_threads=0, log_every=200, checkpoint_every=5000,
                               amp="auto")
@@ -185,7 +189,7 @@ class MetaDTConfig(Config):
                               train_eval_every=250 if family == "point-robot" else 0)
         else:  # smoke
             cfg = cfg.replace(embed_dim=16, n_layers=1, mlp_dim=32, batch_size=8,
-                              num_steps=6, warmup_steps=2, warm_train=3, lr=1e-3, seq_len=5,
+                              num_steps=6, warmup_steps=2, warm_train=3, lr=1e-3, window_len=5,
                               prompt_len=3, log_every=2, checkpoint_every=3,
                               column_batch_size=1024)
         return cfg.replace(**METHODS[method]).validate()
@@ -206,7 +210,7 @@ class MetaDTConfig(Config):
             raise ValueError(f"z_source {self.z_source!r} is not one of {', '.join(Z_SOURCES)}")
         if self.embed_dim % self.n_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by n_heads {self.n_heads}")
-        for name in ("seq_len", "prompt_len", "embed_dim", "n_layers", "n_heads", "mlp_dim",
+        for name in ("window_len", "prompt_len", "embed_dim", "n_layers", "n_heads", "mlp_dim",
                      "batch_size", "num_steps", "log_every", "checkpoint_every",
                      "state_embed_dim"):
             if getattr(self, name) < 1:

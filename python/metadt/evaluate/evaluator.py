@@ -107,9 +107,9 @@ class Subject:
     method: str
     policy: Any
     family: Any
-    window: int
+    window_len: int
     """K: steps per window."""
-    context: int
+    context_len: int
     """h: transitions in the world model's context."""
     prompt_len: int
     """k: prompt length."""
@@ -121,13 +121,14 @@ class Subject:
     prompt_strategy: str = "argmax"
     """Few-shot segment selection the policy was trained with (argmax, random, ...)."""
     prompt_start_min: int | None = None
-    """Smallest prompt segment start (None: h, as in protocol section 5)."""
+    """Smallest prompt segment start (given None: h = `context_len`, as in protocol section 5;
+    an int once constructed)."""
     training: dict[str, Any] = field(default_factory=dict)
     """What the policy was trained with (`TRAINING_FLAGS` of its config), for the report."""
 
-    @property
-    def start_min(self) -> int:
-        return self.context if self.prompt_start_min is None else int(self.prompt_start_min)
+    def __post_init__(self) -> None:
+        self.prompt_start_min = int(self.context_len if self.prompt_start_min is None
+                                    else self.prompt_start_min)
 
 
 @dataclass
@@ -363,7 +364,7 @@ class Evaluator:
             e = np.tile(np.arange(episodes), len(order))
             z_from = np.array([pos[other[int(t)]] * episodes for t in ids]) + e
         return rollout(self.s.policy, self.s.family, ids, target_returns=targets,
-                       window=self.s.window, context=self.s.context,
+                       window_len=self.s.window_len, context_len=self.s.context_len,
                        return_scale=self.s.return_scale, world_model=self.s.world_model,
                        prompt=stacked, seed=self._seed(salt), device=self.s.device,
                        action_noise=action_noise, z_from=z_from)
@@ -379,7 +380,7 @@ class Evaluator:
     def _own_prompts(self, own: Trajectories, salt: int) -> tuple[dict, dict]:
         """Best own episode per task -> (world-model scored) segment -> prompt."""
         return own_prompts(
-            own, length=self.s.prompt_len, start_min=self.s.start_min,
+            own, prompt_len=self.s.prompt_len, prompt_start_min=self.s.prompt_start_min,
             return_scale=self.s.return_scale,
             strategy=self.cfg.few_shot_strategy or self.s.prompt_strategy,
             rng=np.random.default_rng(self._seed(salt)), world_model=self.s.world_model,
@@ -446,8 +447,8 @@ class Evaluator:
         # the dataset's tasks only: extra unseen goals have no demonstration
         ids = [t for t in self.targets.ids if self.targets.split[t] != "unseen"]
         prompts, info = expert_prompts(
-            self._expert_store(), ids, length=self.s.prompt_len,
-            start_min=self.s.start_min, return_scale=self.s.return_scale,
+            self._expert_store(), ids, prompt_len=self.s.prompt_len,
+            prompt_start_min=self.s.prompt_start_min, return_scale=self.s.return_scale,
             strategy=self.cfg.expert_prompt_strategy, rng=rng, source=src)
         trajs = self._rollout(self.cfg.episodes, prompt=prompts, salt=6, task_ids=ids)
         return self._result(trajs, prompts={str(t): v for t, v in info.items()})
@@ -466,7 +467,7 @@ def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
                      world_model: Any = None, device: str = "") -> Subject:
     """A `Subject` from `metadt.train.run.load_run`'s `LoadedRun` and its dataset's family.
 
-    K and k come from the run's `MetaDTConfig` (``seq_len``, ``prompt_len``),
+    K and k come from the run's `MetaDTConfig` (``window_len``, ``prompt_len``),
     h from its world model (``context_len``; 0 without one), the prompt
     segments' smallest start and selection from ``prompt_start_min`` and
     ``prompt_strategy`` (as the run was trained).
@@ -488,8 +489,8 @@ def subject_from_run(loaded: Any, family: Any, *, seed: int | None = None,
         method=str(cfg.method),
         policy=policy,
         family=family,
-        window=int(cfg.seq_len),
-        context=int(h),
+        window_len=int(cfg.window_len),
+        context_len=int(h),
         prompt_len=int(cfg.prompt_len),
         return_scale=float(loaded.return_scale),
         world_model=wm,
@@ -578,8 +579,8 @@ def training_return_probe(data: str | Path) -> Callable[[Any, Any, Any], float]:
         h = int(getattr(world_model, "context_len", 0) or 0) if world_model is not None else 0
         device = next(model.parameters()).device
         with torch.no_grad():
-            trajs = rollout(model, ds.family, ids, target_returns=targets, window=cfg.seq_len,
-                            context=h, return_scale=float(cfg.return_scale),
+            trajs = rollout(model, ds.family, ids, target_returns=targets,
+                            window_len=cfg.window_len, context_len=h, return_scale=float(cfg.return_scale),
                             world_model=world_model, seed=int(cfg.seed) + 1_000_003,
                             device=device)
         return float(np.mean(trajs.returns))

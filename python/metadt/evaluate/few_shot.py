@@ -83,14 +83,15 @@ def _starts_from_store(segs: Mapping[str, Any], task_ids: list[int],
     return out
 
 
-def select_starts(trajs: Trajectories, rows: dict[int, int], *, length: int, start_min: int,
+def select_starts(trajs: Trajectories, rows: dict[int, int], *, prompt_len: int, prompt_start_min: int,
                   strategy: str, rng: np.random.Generator, world_model: Any = None,
                   column: str = "wm_error", scorer: Scorer | None = None,
                   kept: tuple[TrajectoryStore, dict[int, int]] | None = None) -> dict[int, int]:
     """Segment start per task for the kept rows (``rows[task] = row in trajs``; `kept` = their
     `kept_store`, built here when not given)."""
+    length = prompt_len  # the segments' (generic) name below
     T = int(trajs.rewards.shape[1])
-    lo, hi = start_range(T, length, start_min)
+    lo, hi = start_range(T, length, prompt_start_min)
     tasks = list(rows)
     if strategy == "random":
         return {t: int(rng.integers(lo, hi + 1)) for t in tasks}
@@ -115,7 +116,7 @@ def select_starts(trajs: Trajectories, rows: dict[int, int], *, length: int, sta
     return _starts_from_store(segs, tasks, episode_of_task)
 
 
-def own_prompts(trajs: Trajectories, *, length: int, start_min: int, return_scale: float,
+def own_prompts(trajs: Trajectories, *, prompt_len: int, prompt_start_min: int, return_scale: float,
                 strategy: str, rng: np.random.Generator, world_model: Any = None,
                 column: str = "wm_error", scorer: Scorer | None = None
                 ) -> tuple[dict[int, Prompt], dict[int, dict[str, Any]]]:
@@ -128,13 +129,14 @@ def own_prompts(trajs: Trajectories, *, length: int, start_min: int, return_scal
     """
     rows = trajs.best_per_task()
     kept = kept_store(trajs, rows)
-    starts = select_starts(trajs, rows, length=length, start_min=start_min, strategy=strategy,
+    starts = select_starts(trajs, rows, prompt_len=prompt_len, prompt_start_min=prompt_start_min,
+                           strategy=strategy,
                            rng=rng, world_model=world_model, column=column, scorer=scorer, kept=kept)
     store, episode_of_task = kept
     prompts: dict[int, Prompt] = {}
     info: dict[int, dict[str, Any]] = {}
     for task, r in rows.items():
-        p = Prompt.from_batch(store.prompt_segments([episode_of_task[task]], [starts[task]], length,
+        p = Prompt.from_batch(store.prompt_segments([episode_of_task[task]], [starts[task]], prompt_len,
                                                     return_scale), source="own")
         p.episodes[:] = -1  # the agent's own episode, not one of a dataset
         prompts[task] = p
@@ -151,7 +153,7 @@ def episode_arrays(store: Any, episode: int) -> dict[str, np.ndarray]:
     return {k: np.asarray(store.column(k))[off:off + n] for k in ("obs", "actions", "rewards")}
 
 
-def expert_prompts(store: Any, task_ids: list[int], *, length: int, start_min: int,
+def expert_prompts(store: Any, task_ids: list[int], *, prompt_len: int, prompt_start_min: int,
                    return_scale: float, strategy: str, rng: np.random.Generator,
                    source: str = "dataset:expert"
                    ) -> tuple[dict[int, Prompt], dict[int, dict[str, Any]]]:
@@ -165,9 +167,9 @@ def expert_prompts(store: Any, task_ids: list[int], *, length: int, start_min: i
         ep = int(top[0])
         arr = episode_arrays(store, ep)
         T = int(arr["rewards"].shape[0])
-        lo, hi = start_range(T, length, start_min)
+        lo, hi = start_range(T, prompt_len, prompt_start_min)
         start = hi if strategy == "last" else int(rng.integers(lo, hi + 1))
-        prompts[task] = Prompt.from_batch(store.prompt_segments([ep], [start], length, return_scale),
+        prompts[task] = Prompt.from_batch(store.prompt_segments([ep], [start], prompt_len, return_scale),
                                           source=source)
         info[task] = {"source": source, "strategy": strategy, "start": start, "episode": ep,
                       "episode_return": float(np.asarray(arr["rewards"], dtype=np.float64).sum())}

@@ -76,7 +76,7 @@ def _as_numpy(x: Any) -> np.ndarray:
 
 
 def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
-            target_returns: Sequence[float] | np.ndarray, window: int, context: int,
+            target_returns: Sequence[float] | np.ndarray, window_len: int, context_len: int,
             return_scale: float, world_model: Any = None, prompt: Prompt | None = None,
             seed: int | None = None, device: Any = "cpu", action_noise: float = 0.0,
             z_from: Sequence[int] | np.ndarray | None = None,
@@ -134,8 +134,9 @@ def rollout(policy: Any, family: Any, task_ids: Sequence[int], *,
             policy.eval()
         with torch.inference_mode():
             for t in range(horizon):
-                batch = live.live_windows(streams, all_obs[:, t], targets, task_ids, length=window,
-                                          context=context, return_scale=return_scale)
+                batch = live.live_windows(streams, all_obs[:, t], targets, task_ids,
+                                          window_len=window_len, context_len=context_len,
+                                          return_scale=return_scale)
                 if prompt is not None:
                     batch.update(prompt.arrays())
                 batch = to_torch(batch, device)

@@ -40,7 +40,7 @@ def autocast(device: torch.device, amp: str):
     return contextlib.nullcontext()
 
 
-def context_windows(batch: dict[str, torch.Tensor], seq_len: int) -> tuple[torch.Tensor, ...]:
+def context_windows(batch: dict[str, torch.Tensor], window_len: int) -> tuple[torch.Tensor, ...]:
     """Per-position h-step contexts from a window's ``ctx_*`` keys, as views (no copy).
 
     ``ctx_obs [B, K+h, obs]`` -> ``[B, K, h, obs]`` (position j gets ``ctx[:, j:j+h]``),
@@ -51,11 +51,11 @@ def context_windows(batch: dict[str, torch.Tensor], seq_len: int) -> tuple[torch
     missing = [k for k in ("ctx_obs", "ctx_actions", "ctx_rewards") if k not in batch]
     if missing:
         raise ValueError(f"z needs the window's context: batch lacks {', '.join(missing)} "
-                         "(sample windows with context=h)")
+                         "(sample windows with context_len=h)")
     total = batch["ctx_obs"].shape[1]
-    h = total - seq_len
+    h = total - window_len
     if h < 1:
-        raise ValueError(f"ctx_* cover {total} steps for a window of {seq_len}: no context")
+        raise ValueError(f"ctx_* cover {total} steps for a window of {window_len}: no context")
     mask = batch.get("ctx_mask")
     return (step_contexts(batch["ctx_obs"], h), step_contexts(batch["ctx_actions"], h),
             step_contexts(batch["ctx_rewards"], h), None if mask is None else step_contexts(mask, h))

@@ -100,7 +100,7 @@ class Pipeline:
         then the stage's own overrides."""
         import dataclasses
 
-        names = {f.name for f in dataclasses.fields(cfg)}
+        names = {f.name for f in dataclasses.fields(cfg)} | set(cfg.RENAMED)
         shared = [o for o in self.cfg.overrides if _override_field(o) in names]
         if self.cfg.device and "device" in names:
             shared.append(f"device={self.cfg.device}")
@@ -144,7 +144,7 @@ class Pipeline:
 
         known: set[str] = set()
         for cls in (CollectConfig, WorldModelConfig, MetaDTConfig, EvaluateConfig):
-            known |= {f.name for f in dataclasses.fields(cls)}
+            known |= {f.name for f in dataclasses.fields(cls)} | set(cls.RENAMED)
         for item in self.cfg.overrides:
             if "=" not in item:
                 raise ValueError(f"--set {item!r} is not of the form field=value")
@@ -268,7 +268,10 @@ class Pipeline:
         stored = run.stored()
         if stored is not None and not isinstance(stored.get("config", {}), dict):
             raise ValueError(f"{run.identity_path}: not a metadt pipeline record; use another --out")
-        old = run.check({"config": mine})
+        # overrides compare under the fields' names now (`seq_len=8` is `window_len=8`)
+        old = None if stored is None else run.check(
+            {"config": _current_override_names(mine)},
+            {**stored, "config": _current_override_names(stored.get("config", {}))}, run.identity_path)
         if old is not None:
             seeds = sorted(set(old.get("all_seeds", [])) | set(seeds))
             methods = list(dict.fromkeys(list(old.get("all_methods", [])) + methods))
@@ -419,6 +422,32 @@ def _stage_job(cfg: PipelineConfig, out: str, kind: str, seed: int, method: str 
 
 def _override_field(item: str) -> str:
     return item.split("=", 1)[0].strip().replace("-", "_")
+
+
+def _current_override_names(config: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline config dict whose ``*overrides`` name renamed fields (``Config.RENAMED`` of
+    any stage) by their names now (for comparing identities; nothing is warned here: the
+    stage configs warn when they read the overrides)."""
+    from metadt.config.collect import CollectConfig
+    from metadt.config.evaluate import EvaluateConfig
+    from metadt.config.meta_dt import MetaDTConfig
+    from metadt.config.world_model import WorldModelConfig
+
+    renamed: dict[str, str] = {}
+    for cls in (CollectConfig, WorldModelConfig, MetaDTConfig, EvaluateConfig):
+        renamed.update(cls.RENAMED)
+
+    def one(item: Any) -> Any:
+        if not isinstance(item, str) or "=" not in item:
+            return item
+        name = _override_field(item)
+        return f"{renamed[name]}={item.split('=', 1)[1]}" if name in renamed else item
+
+    out = dict(config)
+    for key in FIXED_FIELDS:
+        if key.endswith("overrides") and isinstance(out.get(key), list):
+            out[key] = [one(x) for x in out[key]]
+    return out
 
 
 def run_pipeline(cfg: PipelineConfig, out: str | Path, *, progress: Progress | None = None,

@@ -72,7 +72,7 @@ class NumpyWindows:
     is batch ``i``. Arguments as ``sample_windows`` (``prompt``: a
     :func:`metadt.train.prompts.prompt_spec` dict or a ``PromptSpec``)."""
 
-    def __init__(self, store, batch: int, length: int = 20, context: int = 0,
+    def __init__(self, store, batch: int, window_len: int = 20, context_len: int = 0,
                  return_scale: float = 1.0, columns: Sequence[str] = (), prompt: Any = None,
                  tasks: Sequence[int] | None = None, seed: int = 0, num_batches: int = 1 << 30,
                  anchor: str = "end"):
@@ -80,7 +80,7 @@ class NumpyWindows:
             raise ValueError(f'anchor must be "start" or "end", got {anchor!r}')
         self.anchor = anchor
         self.c = _Columns(store, tasks, columns)
-        self.batch, self.window_len, self.context_len = int(batch), int(length), int(context)
+        self.batch, self.window_len, self.context_len = int(batch), int(window_len), int(context_len)
         self.scale = float(return_scale)
         self.columns = tuple(columns)
         self.seed, self.num_batches = int(seed), int(num_batches)
@@ -206,10 +206,10 @@ class NumpyWindows:
 class NumpyTransitions:
     """Transition batches (the ``sample_transitions`` layout) by NumPy indexing."""
 
-    def __init__(self, store, batch: int, context: int = 4, tasks: Sequence[int] | None = None,
+    def __init__(self, store, batch: int, context_len: int = 4, tasks: Sequence[int] | None = None,
                  seed: int = 0, num_batches: int = 1 << 30):
         self.c = _Columns(store, tasks)
-        self.batch, self.context_len = int(batch), int(context)
+        self.batch, self.context_len = int(batch), int(context_len)
         self.seed, self.num_batches = int(seed), int(num_batches)
 
     def __len__(self) -> int:

@@ -80,17 +80,17 @@ class StepTable:
     def _torch(self, b: "StepBatch", device: torch.device | str) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(b[k]).to(device) for k in self.KEYS if k in b}
 
-    def gather(self, idx: np.ndarray, h: int, device: torch.device | str = "cpu"
+    def gather(self, idx: np.ndarray, context_len: int, device: torch.device | str = "cpu"
                ) -> dict[str, torch.Tensor]:
         """A ``sample_transitions``-layout batch for global steps ``idx`` (built by the store)."""
-        return self._torch(self.store.gather_steps(np.asarray(idx, dtype=np.int64), h), device)
+        return self._torch(self.store.gather_steps(np.asarray(idx, dtype=np.int64), context_len), device)
 
-    def batches(self, h: int, batch_size: int, idx: np.ndarray | None = None,
+    def batches(self, context_len: int, batch_size: int, idx: np.ndarray | None = None,
                 device: torch.device | str = "cpu") -> Iterator[tuple[np.ndarray, dict]]:
         """``(steps, batch)`` for every step (or the steps ``idx``) in order, ``batch_size`` at a
         time (the store's `iter_steps`)."""
         steps = None if idx is None else np.asarray(idx, dtype=np.int64)
-        for b in self.store.iter_steps(h, batch_size, steps):
+        for b in self.store.iter_steps(context_len, batch_size, steps):
             yield b["steps"], self._torch(b, device)
 
 

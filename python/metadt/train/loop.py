@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -48,11 +48,14 @@ from metadt.train.metrics import MetricsLogger, plot_curves
 from metadt.train.run import LEGACY_MODEL_FILE, MODEL_FILE, resolve_device, save_model
 
 
-def training_run_dir(out: str | Path, what: str) -> RunDir:
+def training_run_dir(out: str | Path, what: str, renamed: Mapping[str, str] | None = None) -> RunDir:
     """The run directory of a trainer: identity ``config.json`` (the config, resolved),
-    finished when its final model file exists; :data:`RUNTIME_FIELDS` may change."""
+    finished when its final model file exists; :data:`RUNTIME_FIELDS` may change;
+    ``renamed``: the config class's renamed fields (``Config.RENAMED``: an older run's
+    config.json with an old name is the same run)."""
     return RunDir(Path(out), what, identity_file="config.json",
-                  markers=(MODEL_FILE, LEGACY_MODEL_FILE), runtime=RUNTIME_FIELDS)
+                  markers=(MODEL_FILE, LEGACY_MODEL_FILE), runtime=RUNTIME_FIELDS,
+                  renamed=dict(renamed or {}))
 
 
 def start_process(cfg: Any) -> tuple[dist.DistContext, torch.device]:
@@ -116,7 +119,7 @@ def run_training(job: TrainingJob, out: str | Path, *, ctx: dist.DistContext,
     ``stop_after`` stops (after checkpointing) once that many steps are done, as an
     interruption would (for tests of resuming)."""
     cfg, out = job.cfg, Path(out)
-    run = training_run_dir(out, job.what)
+    run = training_run_dir(out, job.what, getattr(cfg, "RENAMED", None))
     identity = job.identity or cfg.to_dict()
 
     def open_dir() -> bool:  # rank 0 only; the others get its answer (or its error)

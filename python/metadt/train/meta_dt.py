@@ -144,14 +144,14 @@ def prepare(data: str | Path, cfg: MetaDTConfig, world_model: str | Path | World
 def sampler_kwargs(cfg: MetaDTConfig, wm: WorldModel | None, train_ids: list[int],
                    with_prompt: bool) -> dict[str, Any]:
     """Keyword arguments of ``store.sample_windows`` for one phase of training."""
-    kw: dict[str, Any] = {"length": cfg.seq_len, "return_scale": cfg.return_scale,
-                          "tasks": train_ids, "context": 0, "columns": (),
+    kw: dict[str, Any] = {"window_len": cfg.window_len, "return_scale": cfg.return_scale,
+                          "tasks": train_ids, "context_len": 0, "columns": (),
                           "anchor": cfg.window_anchor}
     if cfg.use_z:
         if cfg.z_source == "column":
             kw["columns"] = (cfg.z_column,)
         else:
-            kw["context"] = wm.context_len
+            kw["context_len"] = wm.context_len
     if with_prompt:
         kw["prompt"] = prompt_spec(cfg.prompt_len,
                                    cfg.prompt_score_column if uses_scores(cfg) else None,

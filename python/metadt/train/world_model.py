@@ -50,7 +50,7 @@ class WorldModelTrainer:
 
     def sample_kwargs(self) -> dict[str, Any]:
         """``sample_transitions`` keyword arguments (besides batch and seed)."""
-        return {"context": self.cfg.context_len, "tasks": self.train_ids}
+        return {"context_len": self.cfg.context_len, "tasks": self.train_ids}
 
     def sample(self, i: int) -> dict[str, Any]:
         """This rank's part of batch ``i``: ``batch_size / W`` transitions with seed
