@@ -91,6 +91,17 @@ def test_report_cli(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 1
 
 
+def test_report_of_a_missing_input_writes_nothing(tmp_path, monkeypatch):
+    from metadt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_group(tmp_path / "r", np.random.default_rng(3))
+    # a typo among the inputs: refused before the output directory exists
+    assert main(["report", str(tmp_path / "r"), str(tmp_path / "typo"), "--out", "cmp"]) == 1
+    assert main(["report", str(tmp_path / "typo")]) == 1
+    assert not (tmp_path / "cmp").exists() and not (tmp_path / "report").exists()
+
+
 # ---------------------------------------------------------------- statistics
 def _rows(table, method="a", setting="few-shot", split="test"):
     """rows of task_rows' shape from {seed: {task: normalized}}."""

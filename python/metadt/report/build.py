@@ -383,14 +383,18 @@ def build_report(inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
     if not inputs:
         raise ValueError("report: give at least one run, pipeline directory or eval.json")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = list(names) if names else _names(inputs)
-    groups = []
-    single = len(inputs) == 1
-    for name, inp in zip(names, inputs):
+    # every input is found before anything is written (a typo leaves no empty OUT)
+    found = []
+    for inp in inputs:
         files = find_eval_files(inp)
         if not files:
             raise FileNotFoundError(f"{inp}: no {EVAL_FILE} found (run `metadt evaluate` first)")
+        found.append(files)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = []
+    single = len(inputs) == 1
+    for name, inp, files in zip(names, inputs, found):
         results = load_results(files)
         g = _group_report(name, results, out_dir, "" if single else f"{_slug(name)}-", reps)
         if Path(inp).is_dir():
