@@ -1,24 +1,12 @@
 //! Times the batcher from plain Rust (no Python): `cargo run --release --example bench_core`.
 use std::time::Instant;
 
-use metadt_core::{Store, WindowSpec};
+use metadt_core::WindowSpec;
+
+mod common;
 
 fn main() {
-    let (tasks, eps, t, od, ad) = (45usize, 100usize, 200usize, 20usize, 6usize);
-    let mut s = Store::new(od, ad, None).unwrap();
-    let mut x = 0u64;
-    let mut rnd = || {
-        x = metadt_core::rng::mix64(x.wrapping_add(1));
-        (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    for task in 0..tasks {
-        for _ in 0..eps {
-            let obs: Vec<f32> = (0..t * od).map(|_| rnd()).collect();
-            let act: Vec<f32> = (0..t * ad).map(|_| rnd()).collect();
-            let rew: Vec<f32> = (0..t).map(|_| rnd()).collect();
-            s.add_episode(&obs, &act, &rew, None, task as i64, None).unwrap();
-        }
-    }
+    let s = common::synthetic_store(45, 100, 200, 20, 6, &mut common::Noise::default());
     if let Ok(t) = std::fs::read_to_string("/proc/self/smaps_rollup") {
         for l in t.lines().filter(|l| l.starts_with("AnonHugePages") || l.starts_with("Rss")) {
             println!("{l}");

@@ -1,25 +1,14 @@
 //! Fixed work for instruction counts (not timed): `valgrind --tool=callgrind target/release/examples/count_core MODE`, MODE one of w0 (windows), w4 (windows with h = 4 contexts), wp (windows, contexts and argmax prompts), t4 (transitions with contexts); compare the "Collected" totals of two commits (see docs/store.md).
-use metadt_core::{PromptSpec, Store, TransitionSpec, WindowSpec};
+use metadt_core::{PromptSpec, TransitionSpec, WindowSpec};
 use metadt_core::segments::Strategy;
 
+mod common;
+
 fn main() {
-    let (tasks, eps, t, od, ad) = (45usize, 10usize, 200usize, 20usize, 6usize);
-    let mut s = Store::new(od, ad, None).unwrap();
-    let mut x = 0u64;
-    let mut rnd = || {
-        x = metadt_core::rng::mix64(x.wrapping_add(1));
-        (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    for task in 0..tasks {
-        for _ in 0..eps {
-            let obs: Vec<f32> = (0..t * od).map(|_| rnd()).collect();
-            let act: Vec<f32> = (0..t * ad).map(|_| rnd()).collect();
-            let rew: Vec<f32> = (0..t).map(|_| rnd()).collect();
-            s.add_episode(&obs, &act, &rew, None, task as i64, None).unwrap();
-        }
-    }
+    let mut noise = common::Noise::default();
+    let mut s = common::synthetic_store(45, 10, 200, 20, 6, &mut noise);
     let n = s.num_steps();
-    let err: Vec<f32> = (0..n).map(|_| rnd().abs()).collect();
+    let err: Vec<f32> = (0..n).map(|_| noise.next().abs()).collect();
     s.attach_column("err", &err, 1).unwrap();
     let mode = std::env::args().nth(1).unwrap_or_default();
     let mut sink = 0f64;
