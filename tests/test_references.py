@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from metadt.envs import make_family
+from metadt.envs.base import FAMILIES
 
 from metadt.evaluate.metrics import summarize, task_rows
 from metadt.evaluate.references import (REFERENCES_FILE, fixed_score, measure, missing_families,
@@ -23,7 +24,7 @@ def _result(family, returns, random=-20.0, dataset_max=-5.0):
             "settings": {"zero-shot": {"returns": {"3": returns}}}}
 
 
-MEASURED = ("point-robot", "cheetah-vel", "cheetah-dir", "hopper-param", "reach")
+MEASURED = ("point-robot", "cheetah-vel", "cheetah-dir", "hopper-param", "walker-param", "reach")
 
 
 def test_shipped_references_are_the_measured_ones():
@@ -35,8 +36,18 @@ def test_shipped_references_are_the_measured_ones():
         assert f"metadt collect --family {fam} --preset cpu" in ref["measured_with"]["command"]
         assert fam not in missing_families()
     # every other family is reported missing, never given a number
-    assert {"ant-dir", "walker-param"} <= set(missing_families())
-    assert reference("ant-dir") is None
+    assert set(missing_families()) == {f for f in FAMILIES if f not in MEASURED}
+    assert all(reference(f) is None for f in missing_families())
+
+
+@pytest.fixture
+def no_ant_reference(monkeypatch):
+    """The shipped table without ant-dir's entry (a family with no measured reference)."""
+    from metadt.evaluate import references
+
+    table = {k: v for k, v in references._table().items() if k != "ant-dir"}
+    monkeypatch.setattr(references, "_table", lambda: table)
+    assert references.reference("ant-dir") is None and "ant-dir" in references.missing_families()
 
 
 def test_fixed_score_d4rl_convention_beside_the_per_dataset_one():
@@ -53,7 +64,7 @@ def test_fixed_score_d4rl_convention_beside_the_per_dataset_one():
     assert f"{want:.1f} ± 0.0" in summary_table([s])
 
 
-def test_family_without_reference_says_so_and_shows_no_score():
+def test_family_without_reference_says_so_and_shows_no_score(no_ant_reference):
     rows = task_rows([_result("ant-dir", [-50.0])])
     assert math.isnan(rows[0]["score"])
     s = summarize(rows)[0]
