@@ -10,7 +10,7 @@ each from the page cache ("warm") and after dropping this store's own pages
 from the cache with posix_fadvise(DONTNEED) ("cold": read from the disk; no
 other file's cache is touched).
 
-    python benches/bench_store_verify.py --dataset /work/notes/data-pr-cpu     # every quality of a dataset
+    python benches/bench_store_verify.py --dataset data/point-robot-cpu     # every quality of a dataset
     python benches/bench_store_verify.py --synth                                 # 900k steps, obs 20, act 6
 """
 from __future__ import annotations
