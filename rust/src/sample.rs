@@ -812,7 +812,13 @@ impl Store {
                         v as usize
                     } else {
                         let s = choose_start(tl, kp, ps.start_min, ps.strategy, sc, &mut rng);
-                        c[pe].store(s as u32, Ordering::Relaxed);
+                        // a start beyond u32 (an episode of over 4G steps) is not cached:
+                        // recomputed every time rather than truncated
+                        if let Ok(v) = u32::try_from(s) {
+                            if v != NOT_COMPUTED {
+                                c[pe].store(v, Ordering::Relaxed);
+                            }
+                        }
                         s
                     }
                 } else {
